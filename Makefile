@@ -1,0 +1,51 @@
+# robobench: `make test` and `make demo` set everything up themselves (system packages, .venv, locked deps).
+SHELL := /bin/bash
+BIN := .venv/bin
+STAMP := .venv/.robobench-installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup system test nbcheck nbtest pytest lab doctor lock demo help
+
+help:
+	@echo "make test    set up (first time: system packages, .venv, pinned deps), check notebooks, run all tests"
+	@echo "make demo    set up, then run the quickstart notebook end to end on CPU"
+	@echo "make lab     open JupyterLab on nbs/"
+	@echo "make doctor  can this machine run each part?"
+	@echo "make lock    re-resolve requirements.in into requirements.lock"
+
+system:
+	@bash scripts/setup_system.sh
+
+$(STAMP): requirements.lock overrides.txt setup.py settings.ini scripts/setup_venv.sh
+	@bash scripts/setup_venv.sh
+	@touch $@
+
+setup: system $(STAMP)
+
+lock:
+	$(BIN)/uv pip compile requirements.in --override overrides.txt --python-version 3.12 -o requirements.lock
+
+# notebooks are the source: nbdev_clean and nbdev_export must leave the committed tree unchanged
+nbcheck: setup
+	@$(BIN)/nbdev_clean
+	@if [ -n "$$(git status --porcelain -- nbs)" ]; then echo "nbdev_clean changed notebooks (commit them cleaned):"; git status --short -- nbs; exit 1; fi
+	@$(BIN)/nbdev_export
+	@if [ -n "$$(git status --porcelain -- robobench nbs pyproject.toml)" ]; then echo "nbdev_export changed robobench/ (export and commit):"; git status --short -- robobench; git diff --stat; exit 1; fi
+	@echo "nbdev_clean / nbdev_export: no diff"
+
+nbtest: setup
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: setup
+	$(BIN)/python -m pytest
+
+test: setup nbcheck nbtest pytest
+
+doctor: setup
+	$(BIN)/robobench doctor
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+demo: setup
+	$(BIN)/robobench run quickstart
