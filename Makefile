@@ -1,7 +1,10 @@
 # robobench: `make test` and `make demo` set everything up themselves (system packages, .venv, locked deps).
 SHELL := /bin/bash
 BIN := .venv/bin
-STAMP := .venv/.robobench-installed
+# optional dependency groups (requirements-<name>.txt); `make setup EXTRAS=` for the lean set
+EXTRAS ?= ray
+export EXTRAS
+STAMP := .venv/.robobench-installed$(if $(EXTRAS),-$(subst $(eval) ,-,$(EXTRAS)))
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup system test nbcheck nbtest pytest lab doctor lock demo help
@@ -16,7 +19,8 @@ help:
 system:
 	@bash scripts/setup_system.sh
 
-$(STAMP): requirements.lock overrides.txt setup.py settings.ini scripts/setup_venv.sh
+$(STAMP): requirements.lock $(wildcard requirements-*.txt) overrides.txt setup.py settings.ini scripts/setup_venv.sh
+	@rm -f .venv/.robobench-installed*
 	@bash scripts/setup_venv.sh
 	@touch $@
 

@@ -6,13 +6,24 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_api.ipynb #270286c6
+# %% ../nbs/99_api.ipynb #da07b398
 _LAZY = {
     # core
     'make_run_dir': 'core', 'run_info': 'core', 'seed_everything': 'core', 'pick_device': 'core', 'Registry': 'core',
     'read_jsonl': 'core', 'append_jsonl': 'core', 'atomic_write_json': 'core', 'read_json': 'core',
     # doctor
     'doctor': 'doctor',
+    # envs
+    'make_env': 'envs', 'list_envs': 'envs', 'EnvSpec': 'envs',
+    'make_expert': 'experts', 'collect': 'experts', 'measure_expert': 'experts',
+    # datasets (a dataset's own browser is `ds.browse()`)
+    'open_dataset': 'data', 'convert_rlds_to_lerobot': 'data', 'mix_datasets': 'data', 'dagger_filter': 'data',
+    # serving and clients
+    'serve': 'server', 'RandomPolicy': 'server', 'InferenceClient': 'clients', 'make_client': 'clients', 'PolicyArgs': 'clients',
+    # evaluation and viz
+    'evaluate': 'evaluation', 'EvalConfig': 'evaluation', 'EvalResult': 'evaluation', 'compare': 'evaluation',
+    'wilson_interval': 'evaluation', 'episodes_needed': 'evaluation',
+    'show_episodes': 'viz', 'browse_episodes': 'viz', 'plot_success': 'viz', 'report': 'viz',
 }
 
 def __getattr__(name: str):

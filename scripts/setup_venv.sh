@@ -22,7 +22,10 @@ if [ "$(.venv/bin/uv --version 2>/dev/null | awk '{print $2}')" != "$UV_VERSION"
   .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 # The lock already resolves openpi-client/mink's stale numpy<2 pins through overrides.txt (see requirements.in).
-.venv/bin/uv pip sync --python .venv/bin/python --compile-bytecode requirements.lock
+# Optional groups (requirements-<name>.txt) named in $EXTRAS, e.g. EXTRAS=ray.
+files=(requirements.lock)
+for e in ${EXTRAS:-}; do files+=("requirements-$e.txt"); done
+.venv/bin/uv pip sync --python .venv/bin/python --compile-bytecode "${files[@]}"
 .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode --no-deps -e .
 # a Jupyter kernel for papermill and JupyterLab that runs this venv
 .venv/bin/python -m ipykernel install --sys-prefix --name robobench --display-name "robobench (.venv)" >/dev/null

@@ -1,0 +1,1 @@
+"""robobench test suite (a regular package, so tests.* modules import in worker processes)."""

@@ -1,0 +1,54 @@
+"""A tiny LeRobot ACT checkpoint (state + environment_state, CPU) for the server/client tests, and LeRobot's own answer."""
+from pathlib import Path
+import numpy as np
+
+STATE_DIM, ENV_DIM, ACTION_DIM, CHUNK, N_STEPS = 4, 6, 3, 5, 3
+
+
+def make_tiny_act(d) -> Path:
+    "Build, save (policy + pre/post-processors) and return a tiny random-init ACT checkpoint dir."
+    import torch
+    from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+    cfg = ACTConfig(input_features={'observation.state': PolicyFeature(FeatureType.STATE, (STATE_DIM,)),
+                                    'observation.environment_state': PolicyFeature(FeatureType.ENV, (ENV_DIM,))},
+                    output_features={'action': PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
+                    chunk_size=CHUNK, n_action_steps=N_STEPS, dim_model=32, dim_feedforward=64, n_heads=2,
+                    n_encoder_layers=1, n_decoder_layers=1, latent_dim=8, n_vae_encoder_layers=1,
+                    pretrained_backbone_weights=None, device='cpu')
+    cfg.normalization_mapping = {**cfg.normalization_mapping, 'ENV': NormalizationMode.MEAN_STD}
+    torch.manual_seed(0)
+    policy = ACTPolicy(cfg)
+    stats = {'observation.state': {'mean': torch.linspace(-1, 1, STATE_DIM), 'std': torch.full((STATE_DIM,), 2.0)},
+             'observation.environment_state': {'mean': torch.ones(ENV_DIM), 'std': torch.full((ENV_DIM,), 0.5)},
+             'action': {'mean': torch.tensor([0.5, -0.5, 0.0]), 'std': torch.tensor([0.1, 0.2, 0.3])}}
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    d = Path(d)
+    policy.save_pretrained(d); pre.save_pretrained(d); post.save_pretrained(d)
+    return d
+
+
+def random_obs(rng) -> dict:
+    return {'observation.state': rng.normal(size=STATE_DIM).astype(np.float32),
+            'observation.environment_state': rng.normal(size=ENV_DIM).astype(np.float32), 'task': 'pick the cube'}
+
+
+class LeRobotReference:
+    "The checkpoint called in-process with LeRobot's own API only (no robobench code)."
+    def __init__(self, d):
+        import torch
+        from lerobot.policies.act.modeling_act import ACTPolicy
+        from lerobot.configs.policies import PreTrainedConfig
+        from lerobot.policies.factory import make_pre_post_processors
+        self.torch = torch
+        cfg = PreTrainedConfig.from_pretrained(d)
+        self.policy = ACTPolicy.from_pretrained(d).eval()
+        self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=str(d))
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        t = self.torch
+        batch = {k: (t.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v) for k, v in obs.items()}
+        with t.inference_mode():
+            return self.post(self.policy.predict_action_chunk(self.pre(batch)))[0].numpy()

@@ -1,0 +1,135 @@
+"""robobench.clients against real servers on 127.0.0.1 (openpi-client inside, LeRobot ACT checkpoint)."""
+import os, signal, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from openpi_client import websocket_client_policy
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_act import ACTION_DIM, CHUNK, ENV_DIM, N_STEPS, STATE_DIM, LeRobotReference, make_tiny_act  # noqa: E402
+
+from robobench.clients import (InferenceClient, LocalClient, PolicyArgs, ServerTimeout, ServerUnavailable,
+                               WebsocketClient, make_client)
+from robobench.server import RandomPolicy, serve
+
+pytestmark = pytest.mark.net
+
+
+def env_obs(rng):
+    "An observation in the env contract (what robobench envs return)."
+    return {'images': {'base_camera': rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)},
+            'state': rng.normal(size=STATE_DIM).astype(np.float32),
+            'env_state': rng.normal(size=ENV_DIM).astype(np.float32), 'instruction': 'pick the cube'}
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    return make_tiny_act(tmp_path_factory.mktemp('act') / 'ckpt')
+
+
+def test_remote_and_local_clients_agree_with_lerobot(ckpt):
+    ref = LeRobotReference(ckpt)
+    with serve(ckpt, device='cpu') as srv:
+        remote = make_client(f'{srv.host}:{srv.port}', timeout=30)
+        local = make_client(str(ckpt), device='cpu')
+        assert isinstance(remote, WebsocketClient) and isinstance(local, LocalClient)
+        assert remote.n_action_steps == local.n_action_steps == N_STEPS    # from the checkpoint's config
+        rng = np.random.default_rng(0)
+        for episode in range(2):
+            remote.reset(); local.reset()
+            for t in range(2 * N_STEPS):
+                obs = env_obs(rng)
+                assert remote.rerender == (t % N_STEPS == 0)                 # False while replaying a chunk
+                a_r, viz = remote.infer(obs, obs['instruction'], return_viz=True)
+                a_l, _ = local.infer(obs, obs['instruction'])
+                if t % N_STEPS == 0:
+                    req = {'observation.state': obs['state'], 'observation.environment_state': obs['env_state'], 'task': 'pick the cube'}
+                    chunk = ref(req)
+                assert a_r.shape == (ACTION_DIM,) and viz.shape == (16, 16, 3)
+                np.testing.assert_allclose(a_r, chunk[t % N_STEPS], rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(a_l, a_r, rtol=1e-5, atol=1e-5)
+        assert remote.n_inferences == local.n_inferences == 4
+        assert sorted(remote.last_request) == ['observation.environment_state', 'observation.state', 'task']
+        remote.close()
+
+
+def test_action_scaling_hook():
+    with serve(RandomPolicy(action_dim=3, horizon=4, seed=0)) as srv:
+        plain = make_client(f'{srv.host}:{srv.port}')
+        scaled = make_client(f'ws://{srv.host}:{srv.port}', scale=[1, 2, 0], control_mode='pd_ee_delta_pos',
+                             mapping_function=lambda a, s: np.clip(a * np.asarray(s), -0.5, 0.5))
+        a0, _ = plain.infer({}, 'x'); a1, _ = scaled.infer({}, 'x')
+        assert a0.shape == a1.shape == (3,)
+        assert scaled.info()['control_mode'] == 'pd_ee_delta_pos' and scaled.info()['scale'] == [1, 2, 0]
+        assert a1[2] == 0 and np.all(np.abs(a1) <= 0.5)
+        plain.close(); scaled.close()
+
+
+def test_killed_server_raises_within_timeout_and_reconnects():
+    srv = serve('random', subprocess_mode=True, action_dim=2, horizon=2)
+    try:
+        c = make_client(f'{srv.host}:{srv.port}', timeout=3.0, connect_timeout=3.0)
+        assert c.infer({}, 'x')[0].shape == (2,)
+        # a hung server (process stopped, socket open): openpi's client would block forever
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            c.reset(); t = time.monotonic()
+            with pytest.raises(ServerTimeout, match='within 3.0s'):
+                c.infer({}, 'x')
+            assert time.monotonic() - t < 5
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        c.reconnect(); assert c.infer({}, 'x')[0].shape == (2,)            # the same server again, new connection
+        # a killed server
+        srv._proc.kill(); srv._proc.wait(5)
+        c.reset(); t = time.monotonic()
+        with pytest.raises(ServerUnavailable):
+            c.infer({}, 'x')
+        assert time.monotonic() - t < 5
+        with pytest.raises(ServerUnavailable, match='cannot reach'):     # the next call tries to reconnect
+            c.reset(); c.infer({}, 'x')
+    finally:
+        srv.stop()
+
+
+def test_wrong_api_key_is_a_permission_error():
+    with serve(RandomPolicy(2, 2), api_key='k1') as srv:
+        with pytest.raises(PermissionError, match='401'):
+            make_client(f'{srv.host}:{srv.port}', api_key='nope')
+        c = make_client(f'{srv.host}:{srv.port}', api_key='k1')
+        assert c.infer({}, 'x')[0].shape == (2,)
+        c.close()
+
+
+# Seed 000 (PolaRiS) minimal example, unchanged but for the server's reply key ("actions", as openpi servers send).
+@InferenceClient.register(client_name="CustomPolicy")
+class CustomPolicy(InferenceClient):
+    def __init__(self, args: PolicyArgs):
+        self.client = websocket_client_policy.WebsocketClientPolicy(host=args.host, port=args.port)
+
+    @property
+    def rerender(self) -> bool:
+        return True
+
+    def infer(self, obs, instruction, return_viz: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        request_data = {
+            "external_image": obs["splat"]["external_cam"],
+            "wrist_image": obs["splat"]["wrist_cam"],
+            "instruction": instruction,
+        }
+        server_response = self.client.infer(request_data)
+        return server_response["actions"], None
+
+    def reset(self):
+        pass
+
+
+def test_seed000_custom_client_by_name():
+    with serve(RandomPolicy(action_dim=8, horizon=10)) as srv:
+        c = make_client('CustomPolicy', host=srv.host, port=srv.port)
+        assert isinstance(c, CustomPolicy) and 'CustomPolicy' in InferenceClient.names()
+        img = np.zeros((32, 32, 3), np.uint8)
+        action, viz = c.infer({'splat': {'external_cam': img, 'wrist_cam': img}}, 'put the food in the bowl')
+        assert action.shape == (10, 8) and viz is None and c.rerender
+        c.client._ws.close()

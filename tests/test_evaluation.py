@@ -1,0 +1,126 @@
+"""Evaluation on real simulators, through a real policy server, with kill -9 resume and worker crashes."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+from robobench.core import read_jsonl, read_json
+from robobench.evaluation import evaluate, compare, EvalResult
+
+ROBOBENCH = str(Path(sys.executable).parent / 'robobench')
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize('env_id', ['maniskill/PickCube-v1', 'robosuite/Lift'])
+def test_random_client_with_videos(tmp_path, env_id):
+    import mediapy
+    res = evaluate(env_id, 'random', episodes=2, start_seed=5, max_steps=6, run_folder=tmp_path, progress=False)
+    assert [r['seed'] for r in res.episodes] == [5, 6]
+    for r in res.episodes:
+        assert r['length'] == 6 and r['failure_reason'] == 'timeout' and not r['success']
+        v = mediapy.read_video(tmp_path / r['video'])
+        assert v.shape[0] == 7 and v.shape[-1] == 3 and v.dtype == np.uint8     # reset frame + 6 steps
+        assert Path(r['video']).name == f"failure_seed{r['seed']}.mp4"
+    s = read_json(tmp_path / 'summary.json')
+    assert s['episodes'] == 2 and s['success_rate'] == 0 and s['failure_reasons'] == {'timeout': 2}
+    info = read_json(tmp_path / 'run_info.json')
+    assert info['env'] == env_id and info['seeds'] == [5, 6] and 'numpy' in info['packages']
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize('env_id', ['maniskill/PickCube-v1', 'robosuite/Lift'])
+def test_scripted_expert_is_reproducible(env_id):
+    a = evaluate(env_id, 'scripted', episodes=3, start_seed=100, progress=False, video=False)
+    b = evaluate(env_id, 'scripted', episodes=3, start_seed=100, progress=False, video=False)
+    assert a.summary['successes'] >= 2, a.episodes
+    key = lambda res: [(r['seed'], r['success'], r['length']) for r in res.episodes]
+    assert key(a) == key(b)
+
+
+@pytest.mark.net
+@pytest.mark.sim
+def test_websocket_path_with_process_workers(tmp_path):
+    from robobench.server import serve, RandomPolicy
+    with serve(RandomPolicy(action_dim=4, horizon=8, seed=0)) as srv:
+        res = evaluate('maniskill/PickCube-v1', f'{srv.host}:{srv.port}', episodes=4, max_steps=12, workers=2,
+                       client_kwargs={'n_action_steps': 4}, run_folder=tmp_path, progress=False, video=False)
+    assert res.summary['backend'] == 'process' and res.summary['episodes'] == 4
+    assert [r['failure_reason'] for r in res.episodes] == ['timeout'] * 4
+    acts = [res.trajectory(s)['action'] for s in range(4)]
+    assert all(a.shape == (12, 4) and np.abs(a).max() <= 1 for a in acts)
+    assert not np.allclose(acts[0], acts[1])            # every episode got its own served chunks
+    info = read_json(tmp_path / 'run_info.json')
+    assert info['env'] == 'maniskill/PickCube-v1' and info['client'] == f'{srv.host}:{srv.port}'
+
+
+def _eval_cmd(run, episodes):
+    return [ROBOBENCH, 'eval', '--environment', 'maniskill/PickCube-v1', '--policy.client', 'scripted',
+            '--episodes', str(episodes), '--start-seed', '200', '--run-folder', str(run), '--no-video', '--json']
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_resume_after_kill_9(tmp_path):
+    run, ref = tmp_path / 'killed', tmp_path / 'reference'
+    p = subprocess.Popen(_eval_cmd(run, 8), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while len(read_jsonl(run / 'episodes.jsonl')) < 3 and time.time() - t0 < 120: time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    n_before = len(read_jsonl(run / 'episodes.jsonl'))
+    assert 3 <= n_before < 8 and not (run / 'summary.json').exists()
+    r = subprocess.run(_eval_cmd(run, 8), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = read_jsonl(run / 'episodes.jsonl')
+    assert sorted(x['seed'] for x in recs) == list(range(200, 208))          # nothing lost, nothing twice
+    r2 = subprocess.run(_eval_cmd(ref, 8), capture_output=True, text=True, timeout=300)
+    strip = lambda s: {k: v for k, v in s.items() if k not in ('backend',)}
+    assert strip(json.loads(r.stdout)) == strip(json.loads(r2.stdout))
+    c = compare(run, ref)
+    assert c['shared_seeds'] == 8 and c['table']['only_a'] == c['table']['only_b'] == 0
+
+
+@pytest.mark.slow
+def test_worker_crash_is_recorded_and_replaced(tmp_path):
+    marker = tmp_path / 'crashed'
+    kw = dict(episodes=6, workers=2, run_folder=tmp_path / 'run', progress=False, video=False)
+    res = evaluate('toy/Point', 'tests.eval_clients:CrashOnce', client_kwargs={'marker': str(marker)}, **kw)
+    assert marker.exists() and res.summary['episodes'] == 6 and res.summary['errors'] == 1
+    err = [r for r in res.episodes if r['failure_reason'] and r['failure_reason'].startswith('error')]
+    assert len(err) == 1 and 'worker crashed' in err[0]['failure_reason']
+    assert res.summary['successes'] == 5
+    # resuming retries the error episode only
+    res2 = evaluate('toy/Point', 'tests.eval_clients:CrashOnce', client_kwargs={'marker': str(marker)}, **kw)
+    assert res2.summary['errors'] == 0 and res2.summary['successes'] == 6
+    assert len(read_jsonl(tmp_path / 'run' / 'episodes.jsonl')) == 7
+
+
+@pytest.mark.slow
+def test_ray_backend_matches_local(tmp_path):
+    local = evaluate('toy/Point', 'tests.eval_clients:PGain', episodes=4, client_kwargs={'gain': 0.8}, progress=False, video=False)
+    ray_res = evaluate('toy/Point', 'tests.eval_clients:PGain', episodes=4, client_kwargs={'gain': 0.8}, backend='ray',
+                       workers=2, progress=False, video=False, run_folder=tmp_path)
+    key = lambda res: [(r['seed'], r['success'], r['length']) for r in res.episodes]
+    assert key(local) == key(ray_res) and ray_res.summary['backend'] == 'ray'
+
+
+def test_cli_eval_and_bad_env(tmp_path):
+    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '--policy.client', 'tests.eval_clients:PGain',
+                        '--episodes', '3', '--run-folder', str(tmp_path), '--no-video', '--json'],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)['success_rate'] == 1.0
+    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'maniskill/PickCub-v1', '--episodes', '1', '--no-video',
+                        '--run-folder', str(tmp_path / 'x')], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "PickCube-v1" in r.stderr
+
+
+@pytest.mark.slow
+def test_dump_failed_writes_a_lerobot_dataset(tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    res = evaluate('toy/Point', 'tests.eval_clients:PGain', episodes=5, client_kwargs={'gain': 0.3}, max_steps=6,
+                   run_folder=tmp_path, dump_failed=True, progress=False, video=False)
+    failed = [r['seed'] for r in res.episodes if not r['success']]
+    assert failed and res.summary['failed_dump']['episodes'] == len(failed)
+    ds = LeRobotDataset('local/failed', root=tmp_path / 'failed')
+    assert ds.num_episodes == len(failed)
+    assert sorted({int(x) for x in ds.hf_dataset['seed']}) == failed
+    assert not any(bool(x) for x in ds.hf_dataset['episode_success'])
