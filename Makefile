@@ -52,4 +52,4 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
 demo: setup
-	$(BIN)/robobench run quickstart
+	$(BIN)/robobench run quickstart --name demo

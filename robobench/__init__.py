@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_api.ipynb #da07b398
+# %% ../nbs/99_api.ipynb #caf0ef6b
 _LAZY = {
     # core
     'make_run_dir': 'core', 'run_info': 'core', 'seed_everything': 'core', 'pick_device': 'core', 'Registry': 'core',
@@ -15,15 +15,20 @@ _LAZY = {
     'doctor': 'doctor',
     # envs
     'make_env': 'envs', 'list_envs': 'envs', 'EnvSpec': 'envs',
-    'make_expert': 'experts', 'collect': 'experts', 'measure_expert': 'experts',
+    'make_expert': 'experts', 'collect': 'experts', 'measure_expert': 'experts', 'make_expert_policy': 'experts',
+    'export_rlds': 'experts',
     # datasets (a dataset's own browser is `ds.browse()`)
     'open_dataset': 'data', 'convert_rlds_to_lerobot': 'data', 'mix_datasets': 'data', 'dagger_filter': 'data',
     # serving and clients
     'serve': 'server', 'RandomPolicy': 'server', 'InferenceClient': 'clients', 'make_client': 'clients', 'PolicyArgs': 'clients',
     # evaluation and viz
     'evaluate': 'evaluation', 'EvalConfig': 'evaluation', 'EvalResult': 'evaluation', 'compare': 'evaluation',
-    'wilson_interval': 'evaluation', 'episodes_needed': 'evaluation',
+    'wilson_interval': 'evaluation', 'episodes_needed': 'evaluation', 'task_breakdown': 'evaluation',
     'show_episodes': 'viz', 'browse_episodes': 'viz', 'plot_success': 'viz', 'report': 'viz',
+    # training
+    'train': 'training', 'TrainConfig': 'training', 'TrainResult': 'training', 'plot_training': 'training',
+    # papermill runs
+    'run': 'runs', 'sweep': 'runs', 'RunResult': 'runs', 'list_templates': 'runs', 'template_parameters': 'runs',
 }
 
 def __getattr__(name: str):

@@ -807,7 +807,7 @@ class _SelectKeys:
     "A dataset view returning only `keys` (+ bookkeeping and `task`) of each item, so mixed batches collate."
     def __init__(self, ds, keys): self.ds, self.keys = ds, set(keys) | set(BOOKKEEPING) | {'task'}
     def __len__(self): return len(self.ds)
-    def __getitem__(self, i): return {k: v for k, v in self.ds[i].items() if k in self.keys}
+    def __getitem__(self, i): return {k: v for k, v in self.ds[i].items() if k in self.keys or (k.endswith('_is_pad') and k[:-7] in self.keys)}
 
 class MixedDataset:
     "Several LeRobot datasets mixed: `.dataset` (ConcatDataset), `.sampler` (WeightedRandomSampler), `.stats`, `.features`."

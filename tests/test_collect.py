@@ -58,3 +58,34 @@ def test_collect_robosuite_video_and_dump_failed(tmp_path):
     assert not bool(first['episode_success']) and bool(last['episode_success'])  # failed attempt flagged
     assert tuple(first['observation.images.agentview'].shape) == (3, 48, 48)
     assert list((out/'videos').rglob('*.mp4'))
+
+
+def test_rlds_export_reads_back_the_same_episodes(tmp_path):
+    """collect(..., rlds_out=) exports the collected LeRobot dataset to RLDS (TensorFlow in a child process);
+    open_dataset on the export gives the same episodes, actions, states, images, tasks and seeds."""
+    import sys
+    from robobench.data import open_dataset
+    out, rl = tmp_path / 'pt', tmp_path / 'rlds'
+    s = collect('toy/Point', 3, out, start_seed=4, cameras=['top'], progress=False, rlds_out=rl)
+    d = Path(s['rlds'])
+    assert d.parts[-2:] == ('pt', '1.0.0') and 'tensorflow' not in sys.modules
+    names = {p.name for p in d.iterdir()}
+    assert {'dataset_info.json', 'features.json'} <= names and any('.tfrecord' in n for n in names)
+    feats = json.dumps(json.loads((d / 'features.json').read_text()))
+    for k in ('image', 'state', 'environment_state', 'action', 'language_instruction', 'is_first', 'is_last',
+              'is_terminal', 'reward', 'discount', 'episode_metadata'):
+        assert f'"{k}"' in feats, k
+    src, back = open_dataset(out), open_dataset(d)
+    try:
+        assert back.num_episodes == src.num_episodes == 3
+        assert list(back.episode_lengths) == list(src.episode_lengths)
+        for i in range(3):
+            a, b = src.episode(i), back.episode(i)
+            for k in ('action', 'observation.state', 'observation.environment_state'):
+                np.testing.assert_array_equal(a[k], b[k])
+            np.testing.assert_array_equal(a['observation.images.top'], b['observation.images.image'])
+            assert a['task'] == b['task'] and b['success'] is True
+            meta = {k.split('/')[-1]: v for k, v in b['episode_metadata'].items()}
+            assert int(meta['seed']) == int(np.asarray(a['seed']).ravel()[0]) == 4 + i and bool(meta['success'])
+    finally:
+        back.close()

@@ -8,7 +8,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 BUILTIN = ['maniskill/PickCube-v1', 'maniskill/PushCube-v1', 'maniskill/StackCube-v1',
            'robosuite/Lift', 'robosuite/Stack', 'robosuite/Door']
 EXPERT_SEEDS = {'maniskill/PickCube-v1': 3, 'maniskill/PushCube-v1': 3, 'maniskill/StackCube-v1': 3,
-                'robosuite/Lift': 3, 'robosuite/Stack': 2, 'robosuite/Door': 2}
+                'robosuite/Lift': 3, 'robosuite/Stack': 2, 'robosuite/Door': 3}
 
 @pytest.fixture(scope='module', params=BUILTIN)
 def env(request):
@@ -58,8 +58,7 @@ def test_expert_succeeds(env):
     env.render_images = False
     r = measure_expert(env, episodes=EXPERT_SEEDS[env.spec.env_id], start_seed=100)
     env.render_images = True
-    # Door's expert is measured at 62% over seeds 0-49 (below the 90% target; see the report): require >= 1 of 2
-    assert r['success_rate'] >= (0.5 if env.spec.env_id == 'robosuite/Door' else 1.0), r
+    assert r['success_rate'] == 1.0, r   # every expert, Door included, is >= 90% over seeds 0-49 (Door: 50/50)
 
 def test_unknown_names():
     with pytest.raises(UnknownNameError, match="Did you mean 'maniskill/PickCube-v1'"): make_env('PickCube')

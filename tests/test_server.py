@@ -117,6 +117,37 @@ def test_four_concurrent_clients(ckpt, act_server):
         for g, w in zip(got[i], want[i]): np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+def test_unnorm_key_selects_the_stats_set(ckpt, act_server, tmp_path):
+    """One checkpoint carrying two named stats sets (as `robobench inspect --stats-out F --unnorm-key K` writes
+    them): served with each key, the actions are the same normalized model output unnormalized with that set."""
+    import json, shutil
+    from robobench.data import norm_stats_dict
+    d = tmp_path / 'ckpt'
+    shutil.copytree(ckpt, d)
+    sets = {'bridge': ([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]), 'fractal': ([-1.0, 0.0, 4.0], [0.5, 2.0, 0.1])}
+    doc = {}
+    for key, (m, sd) in sets.items():
+        doc.update(norm_stats_dict({'action': {'mean': np.array(m), 'std': np.array(sd), 'count': np.array([100])}}, key, 100, 2))
+    (d / 'norm_stats.json').write_text(json.dumps(doc))
+    obs = [random_obs(np.random.default_rng(7 + i)) for i in range(2)]
+    base = WebsocketClientPolicy(act_server.host, act_server.port)    # the checkpoint's own saved stats
+    normalized = [(base.infer(o)['actions'] - [0.5, -0.5, 0.0]) / [0.1, 0.2, 0.3] for o in obs]
+    base._ws.close()
+    hashes = set()
+    for key, (m, sd) in sets.items():
+        with serve(d, subprocess_mode=False, device='cpu', unnorm_key=key) as srv:
+            md = srv.metadata
+            assert md['unnorm_key'] == key and md['unnorm_keys'] == ['bridge', 'fractal']
+            hashes.add(md['norm_stats_hash'])
+            c = WebsocketClientPolicy(srv.host, srv.port)
+            for o, n in zip(obs, normalized):
+                np.testing.assert_allclose(c.infer(o)['actions'], n * sd + m, rtol=1e-4, atol=1e-4)
+            c._ws.close()
+    assert len(hashes | {act_server.metadata['norm_stats_hash']}) == 3
+    with pytest.raises(RuntimeError, match="unknown unnorm_key 'bridg'. Did you mean 'bridge'.*bridge, fractal"):
+        serve(d, device='cpu', unnorm_key='bridg')               # `robobench serve -m CKPT --unnorm-key bridg`
+
+
 def _malformed_frames(n, seed=0):
     rng = random.Random(seed)
     good = msgpack_numpy.packb(_ok_obs())
