@@ -138,7 +138,14 @@ class ChunkedClient(InferenceClient):
         return action, viz
 
     @property
-    def rerender(self) -> bool: return not self._queue
+    def rerender(self) -> bool:
+        "Render camera images for the next step only when a new chunk is due and the policy takes images (if known)."
+        return not self._queue and self.needs_images
+    @property
+    def needs_images(self) -> bool:
+        feats = (getattr(self, 'metadata', None) or {}).get('input_features')
+        if feats is None: return True   # unknown: render
+        return any(str(f.get('dtype')) == 'uint8' or len(f.get('shape', ())) == 3 for f in feats.values())
     def reset(self) -> None: self._queue.clear()
     def info(self) -> dict:
         "What an evaluation record should store about this client."

@@ -140,6 +140,7 @@ class EvalConfig:
     video_every: int = 1                # keep every n-th frame
     video_max_side: int | None = 256
     video_outcomes: str = 'all'         # all | success | failure
+    video_episodes: int | None = None   # record video only for the first N seeds (None: every episode)
     dump_failed: bool = False           # failed trajectories -> failed/ (LeRobot dataset)
     run_folder: str | None = None
 
@@ -215,7 +216,8 @@ class _Worker:
 
     def run(self, seed: int) -> tuple[dict, dict | None]:
         cfg = self.cfg
-        ep = run_episode(self.env, self.client, seed, cfg.max_steps, video=cfg.video and self.run_dir is not None,
+        want_video = cfg.video and self.run_dir is not None and (cfg.video_episodes is None or seed - cfg.start_seed < cfg.video_episodes)
+        ep = run_episode(self.env, self.client, seed, cfg.max_steps, video=want_video,
                          camera=cfg.video_camera, video_every=cfg.video_every, video_max_side=cfg.video_max_side,
                          keep_trajectory=self.run_dir is not None)
         rec = ep.record

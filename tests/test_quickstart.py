@@ -27,7 +27,7 @@ def test_finetune_template_on_point(tmp_path):
 def _quick(tmp_path, name):
     return run('quickstart', {'ENV': 'toy/Point', 'DEMOS': 10, 'TRAINING_STEPS': 150, 'BATCH_SIZE': 16,
                               'POLICY_KWARGS': TINY_ACT, 'ACTION_CHUNK_SIZE': 5, 'N_ACTION_STEPS': 5, 'EVAL_EPISODES': 8,
-                              'SHOW_VIDEOS': 1}, name=name, root=tmp_path / 'runs')
+                              'VIDEO_EPISODES': 3, 'SHOW_VIDEOS': 1}, name=name, root=tmp_path / 'runs')
 
 
 @pytest.mark.slow
@@ -40,7 +40,9 @@ def test_quickstart_reduced_is_reproducible(tmp_path):
         m = r.metrics
         assert m['demos'] == 10 and m['train_steps'] == 150 and m['episodes'] == 8
         assert m['expert_success_rate'] == 1.0                       # the scripted expert, served over the websocket
-        assert Path(m['report']).exists() and (r.run_dir / 'eval' / 'act' / 'videos').is_dir()
+        assert Path(m['report']).exists()
+        for who in ('act', 'scripted'):   # videos only for the first VIDEO_EPISODES seeds
+            assert len(list((r.run_dir / 'eval' / who / 'videos').glob('*.mp4'))) == 3
         for who in ('act', 'scripted'):   # both were evaluated through a policy server on 127.0.0.1
             assert re.fullmatch(r'127\.0\.0\.1:\d+', read_json(r.run_dir / 'eval' / who / 'params.json')['client'])
     outcomes = [[(e['seed'], e['success'], e['length']) for e in read_jsonl(r.run_dir / 'eval' / 'act' / 'episodes.jsonl')]
