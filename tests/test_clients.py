@@ -40,7 +40,7 @@ def test_remote_and_local_clients_agree_with_lerobot(ckpt):
             remote.reset(); local.reset()
             for t in range(2 * N_STEPS):
                 obs = env_obs(rng)
-                assert remote.rerender == (t % N_STEPS == 0)                 # False while replaying a chunk
+                assert remote.rerender is False and not remote.needs_images   # the policy takes no images: never render
                 a_r, viz = remote.infer(obs, obs['instruction'], return_viz=True)
                 a_l, _ = local.infer(obs, obs['instruction'])
                 if t % N_STEPS == 0:
@@ -133,3 +133,19 @@ def test_seed000_custom_client_by_name():
         action, viz = c.infer({'splat': {'external_cam': img, 'wrist_cam': img}}, 'put the food in the bowl')
         assert action.shape == (10, 8) and viz is None and c.rerender
         c.client._ws.close()
+
+
+def test_rerender_only_at_chunk_boundaries_when_images_matter():
+    "A client whose policy takes images (or may: no metadata) asks for camera images only when a new chunk is due."
+    from robobench.clients import RandomClient
+    c = RandomClient(action_dim=3, horizon=4, n_action_steps=4)
+    rng = np.random.default_rng(0)
+    pattern = []
+    for t in range(8):
+        pattern.append(c.rerender); c.infer(env_obs(rng), 'x')
+    assert pattern == [True, False, False, False] * 2
+    c.metadata = {'input_features': {'observation.images.top': {'shape': [16, 16, 3], 'dtype': 'uint8'}}}
+    assert c.needs_images and c.rerender
+    c.metadata = {'input_features': {'observation.state': {'shape': [4], 'dtype': 'float32'}}}
+    assert not c.needs_images and not c.rerender
+
