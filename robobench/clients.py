@@ -145,7 +145,7 @@ class ChunkedClient(InferenceClient):
     def needs_images(self) -> bool:
         feats = (getattr(self, 'metadata', None) or {}).get('input_features')
         if feats is None: return True   # unknown: render
-        return any(str(f.get('dtype')) == 'uint8' or len(f.get('shape', ())) == 3 for f in feats.values())
+        return any(FeatureSpec.from_dict(f).kind == 'uint8' for f in feats.values())
     def reset(self) -> None: self._queue.clear()
     def info(self) -> dict:
         "What an evaluation record should store about this client."

@@ -810,9 +810,11 @@ class _SelectKeys:
     def __getitem__(self, i): return {k: v for k, v in self.ds[i].items() if k in self.keys or (k.endswith('_is_pad') and k[:-7] in self.keys)}
 
 class MixedDataset:
-    "Several LeRobot datasets mixed: `.dataset` (ConcatDataset), `.sampler` (WeightedRandomSampler), `.stats`, `.features`."
-    def __init__(self, dataset, sampler, stats, features, parts, fps):
+    """Several LeRobot datasets mixed: `.dataset` (ConcatDataset), `.sampler` (WeightedRandomSampler), `.stats`, `.features`;
+    `.views` (robobench views of the parts) and `.keep` (per part, the DAgger-kept frame indices or None)."""
+    def __init__(self, dataset, sampler, stats, features, parts, fps, views=(), keep=()):
         self.dataset, self.sampler, self.stats, self.features, self.parts, self.fps = dataset, sampler, stats, features, parts, fps
+        self.views, self.keep = list(views), list(keep)
     def __len__(self): return len(self.dataset)
     def __getitem__(self, i): return self.dataset[i]
     def dataloader(self, batch_size: int = 32, **kw):
@@ -824,7 +826,7 @@ class MixedDataset:
 
 def mix_datasets(datasets: list, weights: list[float] | None = None, root=None, keys: Iterable[str] | None = None,
                  dagger: bool = True, num_samples: int | None = None, seed: int = 0, **lerobot_kw) -> MixedDataset:
-    """Combine LeRobot datasets (roots, repo ids under `root`, or `LeRobotDataset`s) for training. `weights` are the
+    """Combine LeRobot datasets (roots, repo ids under `root`, `LeRobotData` views or `LeRobotDataset`s) for training. `weights` are the
     fractions of samples drawn from each dataset (default: proportional to size). DAgger datasets are filtered."""
     import torch
     from torch.utils.data import ConcatDataset, Subset, WeightedRandomSampler
@@ -833,6 +835,7 @@ def mix_datasets(datasets: list, weights: list[float] | None = None, root=None, 
     lds, views = [], []
     for d in datasets:
         if isinstance(d, LeRobotDataset): lds.append(d); views.append(LeRobotData(d.root, repo_id=d.repo_id)); continue
+        if isinstance(d, LeRobotData): views.append(d); lds.append(LeRobotDataset(d.repo_id, root=d.root, **lerobot_kw)); continue
         v = open_dataset(d, root=(Path(root)/d if root is not None else None))
         if not isinstance(v, LeRobotData): raise ValueError(f'{d}: mixing needs LeRobot datasets; convert RLDS first (robobench convert)')
         views.append(v); lds.append(LeRobotDataset(v.repo_id, root=v.root, **lerobot_kw))
@@ -842,9 +845,10 @@ def mix_datasets(datasets: list, weights: list[float] | None = None, root=None, 
     if len(fps) > 1: raise ValueError(f'datasets have different fps: ' + ', '.join(f'{n}={v.fps}' for n, v in zip(names, views)))
     if weights is not None and len(weights) != len(views):
         raise ValueError(f'{len(weights)} weights for {len(views)} datasets')
-    parts, subsets, stats_list = [], [], []
+    parts, subsets, stats_list, keep = [], [], [], []
     for v, ld in zip(views, lds):
         idx = dagger_filter(v) if dagger else None
+        keep.append(idx)
         sub = ld if idx is None else Subset(ld, idx.tolist())
         if keys: sub = _SelectKeys(sub, keys)
         if len(sub) == 0: raise ValueError(f'{v.name}: no frames left after DAgger filtering')
@@ -868,7 +872,7 @@ def mix_datasets(datasets: list, weights: list[float] | None = None, root=None, 
     common = [k for k in stats_list[0] if all(k in s for s in stats_list)]
     stats = aggregate_stats([{k: s[k] for k in common} for s in stats_list])
     feats = {k: f for k, f in views[0].features.items() if not keys or k in keys or k in BOOKKEEPING}
-    return MixedDataset(ConcatDataset(subsets), sampler, stats, feats, parts, fps.pop())
+    return MixedDataset(ConcatDataset(subsets), sampler, stats, feats, parts, fps.pop(), views, keep)
 
 # %% ../nbs/03_data.ipynb #e88c3342
 def _fmt_summary(s: dict) -> str:

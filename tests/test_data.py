@@ -7,6 +7,8 @@ import pytest
 from robobench.data import (ACTION, STATE, open_dataset, LeRobotData, RLDSData, write_rlds_dataset, convert_rlds_to_lerobot,
                             dagger_filter, mix_datasets, cli_inspect, cli_convert, compare_stats)
 
+from tests._lerobot_data import make_lerobot as _make_lerobot, gradient_frames as _gradient
+
 QS = (0.01, 0.99)
 
 
@@ -14,25 +16,6 @@ def _np_stats(x):
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     return {'mean': x.mean(0), 'std': x.std(0), 'min': x.min(0), 'max': x.max(0),
             'q01': np.quantile(x, .01, axis=0), 'q99': np.quantile(x, .99, axis=0)}
-
-
-def _make_lerobot(root, repo_id, episodes, features, use_videos=False):
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    ds = LeRobotDataset.create(repo_id, fps=10, features=features, root=root, robot_type='panda', use_videos=use_videos)
-    for ep in episodes:
-        T = len(ep[ACTION])
-        for t in range(T):
-            ds.add_frame({k: (v if k == 'task' else v[t]) for k, v in ep.items()})
-        ds.save_episode()
-    ds.finalize()
-    return Path(root)
-
-
-def _gradient(T, h, w, seed):
-    "Smooth frames (video-codec friendly) that change over time."
-    y, x = np.mgrid[0:h, 0:w]
-    return np.stack([np.stack([(x * 4 + t * 9 + seed) % 256, (y * 4 + t * 5) % 256, np.full_like(x, 40 * seed % 256)], -1)
-                     for t in range(T)]).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- LeRobot: two cameras, unusual state dims

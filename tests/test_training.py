@@ -8,26 +8,9 @@ import pytest
 from robobench.training import TrainConfig, train, _Trainer, latest_checkpoint, is_complete, HubWeightsMissing, cli_train
 
 STATE, ENV, ACTION, CAM = 'observation.state', 'observation.environment_state', 'action', 'observation.images.top'
-REPO = Path(__file__).resolve().parents[1]
+from tests._lerobot_data import make_lerobot as _make_lerobot, gradient_frames
 TINY_ACT = dict(dim_model=32, dim_feedforward=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, latent_dim=8,
                 n_vae_encoder_layers=1)
-
-
-def _make_lerobot(root, repo_id, episodes, features, use_videos=False, fps=10):
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root, robot_type='panda', use_videos=use_videos)
-    for ep in episodes:
-        for t in range(len(ep[ACTION])):
-            ds.add_frame({k: (v if k == 'task' else v[t]) for k, v in ep.items()})
-        ds.save_episode()
-    ds.finalize()
-    return Path(root)
-
-
-def _frames(T, seed):
-    y, x = np.mgrid[0:64, 0:64]
-    return np.stack([np.stack([(x * 4 + t * 9 + seed) % 256, (y * 4 + t * 5) % 256, np.full_like(x, 40 * seed % 256)], -1)
-                     for t in range(T)]).astype(np.uint8)
 
 
 @pytest.fixture(scope='module')
@@ -40,7 +23,7 @@ def data(tmp_path_factory):
              CAM: {'dtype': 'video', 'shape': (64, 64, 3), 'names': ['height', 'width', 'channels']}}
     def ep(T, e, shift=0.0, **extra):
         return {STATE: (rng.normal(size=(T, 4)) + shift).astype(np.float32), ENV: rng.normal(size=(T, 3)).astype(np.float32),
-                ACTION: rng.uniform(-1, 1, (T, 2)).astype(np.float32), CAM: _frames(T, e), 'task': 'reach', **extra}
+                ACTION: rng.uniform(-1, 1, (T, 2)).astype(np.float32), CAM: gradient_frames(T, 64, 64, e), 'task': 'reach', **extra}
     bc = _make_lerobot(base / 'bc', 'test/bc', [ep(T, e) for e, T in enumerate([12, 7, 15])], feats, use_videos=True)
     dg_feats = {**feats, 'source': {'dtype': 'int64', 'shape': (1,), 'names': None}, 'success': {'dtype': 'bool', 'shape': (1,), 'names': None}}
     dg_eps = []
