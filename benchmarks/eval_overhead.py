@@ -4,7 +4,7 @@
 (b) 2 process workers vs 1 worker, episodes/s (goal >= 1.7 on 2 cores)
 (c) remote (websocket server, chunked, render skipping) vs the same policy in-process (goal >= 0.9)
 
-usage: .venv/bin/python benchmarks/eval_overhead.py [--env maniskill/PickCube-v1] [--episodes 10] [--repeats 3] [--cameras base_camera]
+usage: .venv/bin/python benchmarks/eval_overhead.py [--env maniskill/PickCube-v1] [--episodes 40] [--repeats 3] [--cameras base_camera]
 Cameras are off by default (state obs): the simulator's rendering would otherwise dominate every ratio.
 """
 import argparse, statistics, time
@@ -42,7 +42,7 @@ def via_evaluate(env_id, seeds, **kw):
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('--env', default='maniskill/PickCube-v1')
-    ap.add_argument('--episodes', type=int, default=10); ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=40, help="per run; (b) needs enough episodes per worker for a steady state"); ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--cameras', default='', help='comma-separated cameras to render (default: none)')
     a = ap.parse_args(); seeds = list(range(1000, 1000 + a.episodes))
     ek = {'cameras': [c for c in a.cameras.split(',') if c]}

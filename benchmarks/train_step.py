@@ -65,7 +65,7 @@ def run_robobench(root: Path, out: Path, steps: int, batch: int, cache: str, wor
 def step_ratio(a):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        print(f'collecting {a.demos} PickCube demos ({"64x64 video camera + " if a.video else ""}state) ...', flush=True)
+        print(f'collecting {a.demos} PickCube demos ({"128x128 video camera + " if a.video else ""}state) ...', flush=True)
         print(f'  {collect_demos(d, a.demos, a.video):.1f} s', flush=True)
         lr = run_lerobot(d, d / 'lr_out', a.steps, a.batch, a.workers)
         rb = run_robobench(d, d / 'rb_out', a.steps, a.batch, 'auto', a.workers)
@@ -105,7 +105,7 @@ if __name__ == '__main__':
     ap.add_argument('--steps', type=int, default=400)
     ap.add_argument('--batch', type=int, default=32)
     ap.add_argument('--workers', type=int, default=2, help='DataLoader workers for lerobot-train (and robobench on the stock path)')
-    ap.add_argument('--video', action='store_true', help='add a 64x64 video camera to the dataset')
+    ap.add_argument('--video', action='store_true', help='add a 128x128 video camera to the dataset')
     ap.add_argument('--learn-minutes', type=float, default=0, help='run the learning check instead')
     ap.add_argument('--eval-episodes', type=int, default=50)
     ap.add_argument('--seed', type=int, default=0)

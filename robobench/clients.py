@@ -113,6 +113,7 @@ class ChunkedClient(InferenceClient):
         self.mapping_function, self.scale, self.control_mode = mapping_function or scale_action, scale, control_mode
         self._queue: collections.deque = collections.deque()
         self.n_inferences, self.last_chunk, self.last_request = 0, None, None
+        self._episode_start = True
 
     @abc.abstractmethod
     def infer_chunk(self, request: dict) -> np.ndarray: "Request (LeRobot feature names) → [horizon, action_dim]."
@@ -124,6 +125,8 @@ class ChunkedClient(InferenceClient):
     def infer(self, obs, instruction=None, return_viz: bool = False):
         if not self._queue:
             req = self.make_request(obs, instruction)
+            if self._episode_start and 'episode_start' in self.control_keys: req['episode_start'] = True
+            self._episode_start = False
             chunk = np.asarray(self.infer_chunk(req), np.float32)
             if chunk.ndim == 1: chunk = chunk[None]
             if chunk.ndim != 2: raise ValueError(f'policy returned actions of shape {chunk.shape}; expected [horizon, action_dim]')
@@ -146,7 +149,19 @@ class ChunkedClient(InferenceClient):
         feats = (getattr(self, 'metadata', None) or {}).get('input_features')
         if feats is None: return True   # unknown: render
         return any(FeatureSpec.from_dict(f).kind == 'uint8' for f in feats.values())
-    def reset(self) -> None: self._queue.clear()
+    @property
+    def control_keys(self) -> list:
+        "The per-request flags the policy understands (from its metadata): `episode_start` goes with an episode's first request."
+        return list((getattr(self, 'metadata', None) or {}).get('control_keys') or [])
+    def check_execution(self, user_steps: int | None) -> None:
+        "Step-executed policies (metadata `execution='step'`) answer one action per request: n_action_steps is 1."
+        md = getattr(self, 'metadata', None) or {}
+        if md.get('execution') != 'step': return
+        if user_steps not in (None, 1):
+            raise ValueError(f"this {md.get('policy_type')} policy keeps state between steps (n_obs_steps={md.get('n_obs_steps')}) "
+                             f"and is executed one step per request; n_action_steps={user_steps} is not possible (use 1 or leave it unset)")
+        self.n_action_steps = 1
+    def reset(self) -> None: self._queue.clear(); self._episode_start = True
     def info(self) -> dict:
         "What an evaluation record should store about this client."
         return {'client': getattr(self, 'client_name', type(self).__name__), 'n_action_steps': self.n_action_steps,
@@ -166,13 +181,17 @@ class RandomClient(ChunkedClient):
 @InferenceClient.register(client_name='local')
 class LocalClient(ChunkedClient):
     "A LeRobot checkpoint in this process: the server's `LeRobotPolicy` and request validation, no network."
-    def __init__(self, path, device: str | None = None, n_action_steps: int | None = None, **kw):
-        self.policy = LeRobotPolicy(path, device=device)
+    def __init__(self, path, device: str | None = None, n_action_steps: int | None = None, unnorm_key: str | None = None,
+                 norm_stats=None, **kw):
+        self.policy = LeRobotPolicy(path, device=device, unnorm_key=unnorm_key, norm_stats=norm_stats)
         super().__init__(n_action_steps=n_action_steps or self.policy.n_action_steps, **kw)
         self.features, self.metadata = list(self.policy.input_features), self.policy.metadata
-    def infer_chunk(self, request): return self.policy.infer(validate_request(request, self.policy.input_features))['actions']
+        self.check_execution(n_action_steps)
+        self._session = self.policy.new_session()  # this client's own state for step-executed policies
+    def infer_chunk(self, request):
+        return (self._session or self.policy).infer(validate_request(request, self.policy.input_features))['actions']
     def reset(self):
-        super().reset(); self.policy.reset()
+        super().reset(); (self._session or self.policy).reset()
 
 @InferenceClient.register(client_name='scripted')
 class ScriptedClient(InferenceClient):
@@ -267,6 +286,7 @@ class WebsocketClient(ChunkedClient):
         self.metadata = self._client.get_server_metadata()
         if self._user_steps is None and isinstance(self.metadata, dict) and self.metadata.get('n_action_steps'):
             self.n_action_steps = int(self.metadata['n_action_steps'])
+        self.check_execution(self._user_steps)
         f = self.metadata.get('input_features') if isinstance(self.metadata, dict) else None
         self.features = list(f) if f else None
         return self.metadata

@@ -294,17 +294,20 @@ def velocity_key(spec) -> str | None:
     return next((n for n, _ in spec.state_layout if n == 'qvel' or n.endswith('joint_vel')), None)
 
 class ExpertSession:
-    "One connection's expert: resets itself when an observation shows the robot at rest (an episode start)."
+    """One connection's expert. It resets at a request with `episode_start=True` (robobench clients send it); for
+    clients that never send the flag (e.g. a bare openpi client), at an observation with the robot at rest."""
     def __init__(self, expert: Expert, vel_key: str | None = None, tol: float = 1e-9):
         self.expert, self.spec, self.vel_key, self.tol = expert, expert.spec, vel_key, tol
-        self.episodes, self.steps = 0, 0
+        self.episodes, self.steps, self.flagged = 0, 0, False
     def episode_start(self, obs: dict) -> bool:
         return self.vel_key is not None and bool(np.all(np.abs(self.spec.get(obs, self.vel_key)) <= self.tol))
     def infer(self, req: dict) -> dict:
         obs = request_to_obs(req)
         if obs['state'] is None or obs['env_state'] is None:
             raise KeyError("a scripted expert needs 'observation.state' and 'observation.environment_state'")
-        if self.steps == 0 or self.episode_start(obs):
+        self.flagged = self.flagged or 'episode_start' in req
+        start = req.get('episode_start') if self.flagged else self.episode_start(obs)
+        if self.steps == 0 or start:
             self.expert.reset(); self.episodes += 1
         self.steps += 1
         return {'actions': np.asarray(self.expert.act(obs), np.float32)[None]}
@@ -327,7 +330,7 @@ class ExpertPolicy:
             'action_dim': sp.action_dim, 'horizon': 1, 'n_action_steps': 1, 'fps': sp.fps,
             'checkpoint_id': f'scripted:{sp.env_id}', 'norm_stats_hash': None, 'env_id': sp.env_id,
             'control_mode': sp.control_mode, 'state_layout': sp.state_layout, 'env_state_layout': sp.env_state_layout,
-            'expert': type(make_expert(env, name)).__name__, 'seed': seed})
+            'expert': type(make_expert(env, name)).__name__, 'seed': seed, 'control_keys': ['episode_start']})
         self._vel = velocity_key(sp)
         self._default = self.new_session()
     def new_session(self) -> ExpertSession: return ExpertSession(make_expert(self.env, self.name), self._vel)

@@ -14,9 +14,10 @@ import numpy as np
 from .core import did_you_mean, free_port, pick_device, read_json, to_jsonable
 
 # %% auto #0
-__all__ = ['log', 'RequestError', 'FeatureSpec', 'validate_request', 'policy_metadata', 'RandomPolicy', 'norm_stats_hash',
-           'stats_set_to_lerobot', 'load_stats_sets', 'select_stats', 'lerobot_wire_features', 'LeRobotPolicy',
-           'as_policy', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['CONTROL_KEYS', 'log', 'RequestError', 'FeatureSpec', 'validate_request', 'policy_metadata', 'RandomPolicy',
+           'norm_stats_hash', 'stats_set_to_lerobot', 'load_stats_sets', 'select_stats', 'lerobot_wire_features',
+           'needs_history', 'policy_state_keys', 'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyServer',
+           'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04_server.ipynb #0389241f
 class RequestError(ValueError):
@@ -60,8 +61,11 @@ def _check_array(name: str, v, spec: FeatureSpec | None) -> np.ndarray:
     if spec is not None and spec.kind == 'float': return np.array(v, dtype=np.float32)  # copy: writable, owned
     return np.array(v)
 
+CONTROL_KEYS = ('episode_start',)  # per-request flags (bool) a request may carry beside its features
+
 def validate_request(obs: Any, specs: dict[str, FeatureSpec] | None, optional: tuple = ('task',)) -> dict:
-    "Check a decoded request against `specs` (None: any numeric arrays/str/numbers); return a clean copy."
+    """Check a decoded request against `specs` (None: any numeric arrays/str/numbers); return a clean copy.
+    `episode_start` (bool, optional) marks the first observation of an episode; it is kept as a Python bool."""
     if not isinstance(obs, dict): raise RequestError(f"a request must be a map of feature name -> value, got {type(obs).__name__}")
     bad = [k for k in obs if not isinstance(k, str)]
     if bad: raise RequestError(f"request keys must be strings, got {bad[:3]!r}")
@@ -70,10 +74,14 @@ def validate_request(obs: Any, specs: dict[str, FeatureSpec] | None, optional: t
         missing = [k for k in specs if k not in obs]
         if missing: raise RequestError(f"missing feature(s) {missing}; this policy needs {sorted(specs)} (+ optional {list(optional)})")
         for k in obs:
-            if k not in specs and k not in optional:
-                raise RequestError(did_you_mean(k, list(specs) + list(optional), 'feature'))
+            if k not in specs and k not in optional and k not in CONTROL_KEYS:
+                raise RequestError(did_you_mean(k, list(specs) + list(optional) + list(CONTROL_KEYS), 'feature'))
     for k, v in obs.items():
-        if k in optional or (specs is None and isinstance(v, str)):
+        if k in CONTROL_KEYS:
+            if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1))):
+                raise RequestError(f"{k!r} must be true or false, got {type(v).__name__}")
+            out[k] = bool(v)
+        elif k in optional or (specs is None and isinstance(v, str)):
             if not isinstance(v, str): raise RequestError(f"{k!r} must be a string, got {type(v).__name__}")
             if len(v) > 10_000: raise RequestError(f"{k!r} is longer than 10000 characters")
             out[k] = v
@@ -94,7 +102,7 @@ def policy_metadata(policy_type: str, input_features: dict[str, FeatureSpec] | N
             'input_features': None if input_features is None else {k: v.to_dict() for k, v in input_features.items()},
             'action_dim': int(action_dim), 'horizon': int(horizon), 'n_action_steps': int(n_action_steps or horizon),
             'fps': fps, 'checkpoint_id': checkpoint_id, 'norm_stats_hash': norm_stats_hash,
-            'robobench_version': _robobench_version(), **extra})
+            'control_keys': list(CONTROL_KEYS), 'robobench_version': _robobench_version(), **extra})
 
 class RandomPolicy:
     "Uniform random actions in [-1, 1]: `infer` returns a float32 [horizon, action_dim] chunk. Seeded, for testing clients."
@@ -169,8 +177,31 @@ def lerobot_wire_features(cfg) -> dict[str, FeatureSpec]:
         else: out[k] = FeatureSpec(shape, 'float')
     return out
 
+def needs_history(cfg) -> bool:
+    """True when LeRobot's `select_action` keeps state between steps that "one observation → one chunk" cannot
+    reproduce: an observation history (`n_obs_steps` > 1, e.g. Diffusion's default 2), ACT's temporal ensembling,
+    or chunk prediction that reads the policy's own queues (VQ-BeT, TD-MPC). Such policies are served a step at a time."""
+    return (int(getattr(cfg, 'n_obs_steps', 1) or 1) > 1 or getattr(cfg, 'temporal_ensemble_coeff', None) is not None
+            or cfg.type in ('vqbet', 'tdmpc'))
+
+def policy_state_keys(policy) -> list[str]:
+    "The attributes of a LeRobot policy that `reset()` re-creates or resets: its per-episode state (queues, ensembler, warm starts)."
+    import torch
+    before = dict(vars(policy)); policy.reset(); after = vars(policy)
+    return sorted(k for k, v in after.items() if not isinstance(v, torch.nn.Module) and
+                  (k not in before or before[k] is not v or callable(getattr(v, 'reset', None))))
+
+class PolicySession:
+    "The per-episode state of a step-executed LeRobot policy for one stream of observations (one connection)."
+    def __init__(self, owner: 'LeRobotPolicy'): self.owner, self.state = owner, None
+    def infer(self, obs: dict) -> dict: return self.owner._step(obs, self)
+    def reset(self): self.state = None
+
 class LeRobotPolicy:
-    "A LeRobot checkpoint dir (policy + saved pre/post-processors) behind `infer(obs) -> {'actions': [horizon, action_dim]}`."
+    """A LeRobot checkpoint dir (policy + saved pre/post-processors) behind `infer(obs) -> {'actions': [horizon, action_dim]}`.
+    Policies that need state between steps (`needs_history`) run LeRobot's own `select_action` once per request and
+    answer `[1, action_dim]` (`execution='step'` in the metadata); each connection gets its own state (`new_session()`),
+    cleared by a request with `episode_start=True`."""
     def __init__(self, path, device: str | None = None, n_action_steps: int | None = None, fps: float | None = None,
                  unnorm_key: str | None = None, norm_stats=None):
         import torch
@@ -212,18 +243,37 @@ class LeRobotPolicy:
         self.action_dim = int(act.shape[0]) if act is not None else None
         self.horizon = int(getattr(cfg, 'chunk_size', None) or getattr(cfg, 'horizon', None) or getattr(cfg, 'n_action_steps', 1))
         self.n_action_steps = int(n_action_steps or getattr(cfg, 'n_action_steps', self.horizon))
+        self.execution = 'step' if needs_history(cfg) else 'chunk'
+        self.n_obs_steps = int(getattr(cfg, 'n_obs_steps', 1) or 1)
+        if self.execution == 'step':
+            if n_action_steps not in (None, 1):
+                raise ValueError(f'{cfg.type} keeps state between steps (n_obs_steps={self.n_obs_steps}, temporal ensembling '
+                                 f'{getattr(cfg, "temporal_ensemble_coeff", None)}); it is served one step per request, so '
+                                 f'n_action_steps must be 1 (it executes {getattr(cfg, "n_action_steps", 1)} of its own per chunk)')
+            import copy
+            self.n_action_steps, self._state_keys = 1, policy_state_keys(self.policy)
+            # a pristine per-episode state to copy from: resetting the live policy would reset whichever session's
+            # objects (e.g. ACT's temporal ensembler, reset in place) happen to be swapped in
+            self._fresh_state = copy.deepcopy({k: getattr(self.policy, k) for k in self._state_keys})
         self._torch, self._lock = torch, threading.Lock()
+        self._default = PolicySession(self)
         self.metadata = policy_metadata(cfg.type, self.input_features, self.action_dim, self.horizon, self.n_action_steps,
                                         fps=fps if fps is not None else _find_fps(self.path),
                                         checkpoint_id=self.path.resolve().name, norm_stats_hash=stats_hash,
                                         checkpoint_path=str(self.path.resolve()), device=self.device, image_layout='HWC uint8',
-                                        unnorm_key=self.unnorm_key, unnorm_keys=self.unnorm_keys)
+                                        unnorm_key=self.unnorm_key, unnorm_keys=self.unnorm_keys,
+                                        execution=self.execution, n_obs_steps=self.n_obs_steps)
+
+    def new_session(self) -> PolicySession | None:
+        "Per-connection state for step-executed policies (None: the policy is stateless per request)."
+        return PolicySession(self) if self.execution == 'step' else None
 
     def to_batch(self, obs: dict) -> dict:
         "Wire request (validated) → the dict LeRobot's preprocessor takes."
         t = self._torch
         b = {}
         for k, v in obs.items():
+            if k in CONTROL_KEYS: continue
             if k in self._images: b[k] = t.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))).float().div_(255.0)
             elif isinstance(v, np.ndarray): b[k] = t.from_numpy(v)
             else: b[k] = v
@@ -231,6 +281,7 @@ class LeRobotPolicy:
         return b
 
     def infer(self, obs: dict) -> dict:
+        if self.execution == 'step': return self._default.infer(obs)
         # LeRobot's processor pipelines are not thread-safe (measured: concurrent calls mix up answers), so one at a time
         with self._lock, self._torch.inference_mode():
             batch = self.pre(self.to_batch(obs))
@@ -243,7 +294,20 @@ class LeRobotPolicy:
         "A zero request matching the wire specs (used to warm up)."
         return {k: np.zeros(s.shape, np.uint8 if s.kind == 'uint8' else np.float32) for k, s in self.input_features.items()} | {'task': ''}
 
-    def reset(self): self.policy.reset()
+    def _step(self, obs: dict, session: PolicySession) -> dict:
+        "LeRobot's `select_action` on `session`'s state (swapped in and out under the lock): one action, [1, action_dim]."
+        import copy
+        with self._lock, self._torch.inference_mode():
+            if session.state is None or obs.get('episode_start'): session.state = copy.deepcopy(self._fresh_state)
+            for k, v in session.state.items(): setattr(self.policy, k, v)
+            action = self.policy.select_action(self.pre(self.to_batch(obs)))  # [1, action_dim], normalized
+            session.state = {k: getattr(self.policy, k) for k in self._state_keys}
+            actions = self.post(action)
+        return {'actions': actions.detach().cpu().numpy().astype(np.float32).reshape(1, -1)}
+
+    def reset(self):
+        if self.execution == 'step': self._default.reset()
+        else: self.policy.reset()
 
 # %% ../nbs/04_server.ipynb #144788be
 def as_policy(policy_or_ckpt, device: str | None = None, **kw):
@@ -274,7 +338,7 @@ class PolicyServer:
         self.max_size, self.max_workers, self.warmup, self.max_connections = max_size, max(1, int(max_workers)), warmup, max_connections
         md = dict(getattr(policy, 'metadata', None) or {})
         if 'actions' in md: raise ValueError('metadata may not use the key "actions"')
-        self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': max_size,
+        self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': max_size, 'control_keys': list(CONTROL_KEYS),
                                      'robobench_version': md.get('robobench_version') or _robobench_version()})
         self.specs = _input_specs(policy)
         self.ready = threading.Event()
@@ -364,6 +428,7 @@ class PolicyServer:
             if req is not None:
                 t = time.perf_counter(); self.policy.infer(validate_request(req, self.specs))
                 log.info('warm-up inference took %.1f ms', (time.perf_counter() - t) * 1000)
+                if hasattr(self.policy, 'reset'): self.policy.reset()  # the warm-up is not part of anyone's episode
         self.ready.set()
 
     async def serve_async(self, on_bound: Callable[['PolicyServer'], None] | None = None, handle_signals: bool = False):

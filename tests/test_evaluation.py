@@ -133,6 +133,16 @@ def test_ray_backend_matches_local(tmp_path):
                        workers=2, progress=False, video=False, run_folder=tmp_path)
     key = lambda res: [(r['seed'], r['success'], r['length']) for r in res.episodes]
     assert key(local) == key(ray_res) and ray_res.summary['backend'] == 'ray'
+    # the websocket path under Ray: each actor connects to a served policy; run_info records the server's metadata
+    from robobench.experts import make_expert_policy
+    from robobench.server import serve
+    with serve(make_expert_policy('toy/Point')) as srv:
+        ws = evaluate('toy/Point', 'websocket', episodes=4, client_kwargs={'host': srv.host, 'port': srv.port}, backend='ray',
+                      workers=2, progress=False, video=False, run_folder=tmp_path / 'ws')
+    info = read_json(tmp_path / 'ws' / 'run_info.json')
+    assert info['server_metadata']['checkpoint_id'] == 'scripted:toy/Point' and info['ray_address'] == 'local'
+    assert info['server_metadata']['control_keys'] == ['episode_start']
+    assert ws.summary['successes'] == 4 and ws.summary['backend'] == 'ray'
 
 
 def test_cli_eval_and_bad_env(tmp_path):

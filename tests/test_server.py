@@ -11,7 +11,8 @@ from openpi_client import msgpack_numpy
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_act import ACTION_DIM, CHUNK, LeRobotReference, make_tiny_act, random_obs  # noqa: E402
+from _tiny_act import (ACTION_DIM, CHUNK, LeRobotReference, LeRobotStepReference, make_tiny_act,  # noqa: E402
+                       make_tiny_diffusion, random_obs)
 
 from robobench.server import FeatureSpec, RandomPolicy, http_get, norm_stats_hash, serve
 
@@ -93,6 +94,67 @@ def test_act_checkpoint_same_answer_as_in_process(ckpt, act_server):
         c.infer({'observation.state': obs['observation.state']})
     np.testing.assert_allclose(c.infer(obs)['actions'], ref(obs), rtol=1e-5, atol=1e-5)
     c._ws.close()
+
+
+def test_history_policy_is_served_step_by_step_like_lerobot_eval(tmp_path):
+    """Diffusion with LeRobot's default n_obs_steps=2: the server runs LeRobot's `select_action` once per request, keeps
+    the observation history and action queue per connection, and restarts them on `episode_start` -- giving exactly
+    the actions of LeRobot's own rollout loop (reset per episode, select_action per step)."""
+    import torch
+    from robobench.server import LeRobotPolicy
+    d = make_tiny_diffusion(tmp_path / 'dp')
+    rng = np.random.default_rng(1)
+    episodes = [[random_obs(rng) for _ in range(7)], [random_obs(rng) for _ in range(6)]]
+    ref = LeRobotStepReference(d)
+    torch.manual_seed(7)  # the diffusion noise comes from torch's global generator, in both loops
+    expected = []
+    for ep in episodes:
+        ref.reset(); expected += [ref(o) for o in ep]
+    with serve(LeRobotPolicy(d, device='cpu')) as srv:  # in-process, so the seed above also drives the server's noise
+        md = srv.metadata
+        assert (md['execution'], md['n_obs_steps'], md['n_action_steps'], md['horizon']) == ('step', 2, 1, 8)
+        assert 'episode_start' in md['control_keys']
+        c = WebsocketClientPolicy(srv.host, srv.port)  # openpi's own client, with the flag added to the observation
+        torch.manual_seed(7)
+        got = [c.infer({**o, 'episode_start': i == 0})['actions'] for ep in episodes for i, o in enumerate(ep)]
+        with pytest.raises(RuntimeError, match='episode_start'):
+            c.infer({**episodes[0][0], 'episode_start': 'yes'})
+        c._ws.close()
+    assert all(g.shape == (1, ACTION_DIM) for g in got)
+    np.testing.assert_allclose(np.concatenate(got), np.stack(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_step_policies_keep_state_per_connection_and_clients_flag_episodes(tmp_path):
+    """ACT with temporal ensembling (a step-executed policy): two interleaved connections each get LeRobot's answer for
+    their own stream; robobench's websocket and local clients execute one action per request and flag episode starts."""
+    from robobench.clients import LocalClient, WebsocketClient
+    d = make_tiny_act(tmp_path / 'te', temporal_ensemble_coeff=0.01, n_action_steps=1)
+    ref = LeRobotStepReference(d)
+    rng = np.random.default_rng(2)
+    streams = [[random_obs(rng) for _ in range(6)] for _ in range(2)]
+    expected = []
+    for st in streams:
+        ref.reset(); expected.append(np.stack([ref(o) for o in st]))
+    env_obs = lambda o: {'state': o['observation.state'], 'env_state': o['observation.environment_state']}
+    with serve(d, device='cpu') as srv:
+        assert srv.metadata['execution'] == 'step' and srv.metadata['n_action_steps'] == 1
+        conns, got = [WebsocketClientPolicy(srv.host, srv.port) for _ in streams], [[], []]
+        for i in range(6):
+            for c, st, g in zip(conns, streams, got): g.append(c.infer({**st[i], 'episode_start': i == 0})['actions'][0])
+        for g, e in zip(got, expected): np.testing.assert_allclose(np.stack(g), e, rtol=1e-5, atol=1e-5)
+        for c in conns: c._ws.close()
+        with pytest.raises(ValueError, match='one step per request'):
+            WebsocketClient(srv.host, srv.port, n_action_steps=3)
+        for client in (WebsocketClient(srv.host, srv.port), LocalClient(d, device='cpu')):
+            assert client.n_action_steps == 1
+            for st, e in zip(streams, expected):  # two episodes on one client: reset() must reach the policy's state
+                client.reset()
+                acts = []
+                for i, o in enumerate(st):
+                    acts.append(client.infer(env_obs(o), 'pick the cube')[0])
+                    assert client.last_request.get('episode_start') is (True if i == 0 else None)
+                np.testing.assert_allclose(np.stack(acts), e, rtol=1e-5, atol=1e-5)
+            client.close()
 
 
 def test_four_concurrent_clients(ckpt, act_server):

@@ -139,6 +139,8 @@ def test_diffusion_trains_on_point_and_evaluates(tmp_path):
                             action_chunk_size=8, n_action_steps=4), progress=False, live_plot=False)
     assert res.step == 6 and [e['step'] for e in res.evals] == [6] and res.evals[0]['eval']['episodes'] == 2
     assert (res.final_dir / 'model.safetensors').exists() and res.best_dir is not None
+    from robobench.clients import LocalClient  # LeRobot's default n_obs_steps=2: evaluated with select_action per step
+    assert LocalClient(res.final_dir).metadata['execution'] == 'step'
     # the scheduler preset (cosine with warmup) is LeRobot's and is part of the resumable state
     assert (tmp_path / 'c' / 'diffusion_point' / 'checkpoint_6' / 'training_state' / 'scheduler_state.json').exists()
 
