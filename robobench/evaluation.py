@@ -392,6 +392,7 @@ def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
     cfg_d = dataclasses.asdict(cfg)
     todo = list(seeds)
     workers, inflight, fatal, meta = {}, {}, [], {}   # conn -> process; conn -> seed; server metadata
+    ready, died_starting = set(), []                  # conns that said 'ready'; exit codes of workers that never did
     def start():
         parent, child = ctx.Pipe()
         p = ctx.Process(target=_process_worker, args=(cfg_d, str(run_dir) if run_dir else None, child), daemon=True)
@@ -401,6 +402,13 @@ def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
         else: conn.send(None)
     def crashed(conn):
         p = workers.pop(conn); p.join(timeout=5)
+        if conn not in ready:  # died before building its env and client: restarting it would only repeat that
+            died_starting.append(p.exitcode)
+            if len(died_starting) >= 3:
+                raise RuntimeError(
+                    f'evaluation worker processes died while starting ({len(died_starting)} times, exit codes {died_starting}). '
+                    "Workers start with multiprocessing 'spawn', which re-imports the calling script: from a script, call "
+                    "evaluate(..., workers>1) under `if __name__ == '__main__':`. Or run with backend='local' to see the error.") from None
         seed = inflight.pop(conn, None)
         if seed is not None:
             record({'seed': seed, 'success': False, 'return': 0.0, 'length': 0, 'duration_s': 0.0,
@@ -416,7 +424,9 @@ def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
                     fatal.append(rec); workers.pop(conn).join(timeout=5)
                     if len(fatal) >= 3 or not workers: raise RuntimeError(f'evaluation workers cannot start: {fatal[-1]}')
                     continue
-                if kind == 'ready' and rec and not meta: meta.update(rec)
+                if kind == 'ready':
+                    ready.add(conn)
+                    if rec and not meta: meta.update(rec)
                 if kind == 'done': inflight.pop(conn, None); record(rec, traj)
                 feed(conn)
     finally:

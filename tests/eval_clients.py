@@ -24,3 +24,11 @@ class CrashOnce(InferenceClient):
         if self.episodes == 2 and not self.marker.exists():
             self.marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@InferenceClient.register(client_name='test_die_on_start')
+class DieOnStart(InferenceClient):
+    "Kills its worker while the worker is still starting (what a script without a __main__ guard does to spawned workers)."
+    def __init__(self): os.kill(os.getpid(), signal.SIGKILL)
+    def infer(self, obs, instruction, return_viz=False): raise AssertionError('never reached')
+    def reset(self): pass

@@ -126,6 +126,16 @@ def test_worker_crash_is_recorded_and_replaced(tmp_path):
     assert len(read_jsonl(tmp_path / 'run' / 'episodes.jsonl')) == 7
 
 
+def test_workers_dying_at_start_stop_the_eval_with_a_clear_error(tmp_path):
+    "Workers that die before they are ready (e.g. a script without a __main__ guard) are not restarted forever."
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="died while starting.*__main__"):
+        evaluate('toy/Point', 'tests.eval_clients:DieOnStart', episodes=6, workers=2, backend='process', progress=False,
+                 video=False, run_folder=tmp_path / 'run')
+    assert time.monotonic() - t0 < 120
+    assert read_jsonl(tmp_path / 'run' / 'episodes.jsonl') == []   # nothing was recorded as an episode
+
+
 @pytest.mark.slow
 def test_ray_backend_matches_local(tmp_path):
     local = evaluate('toy/Point', 'tests.eval_clients:PGain', episodes=4, client_kwargs={'gain': 0.8}, progress=False, video=False)
