@@ -187,11 +187,10 @@ class LocalClient(ChunkedClient):
         super().__init__(n_action_steps=n_action_steps or self.policy.n_action_steps, **kw)
         self.features, self.metadata = list(self.policy.input_features), self.policy.metadata
         self.check_execution(n_action_steps)
-        self._session = self.policy.new_session()  # this client's own state for step-executed policies
-    def infer_chunk(self, request):
-        return (self._session or self.policy).infer(validate_request(request, self.policy.input_features))['actions']
+        self._target = self.policy.new_session() or self.policy  # own state for step-executed policies
+    def infer_chunk(self, request): return self._target.infer(validate_request(request, self.policy.input_features))['actions']
     def reset(self):
-        super().reset(); (self._session or self.policy).reset()
+        super().reset(); self._target.reset()
 
 @InferenceClient.register(client_name='scripted')
 class ScriptedClient(InferenceClient):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator
 # %% auto #0
 __all__ = ['KEY_PACKAGES', 'RUNS_ROOT', 'to_jsonable', 'atomic_write_text', 'atomic_write_json', 'read_json', 'append_jsonl',
            'read_jsonl', 'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require',
-           'package_version', 'git_info', 'run_info', 'make_run_dir', 'free_port']
+           'init_ray', 'package_version', 'git_info', 'run_info', 'make_run_dir', 'free_port']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -165,6 +165,17 @@ def require(module: str, hint: str | None = None):
     except ImportError as e:
         raise ImportError(f"robobench needs {module!r} for this ({e}). "
                           f"{hint or 'Run `make setup` (or `robobench doctor` to see what is missing).'}") from e
+
+def init_ray(address: str | None = None, num_cpus: int = 1):
+    """The `ray` module, initialised once: join the cluster at `address`, or start a local Ray with `num_cpus` whose
+    workers see this process's `sys.path` (so clients and templates from the user's own modules import there)."""
+    ray = require('ray', hint='Ray is the optional "ray" group: `make setup` installs it (EXTRAS=ray, the default), '
+                              'or `uv pip install -r requirements-ray.txt`.')
+    if not ray.is_initialized():
+        local = {} if address else {'num_cpus': max(1, int(num_cpus)), 'include_dashboard': False,
+                                    'runtime_env': {'env_vars': {'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}}}
+        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True, **local)
+    return ray
 
 # %% ../nbs/00_core.ipynb #e0d2fe31
 KEY_PACKAGES = ('robobench', 'numpy', 'torch', 'lerobot', 'mani-skill', 'sapien', 'robosuite', 'mujoco', 'openpi-client',

@@ -439,12 +439,8 @@ def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
     return meta
 
 def _run_ray(cfg, seeds, run_dir, record):
-    from robobench.core import require
-    ray = require('ray', hint='Ray is an optional group: `make setup-ray` (or `uv pip install "ray>=2.40"`).')
-    if not ray.is_initialized():
-        local = {} if cfg.ray_address else {'num_cpus': max(1, cfg.workers), 'include_dashboard': False,
-                                            'runtime_env': {'env_vars': {'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}}}
-        ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=False, **local)
+    from robobench.core import init_ray
+    ray = init_ray(cfg.ray_address, num_cpus=cfg.workers)
     Actor = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
     n = max(1, min(cfg.workers, len(seeds)))
     actors = [Actor.remote(cfg, str(run_dir) if run_dir else None) for _ in range(n)]

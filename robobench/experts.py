@@ -320,7 +320,7 @@ class ExpertPolicy:
         own = isinstance(env, str)
         if own: env = make_env(env, cameras=[], render_images=False)
         self.env, self.spec, self.name, self.seed = env, env.spec, name, seed
-        make_expert(env, name)  # fail early for envs without an expert
+        expert = make_expert(env, name)  # fails early for envs without an expert
         if own: env.close()     # experts read only env.spec
         sp = self.spec
         feat = lambda n: {'shape': [int(n)], 'dtype': 'float32'}
@@ -330,9 +330,9 @@ class ExpertPolicy:
             'action_dim': sp.action_dim, 'horizon': 1, 'n_action_steps': 1, 'fps': sp.fps,
             'checkpoint_id': f'scripted:{sp.env_id}', 'norm_stats_hash': None, 'env_id': sp.env_id,
             'control_mode': sp.control_mode, 'state_layout': sp.state_layout, 'env_state_layout': sp.env_state_layout,
-            'expert': type(make_expert(env, name)).__name__, 'seed': seed, 'control_keys': ['episode_start']})
+            'expert': type(expert).__name__, 'seed': seed, 'control_keys': ['episode_start']})
         self._vel = velocity_key(sp)
-        self._default = self.new_session()
+        self._default = ExpertSession(expert, self._vel)
     def new_session(self) -> ExpertSession: return ExpertSession(make_expert(self.env, self.name), self._vel)
     def infer(self, req: dict) -> dict: return self._default.infer(req)
     def reset(self): self._default.reset()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_runs.ipynb #2b1205c4
 from __future__ import annotations
-import argparse, ast, dataclasses, datetime as _dt, hashlib, itertools, json, os, sys, time, traceback
+import argparse, ast, copy, dataclasses, datetime as _dt, functools, hashlib, itertools, json, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,16 +61,21 @@ def _literal(src: str):
     try: return ast.literal_eval(src)
     except (ValueError, SyntaxError): return src
 
-def template_parameters(path) -> dict[str, dict]:
-    "Ordered `{NAME: {'default': value, 'comment': str, 'type': str}}` of a template's `parameters` cell."
+@functools.lru_cache(maxsize=64)
+def _parameters(path: str, mtime_ns: int) -> dict[str, dict]:
     from papermill.inspection import inspect_notebook
-    path = template_path(path)
     out = {}
-    for n, p in inspect_notebook(str(path)).items():
+    for n, p in inspect_notebook(path).items():
         d = _literal(p['default'])
         t = p['inferred_type_name'] if p['inferred_type_name'] not in (None, 'None') else _type_name(d)
         out[n] = {'default': d, 'comment': p['help'] or '', 'type': t}
     return out
+
+def template_parameters(path) -> dict[str, dict]:
+    """Ordered `{NAME: {'default': value, 'comment': str, 'type': str}}` of a template's `parameters` cell
+    (parsed once per notebook version: validating, running and sweeping ask for it many times)."""
+    path = template_path(path)
+    return copy.deepcopy(_parameters(str(path), path.stat().st_mtime_ns))
 
 def template_help(path) -> str:
     "One line per parameter: name, default and comment (like `papermill --help-notebook`)."
@@ -419,11 +424,8 @@ def sweep(spec, root=None, backend: str = 'local', ray_address: str | None = Non
     return df
 
 def _sweep_ray(cells, args, done, ray_address, max_parallel):
-    from robobench.core import require
-    ray = require('ray', 'Install the ray extra: uv pip install -r requirements-ray.txt')
-    if not ray.is_initialized():
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 **({} if ray_address else {'num_cpus': max(1, max_parallel)}))
+    from robobench.core import init_ray
+    ray = init_ray(ray_address, num_cpus=max_parallel)
     task = ray.remote(num_cpus=1, max_retries=0)(_run_cell)
     pending, queue = {}, list(enumerate(cells))
     limit = max(1, max_parallel)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_server.ipynb #14fb1c45
 from __future__ import annotations
-import argparse, atexit, hashlib, hmac, http, json, logging, math, os, signal
+import argparse, atexit, copy, hashlib, hmac, http, json, logging, math, os, signal
 import subprocess, sys, tempfile, threading, time, traceback, collections
 from pathlib import Path
 from typing import Any, Callable
@@ -250,7 +250,6 @@ class LeRobotPolicy:
                 raise ValueError(f'{cfg.type} keeps state between steps (n_obs_steps={self.n_obs_steps}, temporal ensembling '
                                  f'{getattr(cfg, "temporal_ensemble_coeff", None)}); it is served one step per request, so '
                                  f'n_action_steps must be 1 (it executes {getattr(cfg, "n_action_steps", 1)} of its own per chunk)')
-            import copy
             self.n_action_steps, self._state_keys = 1, policy_state_keys(self.policy)
             # a pristine per-episode state to copy from: resetting the live policy would reset whichever session's
             # objects (e.g. ACT's temporal ensembler, reset in place) happen to be swapped in
@@ -296,7 +295,6 @@ class LeRobotPolicy:
 
     def _step(self, obs: dict, session: PolicySession) -> dict:
         "LeRobot's `select_action` on `session`'s state (swapped in and out under the lock): one action, [1, action_dim]."
-        import copy
         with self._lock, self._torch.inference_mode():
             if session.state is None or obs.get('episode_start'): session.state = copy.deepcopy(self._fresh_state)
             for k, v in session.state.items(): setattr(self.policy, k, v)

@@ -17,7 +17,7 @@ log = logging.getLogger('robobench.training')
 # %% auto #0
 __all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'COMPLETE', 'HubWeightsMissing',
            'check_policy_name', 'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config',
-           'episode_bounds', 'window_indices', 'batch_indices', 'RamCache', 'atomic_dir', 'is_complete',
+           'episode_bounds', 'window_indices', 'batch_indices', 'RamCache', 'atomic_dir', 'swap_in', 'is_complete',
            'latest_checkpoint', 'clean_partial', 'TrainResult', 'plot_training', 'train', 'train_arg_parser',
            'parse_train_args', 'cli_train']
 
@@ -304,12 +304,17 @@ def atomic_dir(final: Path, write: Callable[[Path], Any], marker: dict | None = 
     write(tmp)
     _fsync_tree(tmp)
     atomic_write_json(tmp / COMPLETE, marker or {})
+    return swap_in(tmp, final)
+
+def swap_in(src: Path, final: Path) -> Path:
+    "Move the complete directory `src` to `final` (same filesystem), replacing any old `final` (kept as `.old-*` meanwhile)."
+    src, final = Path(src), Path(final)
     old = None
     if final.exists():
         old = final.parent / f'.old-{final.name}-{os.getpid()}'
         if old.exists(): shutil.rmtree(old)
         os.replace(final, old)
-    os.replace(tmp, final)
+    os.replace(src, final)
     fd = os.open(final.parent, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
@@ -555,13 +560,16 @@ class _Trainer:
                 'data_path': 'ram' if self.use_ram else 'dataloader', 'seed': self.cfg.seed,
                 'run_info': self.run_info}
 
+    def write_info(self, d: Path, kind: str):
+        "The checkpoint's `train_info.json` and `robobench.json` (what it is, from which run, at which step)."
+        atomic_write_json(d / 'train_info.json', self.info(kind))
+        atomic_write_json(d / 'robobench.json', {'fps': self.fps, 'env': self.cfg.env, 'policy': self.cfg.policy,
+                                                 'step': self.step, 'kind': kind})
+
     def save(self, name: str, kind: str, training_state: bool = False) -> Path:
-        info = self.info(kind)
         def write(d: Path):
             self.policy.save_pretrained(d); self.pre.save_pretrained(d); self.post.save_pretrained(d)
-            atomic_write_json(d / 'train_info.json', info)
-            atomic_write_json(d / 'robobench.json', {'fps': self.fps, 'env': self.cfg.env, 'policy': self.cfg.policy,
-                                                     'step': self.step, 'kind': kind})
+            self.write_info(d, kind)
             if training_state:
                 _training_state_save(d, self.step, self.optimizer, self.scheduler, {'evals': self.evals, 'best': self.best})
         return atomic_dir(self.out / name, write, {'step': self.step, 'kind': kind})
@@ -586,10 +594,11 @@ class _Trainer:
         rec = {'step': self.step, 'eval': e}
         self.evals.append(rec); append_jsonl(self.out / 'metrics.jsonl', rec)
         improved = self.best is None or _wilson_low(e) > _wilson_low(self.best['eval'])
-        if improved:
+        if improved:  # the evaluated candidate becomes best_model (relabelled, not written again)
             self.best = rec
-            self.save('best_model', 'best')
-        shutil.rmtree(cand, ignore_errors=True)
+            self.write_info(cand, 'best'); atomic_write_json(cand / COMPLETE, {'step': self.step, 'kind': 'best'})
+            swap_in(cand, self.out / 'best_model')
+        else: shutil.rmtree(cand, ignore_errors=True)
         print(f"Evaluation (step {self.step}): success {e['successes']}/{e['episodes']} = {100 * e['success_rate']:.1f}% "
               f"[{100 * e['ci_low']:.0f}%, {100 * e['ci_high']:.0f}%] in {e['eval_s']:.1f} s"
               + ('  -> new best_model' if improved else ''), flush=True)
@@ -753,16 +762,9 @@ def parse_train_args(argv: list[str] | None = None) -> TrainConfig:
             pol_kw[k.replace('-', '_')] = _parse_value(v)
         else: rest.append(a)
         i += 1
-    a = train_arg_parser().parse_args(rest)
-    return TrainConfig(repo_ids=a.repo_ids, root=a.root, weights=a.weights, policy=a.policy, pretrained_path=a.pretrained_path,
-                       policy_kwargs=pol_kw, env=a.env, env_kwargs=a.env_kwargs, batch_size=a.batch_size, lr=a.lr,
-                       training_steps=a.training_steps, time_limit=a.time_limit, eval_freq=a.eval_freq,
-                       eval_episodes=a.eval_episodes, eval_start_seed=a.eval_start_seed, eval_workers=a.eval_workers,
-                       max_steps=a.max_steps, action_chunk_size=a.action_chunk_size, n_obs_steps=a.n_obs_steps,
-                       n_action_steps=a.n_action_steps, device=a.device, num_workers=a.num_workers, cache=a.cache,
-                       checkpoint_dir=a.checkpoint_dir, output_dir=a.output_dir, save_freq=a.save_freq, log_freq=a.log_freq,
-                       dagger=not a.no_dagger_filter, use_wandb=a.use_wandb, wandb_project=a.wandb_project,
-                       save_video=a.save_video, resume=a.resume, seed=a.seed)
+    a = vars(train_arg_parser().parse_args(rest))   # every flag but --no-dagger-filter is named like its TrainConfig field
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in a.items() if k in fields}, policy_kwargs=pol_kw, dagger=not a['no_dagger_filter'])
 
 def cli_train(argv: list[str] | None = None) -> int:
     "robobench train --repo-ids A,B --root DIR --policy act --env ENV [...]"

@@ -60,26 +60,7 @@ def random_obs(rng) -> dict:
 
 
 class LeRobotReference:
-    "The checkpoint called in-process with LeRobot's own API only (no robobench code)."
-    def __init__(self, d):
-        import torch
-        from lerobot.policies.act.modeling_act import ACTPolicy
-        from lerobot.configs.policies import PreTrainedConfig
-        from lerobot.policies.factory import make_pre_post_processors
-        self.torch = torch
-        cfg = PreTrainedConfig.from_pretrained(d)
-        self.policy = ACTPolicy.from_pretrained(d).eval()
-        self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=str(d))
-
-    def __call__(self, obs: dict) -> np.ndarray:
-        t = self.torch
-        batch = {k: (t.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v) for k, v in obs.items()}
-        with t.inference_mode():
-            return self.post(self.policy.predict_action_chunk(self.pre(batch)))[0].numpy()
-
-
-class LeRobotStepReference:
-    "LeRobot's own rollout API on a checkpoint: `reset()` per episode, `select_action` per step (what lerobot-eval does)."
+    "The checkpoint called in-process with LeRobot's own API only (no robobench code): one observation -> its chunk."
     def __init__(self, d):
         import torch
         from lerobot.configs.policies import PreTrainedConfig
@@ -89,10 +70,17 @@ class LeRobotStepReference:
         self.policy = get_policy_class(cfg.type).from_pretrained(d).eval()
         self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=str(d))
 
-    def reset(self): self.policy.reset()
-
-    def __call__(self, obs: dict) -> np.ndarray:
+    def act(self, obs: dict, fn) -> np.ndarray:
         t = self.torch
         batch = {k: (t.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v) for k, v in obs.items()}
         with t.inference_mode():
-            return self.post(self.policy.select_action(self.pre(batch)))[0].numpy()
+            return self.post(fn(self.pre(batch)))[0].numpy()
+
+    def __call__(self, obs: dict) -> np.ndarray: return self.act(obs, self.policy.predict_action_chunk)
+
+
+class LeRobotStepReference(LeRobotReference):
+    "LeRobot's own rollout API on a checkpoint: `reset()` per episode, `select_action` per step (what lerobot-eval does)."
+    def reset(self): self.policy.reset()
+
+    def __call__(self, obs: dict) -> np.ndarray: return self.act(obs, self.policy.select_action)
