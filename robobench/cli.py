@@ -5,7 +5,7 @@
 # %% ../nbs/10_cli.ipynb #8d4a8814
 from __future__ import annotations
 import importlib, sys
-from .core import did_you_mean
+from .core import did_you_mean, debug_enabled, one_line_error, RobobenchError, UnknownNameError, EXIT_FAILED, EXIT_USAGE
 
 # %% auto #0
 __all__ = ['VERBS', 'available_verbs', 'usage', 'main']
@@ -40,8 +40,11 @@ def usage() -> str:
                       *[f'  {v:{w}}  {t[2]}' for v, t in vs.items()]])
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `robobench` console script."
+    """Entry point of the `robobench` console script. Expected mistakes print one line (what, why, the fix) and exit 2;
+    anything else prints one line and exits 1; `--debug` (anywhere) or `ROBOBENCH_DEBUG=1` shows the traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_enabled(argv)
+    argv = [a for a in argv if a != '--debug']
     if not argv or argv[0] in ('-h', '--help', 'help'):
         print(usage()); return 0
     if argv[0] in ('-V', '--version'):
@@ -55,3 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
     except KeyboardInterrupt:
         print('robobench: interrupted', file=sys.stderr); return 130
+    except SystemExit: raise
+    except Exception as e:
+        if debug: raise
+        expected = isinstance(e, (RobobenchError, UnknownNameError))
+        code = getattr(e, 'exit_code', EXIT_USAGE) if expected else EXIT_FAILED
+        hint = '' if expected else ' (rerun with --debug for the traceback)'
+        print(f'robobench {verb}: error: {one_line_error(e)}{hint}', file=sys.stderr)
+        return code

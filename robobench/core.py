@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 # %% auto #0
-__all__ = ['KEY_PACKAGES', 'RUNS_ROOT', 'to_jsonable', 'atomic_write_text', 'atomic_write_json', 'read_json', 'append_jsonl',
-           'read_jsonl', 'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require',
-           'init_ray', 'package_version', 'git_info', 'run_info', 'make_run_dir', 'free_port']
+__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT',
+           'to_jsonable', 'atomic_write_text', 'atomic_write_json', 'read_json', 'append_jsonl', 'read_jsonl',
+           'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require', 'init_ray',
+           'RobobenchError', 'debug_enabled', 'one_line_error', 'package_version', 'git_info', 'run_info',
+           'make_run_dir', 'free_port']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -35,11 +37,21 @@ def _fsync_dir(d: Path):
         finally: os.close(fd)
     except OSError: pass
 
+def _umask() -> int:
+    "The process umask, read without changing it where Linux allows (os.umask would race other threads)."
+    try:
+        for line in open('/proc/self/status'):
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except OSError: pass
+    m = os.umask(0o22); os.umask(m); return m
+
 def atomic_write_text(path, text: str) -> Path:
-    "Write `text` to `path` atomically: temp file in the same dir, fsync, rename, fsync the dir."
+    """Write `text` to `path` atomically: temp file in the same dir, fsync, rename, fsync the dir. The file gets the
+    mode a plain `open(path, 'w')` would give (0644 under the usual umask), not mkstemp's 0600."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, 'w') as f:
             f.write(text); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -176,6 +188,37 @@ def init_ray(address: str | None = None, num_cpus: int = 1):
                                     'runtime_env': {'env_vars': {'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}}}
         ray.init(address=address, log_to_driver=False, ignore_reinit_error=True, **local)
     return ray
+
+# %% ../nbs/00_core.ipynb #2683faf3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EPISODE_ERRORS = 0, 1, 2, 3
+EXIT_CODES = {EXIT_OK: 'success', EXIT_FAILED: 'unexpected error (a bug or a crash: rerun with --debug)',
+              EXIT_USAGE: 'an expected mistake (bad argument, missing or broken file, port in use...): the message says the fix',
+              EXIT_EPISODE_ERRORS: 'evaluation finished, but some episodes ended in an error (not counted as failures); '
+                                   'rerun the same command to retry them',
+              130: 'interrupted (Ctrl-C); rerun the same command to resume'}
+
+class RobobenchError(Exception):
+    """An expected mistake. `str()` is one line: what went wrong (and why), then the fix.
+    CLI verbs print it without a traceback and exit with `exit_code` (default `EXIT_USAGE`)."""
+    exit_code = EXIT_USAGE
+    def __init__(self, what: str, fix: str | None = None, exit_code: int | None = None):
+        super().__init__(what)
+        self.what, self.fix = what, fix
+        if exit_code is not None: self.exit_code = exit_code
+    def __str__(self): return ' '.join(self.what.split()) + (f" Fix: {' '.join(self.fix.split())}" if self.fix else '')
+
+def debug_enabled(argv: list | None = None) -> bool:
+    "True if tracebacks were asked for: `--debug` in `argv` or `ROBOBENCH_DEBUG=1`."
+    return os.environ.get('ROBOBENCH_DEBUG', '').strip().lower() not in ('', '0', 'false', 'no') or '--debug' in (argv or [])
+
+def one_line_error(e: BaseException, limit: int = 600) -> str:
+    "How a CLI shows `e`: our own errors as they are, anything else as `Type: first line`."
+    if isinstance(e, (RobobenchError, UnknownNameError)): msg = str(e)
+    else:
+        first = next((l.strip() for l in str(e).splitlines() if l.strip()), '')
+        msg = f'{type(e).__name__}: {first}' if first else type(e).__name__
+    msg = ' '.join(msg.split())
+    return msg if len(msg) <= limit else msg[:limit - 3] + '...'
 
 # %% ../nbs/00_core.ipynb #e0d2fe31
 KEY_PACKAGES = ('robobench', 'numpy', 'torch', 'lerobot', 'mani-skill', 'sapien', 'robosuite', 'mujoco', 'openpi-client',
