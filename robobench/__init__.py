@@ -24,6 +24,7 @@ _LAZY = {
     # evaluation and viz
     'evaluate': 'evaluation', 'EvalConfig': 'evaluation', 'EvalResult': 'evaluation', 'compare': 'evaluation',
     'wilson_interval': 'evaluation', 'episodes_needed': 'evaluation', 'task_breakdown': 'evaluation',
+    'summarize': 'evaluation', 'summary_line': 'evaluation', 'RobobenchError': 'core',
     'show_episodes': 'viz', 'browse_episodes': 'viz', 'plot_success': 'viz', 'report': 'viz',
     # training
     'train': 'training', 'TrainConfig': 'training', 'TrainResult': 'training', 'plot_training': 'training',

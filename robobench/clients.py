@@ -4,18 +4,19 @@
 
 # %% ../nbs/05_clients.ipynb #f503e060
 from __future__ import annotations
-import abc, collections, dataclasses, inspect, os, re, time
+import abc, collections, dataclasses, inspect, os, re, time, warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .core import Registry, did_you_mean
-from .server import FeatureSpec, LeRobotPolicy, RandomPolicy, RequestError, validate_request
+from .core import Registry, RobobenchError, did_you_mean
+from .server import FeatureSpec, LeRobotPolicy, RandomPolicy, RequestError, check_actions, validate_request
 
 # %% auto #0
-__all__ = ['PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'scale_action', 'ChunkedClient', 'RandomClient', 'LocalClient',
-           'ScriptedClient', 'ServerUnavailable', 'ServerTimeout', 'parse_host_port', 'WebsocketClient', 'make_client']
+__all__ = ['PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch',
+           'compat_problems', 'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable', 'ServerTimeout',
+           'ServerError', 'parse_host_port', 'WebsocketClient', 'make_client', 'ClientSpecError']
 
 # %% ../nbs/05_clients.ipynb #6b6a531d
 @dataclasses.dataclass
@@ -163,10 +164,61 @@ class ChunkedClient(InferenceClient):
         self.n_action_steps = 1
     def reset(self) -> None: self._queue.clear(); self._episode_start = True
     def info(self) -> dict:
-        "What an evaluation record should store about this client."
-        return {'client': getattr(self, 'client_name', type(self).__name__), 'n_action_steps': self.n_action_steps,
-                'control_mode': self.control_mode, 'scale': np.asarray(self.scale).tolist(),
-                'mapping_function': getattr(self.mapping_function, '__name__', repr(self.mapping_function))}
+        "What an evaluation's run_info.json should store about this client (and what it had to assume)."
+        return {'client': getattr(self, 'client_name', type(self).__name__),
+                'n_action_steps': self.n_action_steps or 'whole chunk', 'control_mode': self.control_mode,
+                'scale': np.asarray(self.scale).tolist(),
+                'mapping_function': getattr(self.mapping_function, '__name__', repr(self.mapping_function)),
+                **({'assumptions': dict(self.assumptions)} if getattr(self, 'assumptions', None) else {})}
+
+    def check_env(self, spec) -> None:
+        """Before the first episode: can this env feed the policy, and can the env take its actions? Builds the request
+        an observation of `spec` would give (zeros of the right shapes) and checks it against the policy's metadata;
+        raises `PolicyEnvMismatch` naming every difference. Policies without metadata are not checked."""
+        problems = compat_problems(self, spec)
+        if problems:
+            md = getattr(self, 'metadata', None) or {}
+            who = f"the {md.get('policy_type') or 'served'} policy" + (f" ({md['checkpoint_id']})" if md.get('checkpoint_id') else '')
+            raise PolicyEnvMismatch(f"{who} does not fit {spec.env_id}: " + '; '.join(problems) + '.',
+                                    'evaluate on the env (and cameras / image size) the policy was trained for, or map '
+                                    'observations and actions with --policy.camera_map / --policy.obs_map / --policy.mapping_function.')
+
+class PolicyEnvMismatch(RobobenchError):
+    "The policy's inputs or actions do not fit the env (found before any episode runs)."
+
+def _zeros_obs(spec) -> dict:
+    "An observation of `spec`'s shapes (zeros), for checking a request before running anything."
+    return {'images': {c: np.zeros((int(h), int(w), 3), np.uint8) for c, (h, w) in spec.cameras.items()},
+            'state': np.zeros(spec.state_dim, np.float32), 'env_state': np.zeros(spec.env_state_dim, np.float32),
+            'instruction': spec.instruction}
+
+def compat_problems(client, spec) -> list[str]:
+    "Differences between what `client`'s policy metadata wants and what an env of `spec` gives and takes ([] if none or unknown)."
+    md = getattr(client, 'metadata', None)
+    if not isinstance(md, dict) or not md: return []
+    out = []
+    feats = md.get('input_features')
+    if feats:
+        specs = {k: FeatureSpec.from_dict(v) for k, v in feats.items()}
+        try: req = client.make_request(_zeros_obs(spec), spec.instruction)
+        except (KeyError, ValueError, TypeError) as e: out.append(str(e).strip('"')); req = None
+        if req is not None:
+            gives = {k: list(np.shape(v)) for k, v in req.items() if k != 'task'}
+            for k, s in specs.items():
+                if k not in req: out.append(f"the policy needs {k!r} {list(s.shape)}, the env gives {sorted(gives) or 'nothing'}")
+                elif list(np.shape(req[k])) != list(s.shape):
+                    out.append(f"{k!r} must have shape {list(s.shape)}, the env gives {list(np.shape(req[k]))}")
+                elif s.kind == 'uint8' and np.asarray(req[k]).dtype != np.uint8:
+                    out.append(f"{k!r} must be uint8, the env gives {np.asarray(req[k]).dtype}")
+    adim = md.get('action_dim')
+    if adim:
+        try: mapped = np.asarray(client.mapping_function(np.zeros(int(adim), np.float32), client.scale)).reshape(-1)
+        except Exception as e: out.append(f'mapping_function failed on a {adim}-dim action: {type(e).__name__}: {e}'); mapped = None
+        if mapped is not None and mapped.size != spec.action_dim:
+            out.append(f"the policy answers {int(adim)}-dim actions"
+                       + (f" ({mapped.size} after mapping_function)" if mapped.size != int(adim) else '')
+                       + f", the env takes {spec.action_dim} (control_mode {spec.control_mode!r})")
+    return out
 
 # %% ../nbs/05_clients.ipynb #ec8675d8
 @InferenceClient.register(client_name='random')
@@ -182,13 +234,16 @@ class RandomClient(ChunkedClient):
 class LocalClient(ChunkedClient):
     "A LeRobot checkpoint in this process: the server's `LeRobotPolicy` and request validation, no network."
     def __init__(self, path, device: str | None = None, n_action_steps: int | None = None, unnorm_key: str | None = None,
-                 norm_stats=None, **kw):
-        self.policy = LeRobotPolicy(path, device=device, unnorm_key=unnorm_key, norm_stats=norm_stats)
+                 norm_stats=None, trust_remote_code: bool = False, **kw):
+        # trust_remote_code: load a checkpoint whose config/processors name classes LeRobot does not register
+        self.policy = LeRobotPolicy(path, device=device, unnorm_key=unnorm_key, norm_stats=norm_stats,
+                                    **({'trust_remote_code': True} if trust_remote_code else {}))
         super().__init__(n_action_steps=n_action_steps or self.policy.n_action_steps, **kw)
         self.features, self.metadata = list(self.policy.input_features), self.policy.metadata
         self.check_execution(n_action_steps)
         self._target = self.policy.new_session() or self.policy  # own state for step-executed policies
-    def infer_chunk(self, request): return self._target.infer(validate_request(request, self.policy.input_features))['actions']
+    def infer_chunk(self, request):   # the server's checks, in process: valid inputs in, finite actions out
+        return check_actions(self._target.infer(validate_request(request, self.policy.input_features)))['actions']
     def reset(self):
         super().reset(); self._target.reset()
 
@@ -213,6 +268,14 @@ class ServerUnavailable(ConnectionError):
     "The policy server cannot be reached or dropped the connection."
 class ServerTimeout(TimeoutError):
     "The policy server did not answer within the client's timeout."
+class ServerError(RuntimeError):
+    """The policy server answered a request with an error (openpi's servers send a text frame, usually a traceback).
+    `remote_traceback` keeps all of it; the message names the remote exception (its last line)."""
+    def __init__(self, text: str, url: str = ''):
+        self.remote_traceback, self.url = str(text), url
+        lines = [l.strip() for l in self.remote_traceback.splitlines() if l.strip()]
+        self.remote_error = lines[-1] if lines else '(the server sent an empty error)'
+        super().__init__(f"policy server {url + ' ' if url else ''}failed on this request: {self.remote_error}")
 
 def parse_host_port(spec: str) -> tuple[str, int] | None:
     "'10.0.0.5:8000' / 'localhost:8000' / '[::1]:8000' / 'ws://h:p' → (host, port); else None."
@@ -242,7 +305,7 @@ def _timeout_openpi_client():
         def infer(self, obs):
             self._ws.send(self._packer.pack(obs))
             response = self._ws.recv(timeout=self._timeout)
-            if isinstance(response, str): raise RuntimeError(f'Error in inference server:\n{response}')
+            if isinstance(response, str): raise ServerError(response, f'ws://{self._uri.split("://")[-1]}')
             return msgpack_numpy.unpackb(response)
         def close(self):
             try: self._ws.close()
@@ -283,8 +346,19 @@ class WebsocketClient(ChunkedClient):
             raise ServerUnavailable(f'cannot reach policy server ws://{self.host}:{self.port} '
                                     f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}') from e
         self.metadata = self._client.get_server_metadata()
-        if self._user_steps is None and isinstance(self.metadata, dict) and self.metadata.get('n_action_steps'):
+        if not isinstance(self.metadata, dict): self.metadata = {}
+        self.assumptions = {}
+        if self._user_steps is None and self.metadata.get('n_action_steps'):
             self.n_action_steps = int(self.metadata['n_action_steps'])
+        elif self._user_steps is None:   # e.g. openpi's own server, which sends {} by default
+            self.assumptions['n_action_steps'] = ('whole chunk: the server sent no n_action_steps in its metadata; '
+                                                  'pass --policy.n_action_steps N (n_action_steps=N) to execute N actions per request')
+        if not self.metadata.get('input_features'):
+            self.assumptions['input_features'] = 'unknown: every observation key is sent, images rendered at every request'
+        if self.assumptions and not getattr(self, '_warned', False):
+            self._warned = True
+            warnings.warn(f"policy server ws://{self.host}:{self.port} sent {'no metadata' if not self.metadata else 'incomplete metadata'}; "
+                          "assuming " + '; '.join(f'{k} = {v}' for k, v in self.assumptions.items()), RuntimeWarning, stacklevel=2)
         self.check_execution(self._user_steps)
         f = self.metadata.get('input_features') if isinstance(self.metadata, dict) else None
         self.features = list(f) if f else None
@@ -295,7 +369,13 @@ class WebsocketClient(ChunkedClient):
     def infer_chunk(self, request):
         import websockets.exceptions as wse
         if self._client is None: self.connect()
-        try: out = self._client.infer(request)
+        try:
+            try: out = self._client.infer(request)
+            except wse.ConnectionClosedOK:   # the server closed an idle connection cleanly: the request was not served
+                self.connect(); out = self._client.infer(request)
+        except ServerError:
+            self.close()   # openpi's server closes the connection after an error; the next request dials again
+            raise
         except TimeoutError as e:
             self.close()
             raise ServerTimeout(f'policy server ws://{self.host}:{self.port} did not reply within {self.timeout:.1f}s') from e
@@ -321,5 +401,10 @@ def make_client(spec, **kw) -> InferenceClient:
     if hp is not None and (spec.startswith(('ws://', 'wss://')) or not Path(spec).exists()):
         return InferenceClient.make('websocket', host=hp[0], port=hp[1], **kw)
     if Path(spec).is_dir(): return InferenceClient.make('local', path=spec, **kw)
-    raise ValueError(f"{spec!r} is not a host:port, an existing checkpoint directory, or a client name. "
-                     + did_you_mean(spec, InferenceClient.names(), 'client'))
+    raise ClientSpecError(f"{spec!r} is not a host:port, an existing checkpoint directory, or a client name: "
+                          + did_you_mean(spec, InferenceClient.names(), 'client'),
+                          "pass -m HOST:PORT (a policy server), -m CHECKPOINT_DIR, or --policy.client NAME "
+                          "(a registered name, or package.module:ClassName to import your own).")
+
+class ClientSpecError(RobobenchError, ValueError):
+    "A client spec that names nothing: not a server address, a checkpoint dir, or a registered client."

@@ -17,7 +17,8 @@ __all__ = ['log', 'STATE', 'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'SUCC
            'is_camera', 'vector_keys', 'vector_stats', 'norm_stats_dict', 'compare_stats', 'check_data', 'EpisodeData',
            'LeRobotData', 'rlds_key_map', 'find_rlds_dir', 'RLDSData', 'rlds_episode_to_lerobot', 'lerobot_home',
            'open_dataset', 'write_rlds_dataset', 'stream_rlds', 'convert_rlds_to_lerobot', 'dagger_keep_mask',
-           'dagger_filter', 'check_compatible', 'MixedDataset', 'mix_datasets', 'cli_inspect', 'cli_convert']
+           'dagger_filter', 'check_compatible', 'MixedDataset', 'mix_datasets', 'unreadable_parquet_files',
+           'cli_inspect', 'cli_convert']
 
 # %% ../nbs/03_data.ipynb #200f6e52
 STATE, ENV_STATE, ACTION, IMAGES = 'observation.state', 'observation.environment_state', 'action', 'observation.images.'
@@ -887,6 +888,25 @@ def _fmt_summary(s: dict) -> str:
     if s.get('success'): lines.append(f"  success: {s['success']['successful']}/{s['success']['episodes']} episodes")
     return '\n'.join(lines)
 
+def unreadable_parquet_files(root) -> list[tuple[str, str]]:
+    "Parquet files under `root` that cannot be read (a truncated download or copy), each with the reason."
+    import pyarrow.parquet as pq
+    bad = []
+    for f in sorted(Path(root).rglob('*.parquet')):
+        try: pq.read_metadata(f)
+        except Exception as e: bad.append((str(f), (f'{type(e).__name__}: {e}'.splitlines() or [''])[0][:200]))
+    return bad
+
+def _raise_if_damaged(path, err: BaseException):
+    "Turn a read error caused by damaged files into one line naming the file and the fix."
+    from robobench.core import RobobenchError
+    p = Path(path)
+    bad = unreadable_parquet_files(p) if p.is_dir() else []
+    if bad:
+        raise RobobenchError(f"dataset {path} is damaged: {len(bad)} parquet file(s) cannot be read, first {bad[0][0]} ({bad[0][1]}).",
+                             'download or copy the dataset again (or re-run `robobench collect`, which resumes); '
+                             'a LeRobot dataset cannot be read with a damaged data or meta file.') from err
+
 def cli_inspect(argv: list[str] | None = None) -> int:
     "robobench inspect PATH [--json] [--stats] [--check] [--stats-out FILE --unnorm-key KEY]"
     ap = argparse.ArgumentParser(prog='robobench inspect', description='Summarize a LeRobot or RLDS dataset.')
@@ -900,10 +920,13 @@ def cli_inspect(argv: list[str] | None = None) -> int:
     try: ds = open_dataset(a.path)
     except (FileNotFoundError, ValueError) as e:
         print(f'robobench inspect: {e}', file=sys.stderr); return 2
-    out = {'summary': ds.summary()}
-    if a.stats: out['stats'] = ds.stats()
-    if a.check: out['check'] = ds.check()
-    if a.stats_out: out['stats_out'] = str(ds.save_norm_stats(a.stats_out, a.unnorm_key))
+    except Exception as e: _raise_if_damaged(a.path, e); raise
+    try:
+        out = {'summary': ds.summary()}
+        if a.stats: out['stats'] = ds.stats()
+        if a.check: out['check'] = ds.check()
+        if a.stats_out: out['stats_out'] = str(ds.save_norm_stats(a.stats_out, a.unnorm_key))
+    except Exception as e: _raise_if_damaged(a.path, e); raise
     if a.json: print(json.dumps(to_jsonable(out), indent=2))
     else:
         print(_fmt_summary(out['summary']))

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import numpy as np
-from .core import (append_jsonl, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
+from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
                             seed_everything, to_jsonable, did_you_mean)
 
 # %% auto #0
-__all__ = ['wilson_interval', 'mcnemar_exact', 'episodes_needed', 'resolve_client', 'Episode', 'run_episode', 'EvalConfig',
-           'latest_records', 'is_error', 'pending_seeds', 'task_breakdown', 'summarize', 'save_trajectory',
-           'write_video', 'EvalResult', 'evaluate', 'dump_failed', 'compare', 'cli_eval']
+__all__ = ['OUTCOMES', 'wilson_interval', 'mcnemar_exact', 'episodes_needed', 'resolve_client', 'Episode', 'error_info',
+           'error_reason', 'run_episode', 'EvalConfig', 'latest_records', 'is_error', 'outcome', 'pending_seeds',
+           'task_breakdown', 'summarize', 'summary_line', 'save_trajectory', 'write_video', 'EvalResult', 'evaluate',
+           'dump_failed', 'compare', 'cli_eval']
 
 # %% ../nbs/06_evaluation.ipynb #38a9ce7a
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -78,43 +79,73 @@ def _downsample(frame: np.ndarray, max_side: int | None) -> np.ndarray:
     s = int(math.ceil(max(frame.shape[:2]) / max_side))
     return frame[::s, ::s]
 
+OUTCOMES = ('success', 'failure', 'error')
+
+def error_info(e: BaseException, phase: str, limit: int = 20000) -> dict:
+    """An episode's error, kept whole for episodes.jsonl: exception type, full message, where it happened (`phase`:
+    client_reset, env_reset, infer, action, env_step, render), the local traceback and, from a policy server, the
+    remote one (robobench's `ServerError` or openpi's own client, which puts it in the message)."""
+    import traceback as _tb
+    msg = str(e)
+    d = {'type': type(e).__name__, 'message': msg[:limit], 'phase': phase,
+         'traceback': ''.join(_tb.format_exception(e))[-limit:]}
+    remote = getattr(e, 'remote_traceback', None)
+    if remote is None and 'Error in inference server:' in msg: remote = msg.split('Error in inference server:', 1)[1].strip()
+    if remote: d['remote_traceback'] = remote[-limit:]
+    return d
+
+def error_reason(err: dict) -> str:
+    "The one-line `failure_reason` of an error episode: `error: Type: message`, plus the remote exception if the message lacks it."
+    lines = [l.strip() for l in err.get('message', '').splitlines() if l.strip()]
+    head = lines[0] if lines else ''
+    remote = [l.strip() for l in (err.get('remote_traceback') or '').splitlines() if l.strip()]
+    if remote and remote[-1] not in head: head = f'{head} {remote[-1]}'.strip()
+    return f"error: {err.get('type', 'Error')}: {head}"[:500]
+
 def run_episode(env, client, seed: int, max_steps: int | None = None, video: bool = False, camera: str | None = None,
                 video_every: int = 1, video_max_side: int | None = 256, keep_trajectory: bool = False) -> Episode:
-    """Roll `client` out in `env` for the episode given by `seed`. Never raises for a bad action or a failing
-    client: the episode ends with `failure_reason` set and the evaluation goes on."""
+    """Roll `client` out in `env` for the episode given by `seed`. Never raises for a failing client, server or
+    simulator: the record's `outcome` is 'success', 'failure' (the policy did not succeed in time) or 'error'
+    (something broke: its `error` keeps type, message, phase and tracebacks). Errors are not failures."""
     from robobench.envs import ActionError
     t0 = time.perf_counter()
     max_steps = int(max_steps or env.spec.max_steps)
     frames, traj = [], ({'state': [], 'env_state': [], 'action': []} if keep_trajectory else None)
-    ret, length, success, reason = 0.0, 0, False, None
-    infer_s, task = 0.0, None
+    ret, length, success, reason, err = 0.0, 0, False, None, None
+    infer_s, task, phase = 0.0, None, 'client_reset'
     try:
         client.reset()
+        phase = 'env_reset'
         obs, info = env.reset(seed=int(seed), render_images=True)
         task = obs.get('instruction') or None
+        phase = 'render'
         if video: frames.append(_downsample(env.render(camera), video_max_side))
         for t in range(max_steps):
+            phase = 'infer'
             ti = time.perf_counter()
             action, _ = client.infer(obs, obs.get('instruction', ''))
             infer_s += time.perf_counter() - ti
             action = np.asarray(action)
             if keep_trajectory:
                 traj['state'].append(np.asarray(obs['state'], np.float32)); traj['env_state'].append(np.asarray(obs['env_state'], np.float32))
+            phase = 'env_step'
             try:
                 obs, r, terminated, truncated, info = env.step(action, render_images=bool(getattr(client, 'rerender', True)))
-            except ActionError as e:
-                reason = f'bad_action: {e}'; break
+            except ActionError as e:   # the policy's actions do not fit the env: a mismatch, not a policy failure
+                phase = 'action'; raise
             if keep_trajectory: traj['action'].append(np.asarray(action, np.float32).reshape(-1))
             ret += r; length += 1
+            phase = 'render'
             if video and (length % video_every == 0): frames.append(_downsample(env.render(camera), video_max_side))
             if info.get('success'): success = True; break
             if terminated or truncated: break
-        if not success and reason is None: reason = 'timeout' if length >= max_steps else 'terminated'
-    except Exception as e:  # a client or simulator error fails this episode, not the evaluation
-        reason = f'error: {type(e).__name__}: {e}'.splitlines()[0][:500]
-    rec = {'seed': int(seed), 'success': bool(success), 'return': float(ret), 'length': int(length),
-           'duration_s': round(time.perf_counter() - t0, 4), 'infer_s': round(infer_s, 4), 'failure_reason': reason,
-           'env': env.spec.env_id, 'task': task, 'end_time': round(time.time(), 3)}
+        if not success: reason = 'timeout' if length >= max_steps else 'terminated'
+    except Exception as e:  # a client, server or simulator error ends this episode, not the evaluation
+        err = error_info(e, phase); reason = error_reason(err); success = False
+    rec = {'seed': int(seed), 'outcome': 'error' if err else ('success' if success else 'failure'), 'success': bool(success),
+           'return': float(ret), 'length': int(length), 'duration_s': round(time.perf_counter() - t0, 4),
+           'infer_s': round(infer_s, 4), 'failure_reason': reason, 'env': env.spec.env_id, 'task': task,
+           'end_time': round(time.time(), 3), **({'error': err} if err else {})}
     if keep_trajectory and traj['action']:
         traj = {k: np.stack(v[:len(traj['action'])]) for k, v in traj.items()}
     else: traj = None
@@ -163,7 +194,13 @@ def latest_records(records: list[dict]) -> dict[int, dict]:
     for r in records: out[int(r['seed'])] = r
     return out
 
-def is_error(rec: dict) -> bool: return str(rec.get('failure_reason') or '').startswith('error')
+def is_error(rec: dict) -> bool:
+    "Did this episode end in an error (server lost, mismatch, crash...) rather than a success or a failure?"
+    return rec.get('outcome') == 'error' or str(rec.get('failure_reason') or '').startswith('error')
+
+def outcome(rec: dict) -> str:
+    "'success', 'failure' or 'error' (records written before the `outcome` field get it from success/failure_reason)."
+    return 'error' if is_error(rec) else ('success' if rec.get('success') else 'failure')
 
 def pending_seeds(cfg: EvalConfig, records: list[dict]) -> list[int]:
     "Seeds of the requested range still to run: no record, or only an error record."
@@ -172,38 +209,58 @@ def pending_seeds(cfg: EvalConfig, records: list[dict]) -> list[int]:
 
 # %% ../nbs/06_evaluation.ipynb #8792c292
 def task_breakdown(records: list[dict]) -> dict:
-    """Success rate and 95% Wilson interval per task: episodes grouped by their `task` (the instruction), else
-    their `env` (records of several evaluations can be pooled)."""
-    groups = {}
+    """Success rate and 95% Wilson interval per task over completed episodes: grouped by their `task` (the
+    instruction), else their `env` (records of several evaluations can be pooled). Errors are counted apart."""
+    groups, errs = {}, {}
     for r in records:
         key = r.get('task') or r.get('env')
-        if key is not None: groups.setdefault(str(key), []).append(bool(r['success']))
+        if key is None: continue
+        if is_error(r): errs[str(key)] = errs.get(str(key), 0) + 1; groups.setdefault(str(key), [])
+        else: groups.setdefault(str(key), []).append(bool(r['success']))
     out = {}
     for key, ok in sorted(groups.items()):
         n, k = len(ok), sum(ok)
-        out[key] = {'episodes': n, 'successes': k, 'success_rate': k / n, 'wilson_95': list(wilson_interval(k, n))}
+        out[key] = {'episodes': n, 'successes': k, 'success_rate': k / n if n else None, 'wilson_95': list(wilson_interval(k, n)),
+                    'errors': errs.get(key, 0)}
     return out
 
 def summarize(records: list[dict], seeds: list[int] | None = None) -> dict:
-    """Success rate with its 95% Wilson interval, mean return/length, failure reasons; newest record per seed.
+    """Success rate with its 95% Wilson interval over **completed** episodes (success or failure; the newest record
+    per seed), mean return/length, failure reasons. Episodes that ended in an error are never counted as failures:
+    `errors` counts them, `error_reasons` groups them by exception type and `error_seeds` lists them (rerun to retry).
     `per_task` (see `task_breakdown`) when the episodes carry more than one task."""
     recs = latest_records(records)
     if seeds is not None: recs = {s: recs[s] for s in seeds if s in recs}
-    rs = list(recs.values())
+    errs = {s: r for s, r in recs.items() if is_error(r)}
+    rs = [r for s, r in recs.items() if s not in errs]
     n, k = len(rs), sum(bool(r['success']) for r in rs)
     lo, hi = wilson_interval(k, n)
-    reasons = {}
+    reasons, err_reasons = {}, {}
     for r in rs:
         if not r['success']:
             key = str(r.get('failure_reason') or 'failure').split(':')[0]
             reasons[key] = reasons.get(key, 0) + 1
+    for r in errs.values():
+        key = (r.get('error') or {}).get('type') or 'error'
+        err_reasons[key] = err_reasons.get(key, 0) + 1
     mean = lambda key: float(np.mean([r[key] for r in rs])) if rs else None
     return {'episodes': n, 'successes': k, 'success_rate': k / n if n else None, 'wilson_95': [lo, hi],
+            'completed': n, 'errors': len(errs), 'total': n + len(errs),
             'mean_return': mean('return') if rs and 'return' in rs[0] else None,
             'mean_length': mean('length') if rs and 'length' in rs[0] else None,
-            'failure_reasons': reasons, 'errors': sum(is_error(r) for r in rs),
+            'failure_reasons': reasons, 'error_reasons': err_reasons, 'error_seeds': sorted(errs),
             'seeds': [min(recs), max(recs)] if recs else None,
-            **({'per_task': per_task} if len(per_task := task_breakdown(rs)) > 1 else {})}
+            **({'per_task': per_task} if len(per_task := task_breakdown(list(recs.values()))) > 1 else {})}
+
+def summary_line(s: dict, env: str = '') -> str:
+    "The one-line result the CLI, notebooks and sweeps print: successes over completed episodes, errors apart."
+    lo, hi = s['wilson_95']
+    rate = f"{s['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%})" if s['success_rate'] is not None else 'n/a'
+    line = f"{env + ': ' if env else ''}success {s['successes']}/{s['episodes']} = {rate}"
+    if s.get('errors'):
+        line += (f"; {s['errors']} ERROR episode(s) not counted {s.get('error_reasons') or ''} "
+                 f"seeds {s['error_seeds'][:10]}{' ...' if len(s['error_seeds']) > 10 else ''}: rerun to retry them")
+    return line + f"; failures: {s['failure_reasons'] or 'none'}"
 
 # %% ../nbs/06_evaluation.ipynb #059b0923
 class _Worker:
@@ -212,7 +269,12 @@ class _Worker:
         from robobench.envs import make_env
         self.cfg, self.run_dir = cfg, Path(run_dir) if run_dir else None
         self.env = make_env(cfg.env, **cfg.env_kwargs)
-        self.client = resolve_client(cfg.client, env=self.env, **cfg.client_kwargs)
+        try:
+            self.client = resolve_client(cfg.client, env=self.env, **cfg.client_kwargs)
+            check = getattr(self.client, 'check_env', None)   # fail fast: one clear message instead of N identical errors
+            if check is not None: check(self.env.spec)
+        except BaseException:
+            self.close(); raise
 
     def run(self, seed: int) -> tuple[dict, dict | None]:
         cfg = self.cfg
@@ -221,20 +283,31 @@ class _Worker:
                          camera=cfg.video_camera, video_every=cfg.video_every, video_max_side=cfg.video_max_side,
                          keep_trajectory=self.run_dir is not None)
         rec = ep.record
+        if rec['outcome'] == 'error' and (rec.get('error') or {}).get('phase') in ('env_reset', 'env_step', 'render'):
+            self._rebuild_env()   # a simulator that raised may be left half-stepped: the next seed gets a fresh one
+        if self.run_dir is not None:   # a retried seed: drop the video of its earlier outcome
+            for oc in OUTCOMES:
+                if oc != rec['outcome']: (self.run_dir / 'videos' / f'{oc}_seed{seed}.mp4').unlink(missing_ok=True)
         if ep.trajectory is not None:   # actions/states per episode, for action plots and DAgger dumps (a few KB)
             rec['trajectory'] = save_trajectory(self.run_dir / 'trajectories' / f'seed{seed}.npz', ep.trajectory, self.run_dir)
-        want = {'all': True, 'success': rec['success'], 'failure': not rec['success']}[cfg.video_outcomes]
+        want = {'all': True, 'success': rec['outcome'] == 'success', 'failure': rec['outcome'] != 'success'}[cfg.video_outcomes]
         if ep.frames and want:
-            rec['video'] = write_video(self.run_dir / 'videos' / f"{'success' if rec['success'] else 'failure'}_seed{seed}.mp4",
+            rec['video'] = write_video(self.run_dir / 'videos' / f"{rec['outcome']}_seed{seed}.mp4",
                                        ep.frames, cfg.video_fps or self.env.spec.fps / max(1, cfg.video_every), self.run_dir)
-        return rec, (ep.trajectory if cfg.dump_failed and not rec['success'] else None)
+        return rec, (ep.trajectory if cfg.dump_failed and rec['outcome'] == 'failure' else None)
+
+    def _rebuild_env(self):
+        from robobench.envs import make_env
+        try: self.env.close()
+        except Exception: pass
+        self.env = make_env(self.cfg.env, **self.cfg.env_kwargs)
 
     def meta(self) -> dict:
-        "Server metadata of the client (websocket clients), for run_info.json."
+        "Server metadata and the client's execution settings and assumptions, for run_info.json."
         return _client_meta(self.client)
 
     def close(self):
-        for o in (self.client, self.env):
+        for o in (getattr(self, 'client', None), getattr(self, 'env', None)):
             try: getattr(o, 'close', lambda: None)()
             except Exception: pass
 
@@ -259,7 +332,8 @@ def _process_worker(cfg_dict: dict, run_dir: str | None, conn):
     os.environ.setdefault('MUJOCO_GL', 'egl')
     try: w = _Worker(EvalConfig(**cfg_dict), run_dir)
     except BaseException as e:
-        conn.send(('fatal', None, f'{type(e).__name__}: {e}', None)); return
+        from robobench.core import RobobenchError
+        conn.send(('fatal', None, (type(e).__name__, str(e), isinstance(e, RobobenchError)), None)); return
     conn.send(('ready', None, w.meta(), None))
     while True:
         seed = conn.recv()
@@ -310,10 +384,16 @@ class EvalResult:
         from robobench.viz import browse_episodes
         return browse_episodes(self)
 
+    @property
+    def errors(self) -> list[dict]:
+        "Records of the episodes that ended in an error (not counted as failures; rerun the evaluation to retry them)."
+        return [r for r in self.episodes if is_error(r)]
+
     def __repr__(self):
         s = self.summary; lo, hi = s['wilson_95']
         rate = f"{s['success_rate']:.0%} [{lo:.0%}, {hi:.0%}]" if s['success_rate'] is not None else 'n/a'
-        return f"EvalResult({self.config.env}, {s['episodes']} episodes, success {rate}, run_dir={self.run_dir})"
+        errs = f", {s.get('errors')} ERRORS (not counted)" if s.get('errors') else ''
+        return f"EvalResult({self.config.env}, {s['episodes']} completed episodes, success {rate}{errs}, run_dir={self.run_dir})"
 
 def _pick_backend(cfg: EvalConfig) -> str:
     b = cfg.backend if cfg.backend != 'auto' else ('process' if cfg.workers > 1 else 'local')
@@ -346,24 +426,29 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
     on_record = (lambda r: append_jsonl(run_dir / 'episodes.jsonl', r)) if run_dir else (lambda r: None)
     failed_trajs = []
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(todo), desc=f'eval {cfg.env}', disable=not progress, unit='ep')
+    bar = None
+    def ready():   # the bar appears once a worker has its env and client (a bad client or env errors before it)
+        nonlocal bar
+        if bar is None: bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(todo), desc=f'eval {cfg.env}', disable=not progress, unit='ep')
     def record(rec, traj=None):
-        records.append(rec); on_record(rec); bar.update(1)
+        ready(); records.append(rec); on_record(rec); bar.update(1)
         if traj is not None: failed_trajs.append((rec['seed'], traj))
-        bar.set_postfix(success=f"{summarize(records, list(range(cfg.start_seed, cfg.start_seed + cfg.episodes)))['success_rate']:.0%}")
+        s = summarize(records, list(range(cfg.start_seed, cfg.start_seed + cfg.episodes)))
+        bar.set_postfix(success='n/a' if s['success_rate'] is None else f"{s['success_rate']:.0%}", errors=s['errors'])
     meta = {}
     try:
         if todo:
             runner = {'local': _run_local, 'process': _run_processes, 'ray': _run_ray}[backend]
-            meta = runner(cfg, todo, run_dir, record) or {}
+            meta = runner(cfg, todo, run_dir, record, ready) or {}
     finally:
-        bar.close()
+        if bar is not None: bar.close()
     seeds = list(range(cfg.start_seed, cfg.start_seed + cfg.episodes))
     summary = {**summarize(records, seeds), 'env': cfg.env, 'backend': backend, 'workers': cfg.workers}
     if run_dir:
         if cfg.dump_failed and failed_trajs: summary['failed_dump'] = dump_failed(run_dir / 'failed', cfg, failed_trajs)
         atomic_write_json(run_dir / 'summary.json', summary)
-        atomic_write_json(run_dir / 'metrics.json', {k: summary[k] for k in ('episodes', 'successes', 'success_rate', 'wilson_95', 'mean_return', 'mean_length')})
+        atomic_write_json(run_dir / 'metrics.json', {k: summary[k] for k in ('episodes', 'successes', 'success_rate', 'wilson_95', 'errors',
+                                                                             'completed', 'total', 'error_seeds', 'mean_return', 'mean_length')})
         prev = read_json(run_dir / 'run_info.json', default={})
         atomic_write_json(run_dir / 'run_info.json', run_info(kind='evaluate', env=cfg.env, env_kwargs=cfg.env_kwargs,
                           seeds=[cfg.start_seed, cfg.start_seed + cfg.episodes - 1], client=cfg.identity()['client'],
@@ -374,17 +459,31 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
     return EvalResult(run_dir, cfg, eps, summary)
 
 def _client_meta(client) -> dict:
-    m = getattr(client, 'metadata', None)
-    return {'server_metadata': to_jsonable(m)} if m else {}
+    "What run_info.json records about the client: the server's metadata (or that it sent none) and how chunks were executed."
+    out = {}
+    if hasattr(client, 'metadata'): out['server_metadata'] = to_jsonable(client.metadata) if client.metadata else None
+    info = getattr(client, 'info', None)
+    if callable(info):
+        try: out['client_info'] = to_jsonable(info())
+        except Exception: pass
+    if getattr(client, 'assumptions', None): out['assumptions'] = to_jsonable(client.assumptions)
+    return out
 
-def _run_local(cfg, seeds, run_dir, record):
+def _error_record(seed: int, etype: str, message: str, env: str | None = None) -> dict:
+    "The record of an episode lost outside `run_episode` (its worker died)."
+    err = {'type': etype, 'message': message, 'phase': 'worker'}
+    return {'seed': int(seed), 'outcome': 'error', 'success': False, 'return': 0.0, 'length': 0, 'duration_s': 0.0,
+            'failure_reason': error_reason(err), 'env': env, 'error': err, 'end_time': round(time.time(), 3)}
+
+def _run_local(cfg, seeds, run_dir, record, ready=lambda: None):
     w = _Worker(cfg, str(run_dir) if run_dir else None)
+    ready()
     try:
         for s in seeds: record(*w.run(s))
         return _client_meta(w.client)
     finally: w.close()
 
-def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
+def _run_processes(cfg, seeds, run_dir, record, ready_cb=lambda: None, poll_s: float = 0.5):
     """Each worker has its own pipe and the parent assigns seeds, so the parent always knows which seed a worker
     holds: a worker that dies (segfault, OOM kill) cannot lose a message or hold a shared lock."""
     from multiprocessing.connection import wait
@@ -411,8 +510,8 @@ def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
                     "evaluate(..., workers>1) under `if __name__ == '__main__':`. Or run with backend='local' to see the error.") from None
         seed = inflight.pop(conn, None)
         if seed is not None:
-            record({'seed': seed, 'success': False, 'return': 0.0, 'length': 0, 'duration_s': 0.0,
-                    'failure_reason': f'error: worker crashed (exit code {p.exitcode})'})
+            record(_error_record(seed, 'WorkerCrashed', f'the evaluation worker process died (exit code {p.exitcode}) '
+                                 'while running this episode (a simulator segfault, or killed for memory?)', cfg.env))
         if todo or inflight: start()
     for _ in range(max(1, min(cfg.workers, len(seeds)))): start()
     try:
@@ -422,10 +521,12 @@ def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
                 except (EOFError, OSError): crashed(conn); continue
                 if kind == 'fatal':
                     fatal.append(rec); workers.pop(conn).join(timeout=5)
-                    if len(fatal) >= 3 or not workers: raise RuntimeError(f'evaluation workers cannot start: {fatal[-1]}')
+                    ename, msg, expected = rec
+                    if expected: raise RobobenchError(msg)   # a mismatch or bad argument: the same in every worker
+                    if len(fatal) >= 3 or not workers: raise RuntimeError(f'evaluation workers cannot start: {ename}: {msg}')
                     continue
                 if kind == 'ready':
-                    ready.add(conn)
+                    ready.add(conn); ready_cb()
                     if rec and not meta: meta.update(rec)
                 if kind == 'done': inflight.pop(conn, None); record(rec, traj)
                 feed(conn)
@@ -438,7 +539,7 @@ def _run_processes(cfg, seeds, run_dir, record, poll_s: float = 0.5):
             if p.is_alive(): p.kill()
     return meta
 
-def _run_ray(cfg, seeds, run_dir, record):
+def _run_ray(cfg, seeds, run_dir, record, ready=lambda: None):
     from robobench.core import init_ray
     ray = init_ray(cfg.ray_address, num_cpus=cfg.workers)
     Actor = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
@@ -446,7 +547,11 @@ def _run_ray(cfg, seeds, run_dir, record):
     actors = [Actor.remote(cfg, str(run_dir) if run_dir else None) for _ in range(n)]
     todo, running = list(seeds), {}
     try: meta = ray.get(actors[0].meta.remote())
-    except Exception: meta = {}
+    except Exception as e:   # the actor could not build its env or client (e.g. the policy does not fit the env)
+        for a in actors: ray.kill(a)
+        msg = next((l.strip() for l in reversed(str(e).splitlines()) if 'Error' in l and ':' in l), str(e).strip().splitlines()[0])
+        raise RobobenchError(f'evaluation workers (Ray actors) cannot start: {msg}') from None
+    ready()
     def submit(i):
         if todo: s = todo.pop(0); running[actors[i].run.remote(s)] = (i, s)
     for i in range(n): submit(i)
@@ -455,8 +560,7 @@ def _run_ray(cfg, seeds, run_dir, record):
         i, s = running.pop(done[0])
         try: rec, traj = ray.get(done[0])
         except Exception as e:  # the actor died: record, replace, go on
-            rec, traj = {'seed': s, 'success': False, 'return': 0.0, 'length': 0, 'duration_s': 0.0,
-                         'failure_reason': f'error: ray worker died ({type(e).__name__})'}, None
+            rec, traj = _error_record(s, 'WorkerCrashed', f'the Ray worker died while running this episode ({type(e).__name__}: {e})', cfg.env), None
             actors[i] = Actor.remote(cfg, str(run_dir) if run_dir else None)
         record(rec, traj); submit(i)
     return {**meta, 'ray_address': cfg.ray_address or 'local'}
@@ -492,11 +596,16 @@ def _load_records(run) -> tuple[str, dict]:
     return p.name, latest_records(read_jsonl(p / 'episodes.jsonl' if p.is_dir() else p))
 
 def compare(run_a, run_b) -> dict:
-    """Paired comparison of two evaluations on their shared seeds: the 2x2 table, McNemar's exact p-value,
-    and the discordant seeds (where exactly one of them succeeded)."""
+    """Paired comparison of two evaluations on their shared completed seeds: the 2x2 table, McNemar's exact p-value,
+    and the discordant seeds (where exactly one of them succeeded). A seed that ended in an error in either run is
+    left out of the pair (listed in `error_seeds`), never counted as a failure."""
     na, a = _load_records(run_a); nb, b = _load_records(run_b)
-    shared = sorted(set(a) & set(b))
-    if not shared: raise ValueError(f'{na} and {nb} share no seeds; evaluate both with the same --start-seed')
+    both_seen = set(a) & set(b)
+    errored = sorted(s for s in both_seen if is_error(a[s]) or is_error(b[s]))
+    shared = sorted(both_seen - set(errored))
+    if not shared: raise ValueError(f'{na} and {nb} share no completed seeds'
+                                    + (f' ({len(errored)} shared seeds ended in errors: rerun those evaluations)' if errored else
+                                       '; evaluate both with the same --start-seed'))
     sa = {s: bool(a[s]['success']) for s in shared}; sb = {s: bool(b[s]['success']) for s in shared}
     only_a = [s for s in shared if sa[s] and not sb[s]]; only_b = [s for s in shared if sb[s] and not sa[s]]
     both = sum(sa[s] and sb[s] for s in shared); neither = len(shared) - both - len(only_a) - len(only_b)
@@ -505,7 +614,8 @@ def compare(run_a, run_b) -> dict:
             'a_success_rate': ka / len(shared), 'a_wilson_95': list(wilson_interval(ka, len(shared))),
             'b_success_rate': kb / len(shared), 'b_wilson_95': list(wilson_interval(kb, len(shared))),
             'table': {'both': both, 'only_a': len(only_a), 'only_b': len(only_b), 'neither': neither},
-            'mcnemar_p': mcnemar_exact(len(only_a), len(only_b)), 'only_a_seeds': only_a, 'only_b_seeds': only_b}
+            'mcnemar_p': mcnemar_exact(len(only_a), len(only_b)), 'only_a_seeds': only_a, 'only_b_seeds': only_b,
+            'error_seeds': errored}
 
 # %% ../nbs/06_evaluation.ipynb #4a872f19
 def _parse_policy_args(extra: list[str]) -> dict:
@@ -543,6 +653,9 @@ def cli_eval(argv: list[str] | None = None) -> int:
     ap.add_argument('--video-outcomes', default='all', choices=['all', 'success', 'failure'])
     ap.add_argument('--dump-failed', action='store_true', help='write failed trajectories to RUN/failed/ as a LeRobot dataset')
     ap.add_argument('--env-kwargs', default='{}', help='JSON dict of env kwargs (control_mode, cameras, ...)')
+    ap.add_argument('--trust-remote-code', action='store_true',
+                    help='load a checkpoint (-m DIR) whose config or processors name classes LeRobot does not register '
+                         '(that imports and runs code named by the checkpoint: only for checkpoints you trust)')
     ap.add_argument('--json', action='store_true', help='print the summary as JSON')
     a, extra = ap.parse_known_args(argv)
     import json as _json
@@ -550,16 +663,29 @@ def cli_eval(argv: list[str] | None = None) -> int:
     except ValueError as e: ap.error(str(e))
     if a.client and a.model: ap.error('give --policy.client or -m, not both')
     client = a.model or a.client or 'random'
+    try: env_kwargs = _json.loads(a.env_kwargs)
+    except ValueError as e:
+        raise RobobenchError(f'--env-kwargs is not JSON ({e}).', "pass a JSON object, e.g. --env-kwargs '{\"max_steps\": 100}'") from None
+    if a.trust_remote_code:
+        if not (a.model and Path(a.model).is_dir()): ap.error('--trust-remote-code only applies to a checkpoint dir given with -m')
+        kw['trust_remote_code'] = True
+    from robobench.envs import BACKENDS, make_env
+    if a.env.partition('/')[0] not in BACKENDS: make_env(a.env)   # the did-you-mean error, before a run folder exists
     run_folder = a.run_folder or str(make_run_dir('evaluate', a.env.replace('/', '_')))
     res = evaluate(a.env, client, a.episodes, start_seed=a.start_seed, workers=a.workers, backend=a.backend,
                    ray_address=a.ray_address, max_steps=a.max_steps, run_folder=run_folder, video=not a.no_video,
                    video_camera=a.video_camera, video_fps=a.video_fps, video_every=a.video_every,
-                   video_outcomes=a.video_outcomes, dump_failed=a.dump_failed, env_kwargs=_json.loads(a.env_kwargs),
+                   video_outcomes=a.video_outcomes, dump_failed=a.dump_failed, env_kwargs=env_kwargs,
                    client_kwargs=kw)
     s = res.summary
     if a.json: print(_json.dumps(s, indent=2))
     else:
-        lo, hi = s['wilson_95']
-        print(f"{a.env}: success {s['successes']}/{s['episodes']} = {s['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}); "
-              f"failures: {s['failure_reasons'] or 'none'}\nrun folder: {run_folder}")
+        print(summary_line(s, a.env))
+        for r in res.errors[:5]: print(f"  error, seed {r['seed']}: {r['failure_reason']}", file=sys.stderr)
+        if len(res.errors) > 5: print(f'  ... {len(res.errors) - 5} more in {run_folder}/episodes.jsonl', file=sys.stderr)
+        print(f'run folder: {run_folder}')
+    if s['errors']:   # everything is written; the non-zero code tells scripts the numbers are incomplete
+        print(f"robobench eval: {s['errors']} episode(s) ended in an error and are not counted; rerun the same command "
+              f"(same --run-folder) to retry them (exit code {EXIT_EPISODE_ERRORS}).", file=sys.stderr)
+        return EXIT_EPISODE_ERRORS
     return 0

@@ -213,7 +213,7 @@ def success_table(runs: dict):
         n, k = int(s['episodes']), int(s['successes'])
         lo, hi = wilson_interval(k, n)
         rows.append({'run': label, 'episodes': n, 'successes': k, 'success_rate': k / n if n else None,
-                     'wilson_low': lo, 'wilson_high': hi})
+                     'wilson_low': lo, 'wilson_high': hi, 'errors': int(s.get('errors') or 0)})  # errors: not in the rate
     return pd.DataFrame(rows).set_index('run')
 
 # %% ../nbs/09_runs.ipynb #eb805f28

@@ -4,20 +4,21 @@
 
 # %% ../nbs/04_server.ipynb #14fb1c45
 from __future__ import annotations
-import argparse, atexit, copy, hashlib, hmac, http, json, logging, math, os, signal
+import argparse, atexit, copy, errno, hashlib, hmac, http, json, logging, math, os, signal, socket
 import subprocess, sys, tempfile, threading, time, traceback, collections
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .core import did_you_mean, free_port, pick_device, read_json, to_jsonable
+from .core import RobobenchError, did_you_mean, free_port, pick_device, read_json, to_jsonable
 
 # %% auto #0
-__all__ = ['CONTROL_KEYS', 'log', 'RequestError', 'FeatureSpec', 'validate_request', 'policy_metadata', 'RandomPolicy',
-           'norm_stats_hash', 'stats_set_to_lerobot', 'load_stats_sets', 'select_stats', 'lerobot_wire_features',
-           'needs_history', 'policy_state_keys', 'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyServer',
-           'http_get', 'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['CONTROL_KEYS', 'PROCESSOR_FILES', 'log', 'RequestError', 'FeatureSpec', 'validate_request', 'decode_request',
+           'policy_metadata', 'RandomPolicy', 'safetensors_problem', 'check_checkpoint', 'norm_stats_hash',
+           'stats_set_to_lerobot', 'load_stats_sets', 'select_stats', 'lerobot_wire_features', 'needs_history',
+           'policy_state_keys', 'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyOutputError', 'check_actions',
+           'check_port_free', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04_server.ipynb #0389241f
 class RequestError(ValueError):
@@ -56,9 +57,16 @@ def _check_array(name: str, v, spec: FeatureSpec | None) -> np.ndarray:
             raise RequestError(f"{name!r} must be a real number array, got bool")
         if v.shape != spec.shape:
             raise RequestError(f"{name!r} must have shape {list(spec.shape)}, got {list(v.shape)}")
+    if spec is not None and spec.kind == 'float':
+        if v.dtype.kind == 'f' and v.dtype.itemsize > 4:  # float64 1e39 is finite, but inf once cast to the policy's float32
+            with np.errstate(over='ignore'): out = np.array(v, dtype=np.float32)
+        else: out = np.array(v, dtype=np.float32)  # copy: writable, owned
+        if not np.isfinite(out).all():
+            raise RequestError(f"{name!r} holds NaN or inf" + ('' if not np.isfinite(v).all() else
+                               f" after conversion to the policy's float32 (|values| above {np.finfo(np.float32).max:.3g} overflow)"))
+        return out
     if v.dtype.kind == 'f' and not np.isfinite(v).all():
         raise RequestError(f"{name!r} holds NaN or inf")
-    if spec is not None and spec.kind == 'float': return np.array(v, dtype=np.float32)  # copy: writable, owned
     return np.array(v)
 
 CONTROL_KEYS = ('episode_start',)  # per-request flags (bool) a request may carry beside its features
@@ -88,6 +96,71 @@ def validate_request(obs: Any, specs: dict[str, FeatureSpec] | None, optional: t
         else: out[k] = _check_array(k, v, specs[k] if specs is not None else None)
     return out
 
+# %% ../nbs/04_server.ipynb #c8ecc467
+_MAX_DTYPE_STR, _MAX_NDIM, _MAX_STR = 16, 32, 1 << 20
+
+def _wire_dtype(d: dict, what: str) -> np.dtype:
+    raw = d.get(b'dtype')
+    if isinstance(raw, bytes): raw = raw.decode('ascii', 'replace')
+    if not isinstance(raw, str) or len(raw) > _MAX_DTYPE_STR:
+        raise RequestError(f'{what} needs a numpy dtype string like "<f4", got {type(raw).__name__}'
+                           + (f' of length {len(raw)}' if isinstance(raw, str) else ''))
+    try: dt = np.dtype(raw)
+    except Exception: raise RequestError(f'{what} has an unknown dtype {raw!r}') from None
+    if dt.kind not in _NUMERIC:
+        raise RequestError(f'{what} has dtype {raw!r}: only bool, int, uint and float are accepted'
+                           + (' (void/object/complex/str/datetime are never decoded)' if dt.kind in 'VOcSUMm' else ''))
+    return dt
+
+def _decode_ndarray(d: dict, left: list, budget: int) -> np.ndarray:
+    dt = _wire_dtype(d, 'an __ndarray__')
+    data, shape = d.get(b'data'), d.get(b'shape')
+    if not isinstance(data, bytes): raise RequestError(f'an __ndarray__ needs binary data, got {type(data).__name__}')
+    if not isinstance(shape, (list, tuple)) or len(shape) > _MAX_NDIM or not all(type(s) is int and s >= 0 for s in shape):
+        raise RequestError(f'an __ndarray__ shape must be a list of at most {_MAX_NDIM} non-negative ints, got {str(shape)[:60]}')
+    n = dt.itemsize * math.prod(shape)
+    if n != len(data):
+        raise RequestError(f'an __ndarray__ of shape {list(shape)} and dtype {dt.str} needs {n} bytes of data, got {len(data)}')
+    left[1] -= n
+    if left[1] < 0: raise RequestError(f'the arrays of this request hold more than {budget} bytes (max_decoded_bytes)')
+    return np.ndarray(buffer=data, dtype=dt, shape=shape)
+
+def _decode_npgeneric(d: dict):
+    dt = _wire_dtype(d, 'an __npgeneric__')
+    v = d.get(b'data')
+    if type(v) not in (bool, int, float): raise RequestError(f'an __npgeneric__ needs a number as data, got {type(v).__name__}')
+    try: return dt.type(v)
+    except (OverflowError, ValueError, TypeError) as e: raise RequestError(f'an __npgeneric__ {dt.str} cannot hold {v!r}: {e}') from None
+
+def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None = None):
+    """Decode one msgpack-numpy frame (openpi's encoding) with a budget checked before anything is allocated.
+    `max_items`: msgpack objects (maps, arrays and their entries); `max_decoded_bytes`: array bytes (default: the frame's size).
+    Every failure is a `RequestError`."""
+    import msgpack
+    if isinstance(data, str): raise RequestError('requests must be binary msgpack frames, got a text frame')
+    n = len(data)
+    budget = n if max_decoded_bytes is None else int(max_decoded_bytes)
+    left = [int(max_items), budget]
+    def count(k: int):
+        left[0] -= k
+        if left[0] < 0: raise RequestError(f'the request holds more than {max_items} msgpack objects (max_items)')
+    def list_hook(obj):
+        count(len(obj) + 1); return obj
+    def object_hook(obj):
+        count(len(obj) + 1)
+        if b'__ndarray__' in obj: return _decode_ndarray(obj, left, budget)
+        if b'__npgeneric__' in obj: return _decode_npgeneric(obj)
+        return obj
+    cap = max(1, min(n, int(max_items)))
+    try:
+        return msgpack.unpackb(data, object_hook=object_hook, list_hook=list_hook, max_array_len=cap, max_map_len=cap,
+                               max_str_len=min(n, _MAX_STR), max_bin_len=min(n, budget), max_ext_len=min(n, 1024))
+    except RequestError: raise
+    except Exception as e:
+        if isinstance(e, ValueError) and 'exceeds max_' in str(e):  # a container/str/bin header over the limits
+            raise RequestError(f'the request is over a decoding limit ({e}; max_items={max_items}, max_decoded_bytes={budget})') from None
+        raise RequestError(f'could not decode the request as msgpack-numpy: {type(e).__name__}: {str(e)[:200]}') from None
+
 # %% ../nbs/04_server.ipynb #98616517
 def _robobench_version() -> str:
     try:
@@ -115,6 +188,118 @@ class RandomPolicy:
         with self._lock: a = self._rng.uniform(-1, 1, (self.horizon, self.action_dim)).astype(np.float32)
         return {'actions': a}
     def reset(self): pass
+
+# %% ../nbs/04_server.ipynb #b2bf7c63
+PROCESSOR_FILES = ('policy_preprocessor.json', 'policy_postprocessor.json')  # what make_pre_post_processors loads
+# config fields LeRobot hands to transformers with trust_remote_code=True (a value other than the default is remote code)
+_REMOTE_CODE_FIELDS = {'pi0_fast': ('action_tokenizer_name', 'text_tokenizer_name'), 'gaussian_actor': ('vision_encoder_name',),
+                       'wall_x': ('action_tokenizer_path',)}
+_CKPT_FIX = 'pass the directory that policy.save_pretrained(dir) wrote (config.json, model.safetensors, policy_*processor.json)'
+
+def safetensors_problem(path) -> str | None:
+    "None if `path` holds a complete safetensors header and exactly the data it declares; else what is wrong (reads the header only)."
+    p = Path(path)
+    size = p.stat().st_size
+    if size < 8: return f'is truncated ({size} bytes, not even a header)'
+    with open(p, 'rb') as f:
+        n = int.from_bytes(f.read(8), 'little')
+        if n > size - 8 or n > 100 * 2**20: return f'is truncated or corrupt (its header claims {n} bytes; the file has {size})'
+        try: hdr = json.loads(f.read(n))
+        except ValueError: return 'is corrupt (its header is not JSON)'
+    if not isinstance(hdr, dict): return 'is corrupt (its header is not a map)'
+    end = 0
+    for k, v in hdr.items():
+        if k == '__metadata__': continue
+        try: end = max(end, int(v['data_offsets'][1]))
+        except (TypeError, KeyError, IndexError, ValueError): return f'is corrupt (tensor {k!r} has no data_offsets)'
+    if 8 + n + end != size:
+        return (f'is truncated ({size} bytes; its header declares {8 + n + end})' if 8 + n + end > size
+                else f'is corrupt ({size - 8 - n - end} bytes beyond the data its header declares)')
+    return None
+
+def _read_ckpt_json(f: Path):
+    try: return json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RobobenchError(f'{f} is not valid JSON ({type(e).__name__}: {str(e)[:80]}).', 'restore the file from the training run or save the checkpoint again') from None
+
+def _step_problems(st: dict, registry: dict, registered_paths: set) -> list[str]:
+    out = []
+    cls = None
+    if 'registry_name' in st:  # LeRobot looks this up in ProcessorStepRegistry (and ignores "class")
+        name = st['registry_name']
+        cls = registry.get(name) if isinstance(name, str) else None
+        if cls is None: out.append(f'registry_name {str(name)[:80]!r} is not a processor step LeRobot registers')
+    else:  # LeRobot imports the module of this dotted path and instantiates the class with the saved config
+        path = st.get('class')
+        if not isinstance(path, str) or path not in registered_paths:
+            out.append(f'class {str(path)[:80]!r} is not a registered LeRobot processor step (LeRobot would import and instantiate it)')
+    cfg = st.get('config') if isinstance(st.get('config'), dict) else {}
+    if cfg.get('trust_remote_code', getattr(cls, 'trust_remote_code', False)) is True:
+        out.append(f'step {st.get("registry_name") or st.get("class")!r} loads Hub code (trust_remote_code)')
+    sf = st.get('state_file')
+    if sf is not None and (not isinstance(sf, str) or Path(sf).name != sf):
+        out.append(f'state_file {str(sf)[:80]!r} points outside the checkpoint dir')
+    return out
+
+def check_checkpoint(path, trust_remote_code: bool = False) -> list[str]:
+    """Check a LeRobot checkpoint dir before anything in it is imported or loaded; raise `RobobenchError` (one line, with
+    the fix) for a missing dir or `config.json`, invalid JSON, an unknown policy type, missing processors, a truncated or
+    corrupt `model.safetensors`, or -- unless `trust_remote_code` -- any processor step that is not a class LeRobot
+    registers (a dotted `"class"` path would be imported and instantiated) or that loads remote code.
+    Returns the untrusted items that `trust_remote_code=True` let through (empty for a plain LeRobot checkpoint)."""
+    p = Path(path)
+    if not p.exists(): raise RobobenchError(f'checkpoint {p} does not exist.', _CKPT_FIX)
+    if not p.is_dir(): raise RobobenchError(f'checkpoint {p} is not a directory.', _CKPT_FIX)
+    if not (p/'config.json').is_file():
+        empty = not any(p.iterdir())
+        raise RobobenchError(f'{p} is not a LeRobot checkpoint dir ({"it is empty" if empty else "no config.json"}).', _CKPT_FIX)
+    cfg = _read_ckpt_json(p/'config.json')
+    ptype = cfg.get('type') if isinstance(cfg, dict) else None
+    if not isinstance(ptype, str):
+        raise RobobenchError(f"{p/'config.json'} names no policy 'type'.", 'save the checkpoint with policy.save_pretrained(dir)')
+    import importlib, dataclasses
+    from lerobot.configs.policies import PreTrainedConfig
+    import lerobot.policies.factory  # noqa: F401  (registers the policy configs and the processor steps)
+    from lerobot.processor.pipeline import ProcessorStepRegistry
+    known = PreTrainedConfig.get_known_choices()
+    if ptype not in known:
+        import lerobot
+        raise RobobenchError(f"{did_you_mean(ptype[:80], sorted(known), 'policy type')} (config.json of {p}).",
+                             f'this lerobot ({getattr(lerobot, "__version__", "?")}) cannot load it: check the checkpoint or upgrade lerobot')
+    untrusted = []
+    fields = {f.name: f.default for f in dataclasses.fields(known[ptype])}
+    for k in _REMOTE_CODE_FIELDS.get(ptype, ()):
+        if k in cfg and k in fields and cfg[k] != fields[k]:
+            untrusted.append(f'config.json {k}={str(cfg[k])[:80]!r} is loaded from the Hub with trust_remote_code')
+    docs = {}
+    for fn in PROCESSOR_FILES:
+        if not (p/fn).is_file():
+            raise RobobenchError(f'{p} has no saved processors ({fn}).',
+                                 'save them next to the policy: preprocessor.save_pretrained(dir); postprocessor.save_pretrained(dir)')
+        doc = _read_ckpt_json(p/fn)
+        if not isinstance(doc, dict) or not isinstance(doc.get('steps'), list) or not all(isinstance(s, dict) for s in doc['steps']):
+            raise RobobenchError(f'{p/fn} is not a LeRobot processor file (no "steps" list of maps).', 'save it again with processor.save_pretrained(dir)')
+        docs[fn] = doc['steps']
+    names = {s.get('registry_name') for steps in docs.values() for s in steps} - {None}
+    if not names <= set(ProcessorStepRegistry._registry):  # steps a policy registers in its own processor module
+        try: importlib.import_module(f'lerobot.policies.{ptype}.processor_{ptype}')  # ptype is a known policy type
+        except ImportError: pass
+    registry = dict(ProcessorStepRegistry._registry)
+    registered_paths = {f'{c.__module__}.{c.__qualname__}' for c in registry.values()}
+    for fn, steps in docs.items():
+        for i, st in enumerate(steps):
+            untrusted += [f'{fn} step {i}: {w}' for w in _step_problems(st, registry, registered_paths)]
+    if untrusted and not trust_remote_code:
+        more = f' (and {len(untrusted) - 2} more)' if len(untrusted) > 2 else ''
+        raise RobobenchError(f'refusing to load {p}: ' + '; '.join(untrusted[:2]) + more + '.',
+                             'serve only checkpoints you trust; if you trust this one, pass --trust-remote-code (trust_remote_code=True)')
+    if not (p/'model.safetensors').is_file():
+        raise RobobenchError(f'{p} has no model.safetensors (the weights).', _CKPT_FIX)
+    for f in [p/'model.safetensors'] + [p/s['state_file'] for steps in docs.values() for s in steps if isinstance(s.get('state_file'), str)]:
+        if f.is_file() and (why := safetensors_problem(f)):
+            raise RobobenchError(f'{f} {why}.', 'copy the checkpoint again (an interrupted download or copy leaves a short file) or re-save it')
+    if untrusted: logging.getLogger('robobench.server').warning('trust_remote_code: loading %s although %s', p, '; '.join(untrusted))
+    return untrusted
 
 # %% ../nbs/04_server.ipynb #65b5358d
 def norm_stats_hash(ckpt_dir) -> str | None:
@@ -201,17 +386,15 @@ class LeRobotPolicy:
     """A LeRobot checkpoint dir (policy + saved pre/post-processors) behind `infer(obs) -> {'actions': [horizon, action_dim]}`.
     Policies that need state between steps (`needs_history`) run LeRobot's own `select_action` once per request and
     answer `[1, action_dim]` (`execution='step'` in the metadata); each connection gets its own state (`new_session()`),
-    cleared by a request with `episode_start=True`."""
+    cleared by a request with `episode_start=True`. The dir is checked first (`check_checkpoint`): processor steps that are
+    not registered LeRobot classes are refused unless `trust_remote_code=True`."""
     def __init__(self, path, device: str | None = None, n_action_steps: int | None = None, fps: float | None = None,
-                 unnorm_key: str | None = None, norm_stats=None):
+                 unnorm_key: str | None = None, norm_stats=None, trust_remote_code: bool = False):
+        self.path = Path(path)
+        self.untrusted = check_checkpoint(self.path, trust_remote_code)  # before LeRobot imports anything the dir names
         import torch
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
-        self.path = Path(path)
-        if not (self.path/'config.json').exists():
-            raise FileNotFoundError(f"{self.path} is not a LeRobot checkpoint dir (no config.json); expected the output of policy.save_pretrained(dir)")
-        if not (self.path/'policy_preprocessor.json').exists():
-            raise FileNotFoundError(f"{self.path} has no saved processors (policy_preprocessor.json); save them with preprocessor.save_pretrained(dir)")
         self.device = pick_device(device)
         cfg = PreTrainedConfig.from_pretrained(self.path); cfg.device = self.device
         self.cfg = cfg
@@ -308,14 +491,16 @@ class LeRobotPolicy:
         else: self.policy.reset()
 
 # %% ../nbs/04_server.ipynb #144788be
-def as_policy(policy_or_ckpt, device: str | None = None, **kw):
-    "A checkpoint path → `LeRobotPolicy`; `'random'` → `RandomPolicy(**kw)`; an object with `infer` → itself."
+def as_policy(policy_or_ckpt, device: str | None = None, trust_remote_code: bool = False, **kw):
+    """A checkpoint path → `LeRobotPolicy` (checked first; `trust_remote_code` lifts the refusal of unregistered processor
+    steps); `'random'` → `RandomPolicy(**kw)`; an object with `infer` → itself."""
     if hasattr(policy_or_ckpt, 'infer'): return policy_or_ckpt
     if policy_or_ckpt == 'random': return RandomPolicy(**kw)
     if isinstance(policy_or_ckpt, (str, os.PathLike)):
         p = Path(policy_or_ckpt)
-        if p.is_dir(): return LeRobotPolicy(p, device=device, **kw)
-        raise FileNotFoundError(f"{str(p)!r} is neither a checkpoint directory nor 'random'")
+        if p.is_dir(): return LeRobotPolicy(p, device=device, trust_remote_code=trust_remote_code, **kw)
+        raise RobobenchError(f"{str(p)!r} is neither a checkpoint directory nor 'random'.",
+                             'pass the directory policy.save_pretrained(dir) wrote, or "random"')
     raise TypeError(f"serve() takes a checkpoint path, 'random' or an object with infer(obs) -> dict; got {type(policy_or_ckpt).__name__}")
 
 def _input_specs(policy) -> dict[str, FeatureSpec] | None:
@@ -327,48 +512,135 @@ def _input_specs(policy) -> dict[str, FeatureSpec] | None:
 # %% ../nbs/04_server.ipynb #4a6dc69a
 log = logging.getLogger('robobench.server')
 
+class PolicyOutputError(RuntimeError):
+    "The policy answered with actions a client must not execute (NaN/inf). Sent back as text; the connection stays open."
+
+def check_actions(out: dict) -> dict:
+    "Raise `PolicyOutputError` unless `out['actions']` is all finite (a non-finite action is never a normal reply)."
+    a = out['actions']
+    if not isinstance(a, np.ndarray):
+        try: a = np.asarray(a)
+        except Exception: return out
+    if a.dtype.kind in 'fc' and not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        raise PolicyOutputError(f'the policy returned non-finite actions ({bad} of {a.size} values NaN or inf) for this observation; '
+                                'check its value ranges against the checkpoint\'s normalization stats')
+    return out
+
+class _LogLimiter:
+    "At most one log line per key (peer) per `interval_s`; the lines in between are counted and reported with the next one."
+    def __init__(self, interval_s: float = 1.0): self.interval_s, self._last = interval_s, {}
+    def __call__(self, key, level: int, msg: str, *args):
+        now = time.monotonic()
+        last, n = self._last.get(key, (-math.inf, 0))
+        if now - last < self.interval_s: self._last[key] = (last, n + 1); return
+        if len(self._last) > 4096: self._last.clear()
+        self._last[key] = (now, 0)
+        log.log(level, msg + (f' (+{n} similar line(s) from this peer not logged)' if n else ''), *args)
+
+def _peer_ip(connection) -> str:
+    ra = getattr(connection, 'remote_address', None)
+    return str(ra[0]) if ra else '?'
+
+def _bind_error(host: str, port: int, e: OSError) -> Exception:
+    "A failed bind as a one-line `RobobenchError` with the fix (other OSErrors unchanged)."
+    if e.errno == errno.EADDRINUSE or 'address already in use' in str(e).lower():
+        return RobobenchError(f'port {port} on {host} is already in use.',
+                              f'stop the process listening there (`ss -ltnp "sport = :{port}"` shows it) or pick another port with --port N (0: any free port)')
+    if e.errno == errno.EACCES:
+        return RobobenchError(f'no permission to listen on port {port} on {host}.', 'use a port above 1023 (--port N)')
+    if e.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME if hasattr(socket, 'EAI_NONAME') else -2) or isinstance(e, socket.gaierror):
+        return RobobenchError(f'cannot listen on {host!r}: {e.strerror or e}.', "use an address of this machine with --host (127.0.0.1, or 0.0.0.0 for all)")
+    return e
+
+def check_port_free(host: str, port: int) -> None:
+    "Raise `RobobenchError` if `port` on `host` cannot be bound now (checked before a model is loaded; port 0 always passes)."
+    if not port: return
+    try: infos = socket.getaddrinfo(None if host in ('', '0.0.0.0') else host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e: raise _bind_error(host, port, e) from None
+    fam, typ, proto, _, addr = infos[0]
+    with socket.socket(fam, typ, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server does
+        try: s.bind(addr)
+        except OSError as e: raise _bind_error(host, port, e) from None
+
 class PolicyServer:
-    "openpi-protocol websocket server around `policy`. Run with `run()` (blocking) or `serve()` (background)."
+    """openpi-protocol websocket server around `policy`. Run with `run()` (blocking) or `serve()` (background).
+    Limits (all listed in the metadata under `limits`): `max_size` bytes per frame, `max_decoded_bytes` of arrays and
+    `max_items` msgpack objects per request (checked before allocating), `max_connections` in all and
+    `max_connections_per_peer` per client IP (further handshakes get 503, and so does `/healthz` while no slot is free),
+    `idle_timeout_s` without a request before a connection is closed (None/0: never). A bad request is logged at most
+    once per peer per `log_interval_s`."""
     def __init__(self, policy, host: str = '127.0.0.1', port: int = 0, api_key: str | None = None,
                  max_size: int | None = 16 * 2**20, max_workers: int = 1, metadata: dict | None = None,
-                 warmup: bool = True, max_connections: int = 64):
+                 warmup: bool = True, max_connections: int = 64, max_connections_per_peer: int | None = 32,
+                 idle_timeout_s: float | None = 300.0, max_items: int = 100_000, max_decoded_bytes: int | None = None,
+                 log_interval_s: float = 1.0):
         self.policy, self.host, self.port, self.api_key = policy, host, int(port or 0), api_key or None
-        self.max_size, self.max_workers, self.warmup, self.max_connections = max_size, max(1, int(max_workers)), warmup, max_connections
+        self.max_size, self.max_workers, self.warmup = max_size, max(1, int(max_workers)), warmup
+        self.max_connections = max(1, int(max_connections))
+        self.max_connections_per_peer = int(max_connections_per_peer) if max_connections_per_peer else None
+        self.idle_timeout_s = float(idle_timeout_s) if idle_timeout_s else None
+        self.max_items = int(max_items)
+        self.max_decoded_bytes = int(max_decoded_bytes) if max_decoded_bytes else (max_size or 256 * 2**20)
+        self.limits = {'max_size': max_size, 'max_decoded_bytes': self.max_decoded_bytes, 'max_items': self.max_items,
+                       'max_connections': self.max_connections, 'max_connections_per_peer': self.max_connections_per_peer,
+                       'idle_timeout_s': self.idle_timeout_s}
         md = dict(getattr(policy, 'metadata', None) or {})
         if 'actions' in md: raise ValueError('metadata may not use the key "actions"')
-        self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': max_size, 'control_keys': list(CONTROL_KEYS),
+        self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': max_size, 'limits': self.limits,
+                                     'control_keys': list(CONTROL_KEYS),
                                      'robobench_version': md.get('robobench_version') or _robobench_version()})
         self.specs = _input_specs(policy)
         self.ready = threading.Event()
-        self.n_connections = 0
+        self._conns: dict = {}  # connection -> peer IP, from the handshake's admission to the handler's end
+        self._log_bad = _LogLimiter(log_interval_s)
         import concurrent.futures
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix='robobench-infer')
         self._stop = self._loop = None  # asyncio.Event / loop, set by serve_async
         from openpi_client import msgpack_numpy
         self._mp = msgpack_numpy
 
-    # -- handshake: health checks and API key -------------------------------------------------
+    @property
+    def n_connections(self) -> int:
+        "Open connections (admitted handshakes included)."
+        self._prune(); return len(self._conns)
+
+    def _prune(self):
+        "Forget admitted connections whose handshake failed or that closed without reaching the handler."
+        from websockets.protocol import State
+        for c in [c for c in self._conns if c.state is State.CLOSED]: self._conns.pop(c, None)
+
+    # -- handshake: health checks, API key, connection slots -----------------------------------
     def _process_request(self, connection, request):
+        S = http.HTTPStatus
         if request.path.split('?')[0] == '/healthz':
-            return connection.respond(http.HTTPStatus.OK if self.ready.is_set() else http.HTTPStatus.SERVICE_UNAVAILABLE,
-                                      'OK\n' if self.ready.is_set() else 'loading\n')
+            if not self.ready.is_set(): return connection.respond(S.SERVICE_UNAVAILABLE, 'loading\n')
+            self._prune()
+            if len(self._conns) >= self.max_connections:
+                return connection.respond(S.SERVICE_UNAVAILABLE, f'no free connection slot ({len(self._conns)}/{self.max_connections} in use)\n')
+            return connection.respond(S.OK, 'OK\n')
+        ip = _peer_ip(connection)
         if self.api_key is not None:
             got = request.headers.get('Authorization', '')
             if not hmac.compare_digest(got.encode(), f'Api-Key {self.api_key}'.encode()):
-                log.warning('refused %s: wrong or missing API key', connection.remote_address)
-                return connection.respond(http.HTTPStatus.UNAUTHORIZED, 'wrong or missing API key (send "Authorization: Api-Key <key>")\n')
+                self._log_bad(('key', ip), logging.WARNING, 'refused %s: wrong or missing API key', connection.remote_address)
+                return connection.respond(S.UNAUTHORIZED, 'wrong or missing API key (send "Authorization: Api-Key <key>")\n')
         if not self.ready.is_set():
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, 'policy is still loading\n')
-        if self.n_connections >= self.max_connections:
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f'too many connections ({self.max_connections})\n')
+            return connection.respond(S.SERVICE_UNAVAILABLE, 'policy is still loading\n')
+        self._prune()
+        if len(self._conns) >= self.max_connections:
+            self._log_bad(('full', ip), logging.WARNING, 'refused %s: all %d connection slots in use', ip, self.max_connections)
+            return connection.respond(S.SERVICE_UNAVAILABLE, f'too many connections ({self.max_connections}); retry later\n')
+        if self.max_connections_per_peer and sum(1 for v in self._conns.values() if v == ip) >= self.max_connections_per_peer:
+            self._log_bad(('full', ip), logging.WARNING, 'refused %s: %d connections from this peer already', ip, self.max_connections_per_peer)
+            return connection.respond(S.SERVICE_UNAVAILABLE, f'too many connections from {ip} ({self.max_connections_per_peer}); retry later\n')
+        self._conns[connection] = ip
         return None
 
     # -- one request (runs in the thread pool) -----------------------------------------------
     def _decode(self, data) -> dict:
-        if isinstance(data, str): raise RequestError('requests must be binary msgpack frames, got a text frame')
-        try: obs = self._mp.unpackb(data)
-        except Exception as e: raise RequestError(f'could not decode the request as msgpack-numpy: {type(e).__name__}: {e}') from None
-        return validate_request(obs, self.specs)
+        return validate_request(decode_request(data, self.max_items, self.max_decoded_bytes), self.specs)
 
     def _infer(self, data, policy=None) -> tuple[dict, float]:
         obs = self._decode(data)
@@ -379,29 +651,36 @@ class PolicyServer:
         dt = time.perf_counter() - t0
         if not isinstance(out, dict) or 'actions' not in out:
             raise _PolicyFailure(f'policy.infer returned {type(out).__name__} without "actions"')
-        return out, dt
+        return check_actions(out), dt
 
     async def _handler(self, ws):
-        self.n_connections += 1
+        import asyncio, websockets
+        self._conns[ws] = ip = _peer_ip(ws)  # (already there unless process_request was bypassed)
         peer = ws.remote_address
         log.info('connection from %s opened (%d open)', peer, self.n_connections)
-        import asyncio
         packer = self._mp.Packer()
         loop = asyncio.get_running_loop()
-        prev_total = None
-        import websockets
+        prev_total, n_bad, idle = None, 0, self.idle_timeout_s
         # per-connection policy state (e.g. a scripted expert's phase machine) when the policy offers sessions
         session = self.policy.new_session() if hasattr(self.policy, 'new_session') else None
         try:
             await ws.send(packer.pack(self.metadata))
             while True:
-                data = await ws.recv()
+                if idle is None: data = await ws.recv()
+                else:
+                    try:
+                        async with asyncio.timeout(idle): data = await ws.recv()
+                    except TimeoutError:
+                        log.info('closing connection from %s: no request for %g s (idle_timeout_s)', peer, idle)
+                        await ws.close(code=1000, reason=f'idle for {idle:g} s')
+                        break
                 t0 = time.perf_counter()
                 try:
                     out, infer_s = await loop.run_in_executor(self._executor, self._infer, data, session)
-                except RequestError as e:
-                    log.info('bad request from %s: %s', peer, e)
-                    await ws.send(f'RequestError: {e}')
+                except (RequestError, PolicyOutputError) as e:
+                    n_bad += 1
+                    self._log_bad(('bad', ip), logging.INFO, 'bad request from %s: %s', peer, e)
+                    await ws.send(f'{type(e).__name__}: {e}')
                     continue
                 except _PolicyFailure as e:
                     log.error('policy failed on a request from %s:\n%s', peer, e)
@@ -414,9 +693,10 @@ class PolicyServer:
                 await ws.send(packer.pack(out))
                 prev_total = time.perf_counter() - t0
         except websockets.ConnectionClosed as e:
-            log.info('connection from %s closed (%s)', peer, e.rcvd.code if e.rcvd else 'no close frame')
+            log.info('connection from %s closed (%s)%s', peer, e.rcvd.code if e.rcvd else 'no close frame',
+                     f', {n_bad} bad request(s)' if n_bad else '')
         finally:
-            self.n_connections -= 1
+            self._conns.pop(ws, None)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _load_and_warm(self):
@@ -424,8 +704,10 @@ class PolicyServer:
             req = self.policy.dummy_request() if hasattr(self.policy, 'dummy_request') else (
                 {k: np.zeros(s.shape, np.uint8 if s.kind == 'uint8' else np.float32) for k, s in self.specs.items()} if self.specs else None)
             if req is not None:
-                t = time.perf_counter(); self.policy.infer(validate_request(req, self.specs))
+                t = time.perf_counter(); out = self.policy.infer(validate_request(req, self.specs))
                 log.info('warm-up inference took %.1f ms', (time.perf_counter() - t) * 1000)
+                try: check_actions(out)
+                except (PolicyOutputError, KeyError, TypeError) as e: log.warning('warm-up on an all-zero observation: %s', e)
                 if hasattr(self.policy, 'reset'): self.policy.reset()  # the warm-up is not part of anyone's episode
         self.ready.set()
 
@@ -436,9 +718,11 @@ class PolicyServer:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         if handle_signals:
             for s in (signal.SIGTERM, signal.SIGINT): self._loop.add_signal_handler(s, self._stop.set)
-        async with ws_serve(self._handler, self.host, self.port, process_request=self._process_request,
-                            compression=None, max_size=self.max_size, ping_interval=20, ping_timeout=60,
-                            close_timeout=2) as server:
+        try:
+            server = await ws_serve(self._handler, self.host, self.port, process_request=self._process_request,
+                                    compression=None, max_size=self.max_size, ping_interval=20, ping_timeout=60, close_timeout=2)
+        except OSError as e: raise _bind_error(self.host, self.port, e) from None
+        async with server:
             self.port = server.sockets[0].getsockname()[1]
             log.info('listening on ws://%s:%d (policy %s)', self.host, self.port, self.metadata.get('policy_type'))
             if on_bound: on_bound(self)
@@ -541,11 +825,20 @@ def _pdeathsig():
 
 def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', device: str | None = None,
           api_key: str | None = None, max_size: int | None = 16 * 2**20, max_workers: int = 1,
-          subprocess_mode: bool | None = None, timeout: float = 180.0, metadata: dict | None = None, **policy_kw) -> ServerHandle:
+          subprocess_mode: bool | None = None, timeout: float = 180.0, metadata: dict | None = None,
+          trust_remote_code: bool = False, idle_timeout_s: float | None = 300.0, max_connections: int = 64,
+          max_connections_per_peer: int | None = 32, max_items: int = 100_000, max_decoded_bytes: int | None = None,
+          **policy_kw) -> ServerHandle:
     """Start a policy server in the background and return once `/healthz` is 200.
     `policy_or_ckpt`: a LeRobot checkpoint dir, `'random'`, or an object with `infer(obs)->dict`.
-    Checkpoints run in a child process unless `subprocess_mode=False`; objects always run in a thread."""
+    Checkpoints run in a child process unless `subprocess_mode=False`; objects always run in a thread.
+    A checkpoint is checked before anything in it is loaded (`check_checkpoint`; `trust_remote_code=True` lifts the refusal
+    of unregistered processor steps). The limits are `PolicyServer`'s. Expected mistakes (port in use, broken checkpoint)
+    raise `RobobenchError` with a one-line message."""
     port = int(port or 0)
+    check_port_free(host, port)
+    limits = dict(idle_timeout_s=idle_timeout_s, max_connections=max_connections, max_connections_per_peer=max_connections_per_peer,
+                  max_items=max_items, max_decoded_bytes=max_decoded_bytes)
     is_path = isinstance(policy_or_ckpt, (str, os.PathLike)) and not hasattr(policy_or_ckpt, 'infer')
     if subprocess_mode is None: subprocess_mode = is_path and policy_or_ckpt != 'random'
     if subprocess_mode:
@@ -557,6 +850,8 @@ def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', devi
                 '--max-workers', str(max_workers), '--max-size', str(max_size or 0)]
         argv += ['--policy', 'random'] if policy_or_ckpt == 'random' else ['-m', str(policy_or_ckpt)]
         if device: argv += ['--device', device]
+        if trust_remote_code: argv += ['--trust-remote-code']
+        for k, v in limits.items(): argv += [f"--{k.replace('_', '-')}", str(v or 0)]
         for k, v in policy_kw.items(): argv += [f"--{k.replace('_', '-')}", str(v)]
         env = {**os.environ}
         if api_key: env['ROBOBENCH_API_KEY'] = api_key
@@ -566,6 +861,9 @@ def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', devi
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if proc.poll() is not None:
+                try: child_err = read_json(ready).get('error') if ready.exists() else None
+                except ValueError: child_err = None
+                if child_err: raise RobobenchError(child_err)  # the child's one-line expected mistake
                 raise RuntimeError(f'policy server exited with code {proc.returncode} before it was ready:\n'
                                    + log_path.read_text(errors='replace')[-3000:])
             if ready.exists():
@@ -582,8 +880,8 @@ def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', devi
         md = _fetch_metadata(host, port, api_key)
         return ServerHandle(host, port, md, api_key=api_key, proc=proc, log_path=log_path)
     # in-process: background thread
-    policy = as_policy(policy_or_ckpt, device=device, **policy_kw)
-    srv = PolicyServer(policy, host=host, port=port, api_key=api_key, max_size=max_size, max_workers=max_workers, metadata=metadata)
+    policy = as_policy(policy_or_ckpt, device=device, trust_remote_code=trust_remote_code, **policy_kw)
+    srv = PolicyServer(policy, host=host, port=port, api_key=api_key, max_size=max_size, max_workers=max_workers, metadata=metadata, **limits)
     handler = _ListHandler(); handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
     lg = logging.getLogger('robobench.server'); lg.addHandler(handler)
     if lg.level == logging.NOTSET or lg.level > logging.INFO: lg.setLevel(logging.INFO)
@@ -597,6 +895,7 @@ def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', devi
     while not srv.ready.is_set():
         if err or not th.is_alive():
             lg.removeHandler(handler)
+            if err and isinstance(err[0], RobobenchError): raise err[0]
             raise RuntimeError(f'policy server failed to start: {err[0] if err else "thread exited"}')
         if time.monotonic() > t_end: srv.stop(); raise TimeoutError(f'policy server not ready after {timeout:.0f}s')
         time.sleep(0.01)
@@ -606,7 +905,7 @@ def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', devi
 def _build_policy_from_args(a):
     if a.model:
         try: return LeRobotPolicy(a.model, device=a.device, n_action_steps=a.n_action_steps, fps=a.fps,
-                                  unnorm_key=a.unnorm_key, norm_stats=a.norm_stats)
+                                  unnorm_key=a.unnorm_key, norm_stats=a.norm_stats, trust_remote_code=a.trust_remote_code)
         except KeyError as e: raise SystemExit(f'robobench serve: error: {e.args[0]}') from None
     if a.policy == 'random':
         feats = {'observation.state': FeatureSpec([a.state_dim])} if a.state_dim else None
@@ -636,6 +935,13 @@ def cli_serve(argv: list[str] | None = None) -> int:
     p.add_argument('--api-key', default=None, help='require "Authorization: Api-Key KEY" (default: $ROBOBENCH_API_KEY)')
     p.add_argument('--max-size', type=int, default=16 * 2**20, help='largest request frame in bytes (0 = unlimited)')
     p.add_argument('--max-workers', type=int, default=1, help='inference threads')
+    p.add_argument('--trust-remote-code', action='store_true',
+                   help='load a checkpoint even if its processor files name classes LeRobot does not register (they are imported and run!)')
+    p.add_argument('--idle-timeout-s', type=float, default=300.0, help='close a connection after this many seconds without a request (0 = never)')
+    p.add_argument('--max-connections', type=int, default=64, help='open connections in all (more get HTTP 503; so does /healthz when full)')
+    p.add_argument('--max-connections-per-peer', type=int, default=32, help='open connections per client IP (0 = no per-peer cap)')
+    p.add_argument('--max-items', type=int, default=100_000, help='msgpack objects (maps, arrays, entries) per request')
+    p.add_argument('--max-decoded-bytes', type=int, default=0, help='array bytes per request (0 = --max-size)')
     p.add_argument('--action-dim', type=int, default=7); p.add_argument('--horizon', type=int, default=10)
     p.add_argument('--state-dim', type=int, default=0, help='random policy: validate observation.state of this size')
     p.add_argument('--n-action-steps', type=int, default=None, help='advertised open-loop steps per chunk')
@@ -649,12 +955,20 @@ def cli_serve(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=a.log_level.upper(), format='%(asctime)s %(levelname)s %(name)s: %(message)s', stream=sys.stdout, force=True)
     logging.getLogger('websockets').setLevel(logging.WARNING)  # one line per /healthz probe otherwise
     api_key = a.api_key or os.environ.get('ROBOBENCH_API_KEY') or None
-    t = time.perf_counter()
-    policy = _build_policy_from_args(a)
-    log.info('loaded %s in %.1f s', getattr(policy, 'metadata', {}).get('policy_type', type(policy).__name__), time.perf_counter() - t)
-    srv = PolicyServer(policy, host=a.host, port=a.port, api_key=api_key, max_size=a.max_size or None, max_workers=a.max_workers)
     def on_bound(s):
         print(f'robobench serve: ws://{s.host}:{s.port}  (GET /healthz; API key {"required" if api_key else "off"})', flush=True)
         if a.ready_file: Path(a.ready_file).write_text(json.dumps({'host': s.host, 'port': s.port, 'pid': os.getpid()}))
-    srv.run(on_bound=on_bound, handle_signals=True)
+    try:
+        check_port_free(a.host, a.port)  # before a model is loaded for minutes
+        t = time.perf_counter()
+        policy = _build_policy_from_args(a)
+        log.info('loaded %s in %.1f s', getattr(policy, 'metadata', {}).get('policy_type', type(policy).__name__), time.perf_counter() - t)
+        srv = PolicyServer(policy, host=a.host, port=a.port, api_key=api_key, max_size=a.max_size or None, max_workers=a.max_workers,
+                           idle_timeout_s=a.idle_timeout_s or None, max_connections=a.max_connections,
+                           max_connections_per_peer=a.max_connections_per_peer or None, max_items=a.max_items,
+                           max_decoded_bytes=a.max_decoded_bytes or None)
+        srv.run(on_bound=on_bound, handle_signals=True)
+    except RobobenchError as e:
+        if a.ready_file: Path(a.ready_file).write_text(json.dumps({'error': str(e)}))  # for serve() in the parent
+        raise
     return 0

@@ -489,12 +489,20 @@ class _Trainer:
         sch = pcfg.get_scheduler_preset()
         self.scheduler = sch.build(self.optimizer, cfg.training_steps) if sch is not None else None
         self.step, self.evals, self.best = 0, [], None
+        self.prior_train_s, self._seg_start = 0.0, None   # training time of earlier segments (a resumed run's before the kill)
         if resume_from is not None:
             st = _training_state_load(resume_from, self.optimizer, self.scheduler)
             self.step = int(st['step']); self.evals = st.get('evals', []); self.best = st.get('best')
-            recs = [r for r in read_jsonl(self.out / 'metrics.jsonl') if r.get('step', 0) <= self.step]
+            self.prior_train_s = float(st.get('train_s', 0.0))
+        # records past the step we start from belong to a segment that was killed before its next checkpoint
+        # (or before the first one): drop them, so metrics.jsonl holds each step once
+        old = read_jsonl(self.out / 'metrics.jsonl')
+        # time spent by killed segments counts too, also past their last checkpoint (their last logged time_s)
+        self.prior_train_s = max([self.prior_train_s] + [float(r['time_s']) for r in old if 'time_s' in r])
+        if any(r.get('step', 0) > self.step for r in old):
+            keep = [r for r in old if r.get('step', 0) <= self.step]
             (self.out / 'metrics.jsonl').unlink(missing_ok=True)
-            for r in recs: append_jsonl(self.out / 'metrics.jsonl', r)
+            for r in keep: append_jsonl(self.out / 'metrics.jsonl', r)
         self.n_params = sum(p.numel() for p in self.policy.parameters())
         self.run_info = run_info(argv=sys.argv)   # once: it runs git
         self._print_header()
@@ -566,12 +574,17 @@ class _Trainer:
         atomic_write_json(d / 'robobench.json', {'fps': self.fps, 'env': self.cfg.env, 'policy': self.cfg.policy,
                                                  'step': self.step, 'kind': kind})
 
+    def train_s(self) -> float:
+        "Training wall time so far, over every segment of a resumed run."
+        return self.prior_train_s + (time.perf_counter() - self._seg_start if self._seg_start is not None else 0.0)
+
     def save(self, name: str, kind: str, training_state: bool = False) -> Path:
         def write(d: Path):
             self.policy.save_pretrained(d); self.pre.save_pretrained(d); self.post.save_pretrained(d)
             self.write_info(d, kind)
             if training_state:
-                _training_state_save(d, self.step, self.optimizer, self.scheduler, {'evals': self.evals, 'best': self.best})
+                _training_state_save(d, self.step, self.optimizer, self.scheduler,
+                                     {'evals': self.evals, 'best': self.best, 'train_s': round(self.train_s(), 3)})
         return atomic_dir(self.out / name, write, {'step': self.step, 'kind': kind})
 
     # ---- evaluation ----------------------------------------------------------------------------------------
@@ -599,8 +612,10 @@ class _Trainer:
             self.write_info(cand, 'best'); atomic_write_json(cand / COMPLETE, {'step': self.step, 'kind': 'best'})
             swap_in(cand, self.out / 'best_model')
         else: shutil.rmtree(cand, ignore_errors=True)
-        print(f"Evaluation (step {self.step}): success {e['successes']}/{e['episodes']} = {100 * e['success_rate']:.1f}% "
+        rate = 'n/a' if e['success_rate'] is None else f"{100 * e['success_rate']:.1f}%"
+        print(f"Evaluation (step {self.step}): success {e['successes']}/{e['episodes']} = {rate} "
               f"[{100 * e['ci_low']:.0f}%, {100 * e['ci_high']:.0f}%] in {e['eval_s']:.1f} s"
+              + (f"; {e['errors']} ERROR episode(s) not counted (see {run}/episodes.jsonl)" if e.get('errors') else '')
               + ('  -> new best_model' if improved else ''), flush=True)
         return rec
 
@@ -611,7 +626,7 @@ class _Trainer:
         c = self.cfg
         wb = self._wandb()
         live = _LivePlot(self.out) if self.live_plot else None
-        t_start = time.perf_counter()
+        t_start = self._seg_start = time.perf_counter()
         bar = tqdm(total=c.training_steps, initial=self.step, desc=f'train {c.policy}', disable=not self.progress, dynamic_ncols=True)
         it = self.batches(self.step)
         win: dict[str, list] = {}
@@ -641,7 +656,7 @@ class _Trainer:
                 bar.update(1)
                 if self.step % c.log_freq == 0 or self.step == c.training_steps:
                     rec = {'step': self.step, **{k: float(np.mean(v)) for k, v in win.items()},
-                           'lr': float(self.optimizer.param_groups[0]['lr']), 'time_s': round(time.perf_counter() - t_start, 2)}
+                           'lr': float(self.optimizer.param_groups[0]['lr']), 'time_s': round(self.train_s(), 2)}
                     win = {}
                     append_jsonl(self.out / 'metrics.jsonl', rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", data_ms=f"{1e3 * rec['data_s']:.1f}", step_ms=f"{1e3 * rec['update_s']:.0f}")
@@ -665,7 +680,8 @@ class _Trainer:
             if live: live.update()
         self.save(f'checkpoint_{self.step}', 'periodic', training_state=True)
         final = self.save('final_model', 'final')
-        metrics = {'step': self.step, 'train_s': round(time.perf_counter() - t_start, 2),
+        metrics = {'step': self.step, 'train_s': round(self.train_s(), 2), 'segment_train_s': round(time.perf_counter() - t_start, 2),
+                   'resumed_from_step': int(self.resume_from.name.split('_')[-1]) if self.resume_from is not None and self.resume_from.name.split('_')[-1].isdigit() else None,
                    'best': self.best, 'final_eval': self.evals[-1]['eval'] if self.evals else None}
         atomic_write_json(self.out / 'train_summary.json', metrics)
         if wb: wb.finish()

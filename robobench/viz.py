@@ -8,7 +8,7 @@ import base64, html, io, json
 from pathlib import Path
 import numpy as np
 from .core import read_json
-from .evaluation import EvalResult, wilson_interval
+from .evaluation import EvalResult, outcome as _outcome, wilson_interval
 
 # %% auto #0
 __all__ = ['as_result', 'select_episodes', 'caption', 'show_episodes', 'plot_success', 'plot_episode', 'browse_episodes',
@@ -23,8 +23,7 @@ def select_episodes(run, outcome: str | None = None, seeds=None, n: int | None =
     "Episodes filtered by `outcome` ('success' | 'failure' | 'error' | None) and `seeds`, at most `n`."
     res = as_result(run)
     if outcome not in (None, 'success', 'failure', 'error'): raise ValueError(f"outcome must be 'success', 'failure', 'error' or None; got {outcome!r}")
-    keep = {None: lambda r: True, 'success': lambda r: r['success'], 'failure': lambda r: not r['success'],
-            'error': lambda r: str(r.get('failure_reason') or '').startswith('error')}[outcome]
+    keep = (lambda r: True) if outcome is None else (lambda r: _outcome(r) == outcome)   # errors are not failures
     seeds = None if seeds is None else set(seeds)
     eps = [r for r in res.episodes if keep(r) and (seeds is None or r['seed'] in seeds) and (r.get('video') or not with_video)]
     return eps[:n] if n else eps
@@ -115,12 +114,20 @@ def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None)
     out = Path(out) if out else res.run_dir / 'report.html'
     fig, ax = plt.subplots(figsize=(3, 3)); plot_success({res.config.env: s}, ax=ax)
     lo, hi = s['wilson_95']
+    info = read_json(res.run_dir / 'run_info.json', default={})
     parts = [f"<h1>{html.escape(title or f'Evaluation: {res.config.env}')}</h1>",
-             f"<p><b>{s['successes']}/{s['episodes']}</b> successes = <b>{(s['success_rate'] or 0):.1%}</b> "
+             f"<p><b>{s['successes']}/{s['episodes']}</b> completed episodes succeeded = <b>{(s['success_rate'] or 0):.1%}</b> "
              f"(95% Wilson interval {lo:.1%}–{hi:.1%}); mean length {s.get('mean_length') or 0:.1f}; "
-             f"failure reasons: {html.escape(json.dumps(s.get('failure_reasons', {})))}; client: {html.escape(str(res.config.client))}</p>",
-             _embed('img', _fig_png(fig), 'image/png')]
-    for oc in ('failure', 'success'):
+             f"failure reasons: {html.escape(json.dumps(s.get('failure_reasons', {})))}; client: {html.escape(str(res.config.client))}</p>"]
+    if s.get('errors'):
+        parts.append(f'<p style="background:#fdd;padding:6px;border:2px solid #c00"><b>{s["errors"]} episode(s) ended in an ERROR</b> '
+                     f'and are not counted in the success rate ({html.escape(json.dumps(s.get("error_reasons", {})))}; seeds '
+                     f'{html.escape(str(s.get("error_seeds", [])[:20]))}). Rerun the same evaluation to retry them.</p>')
+    if info.get('assumptions'):
+        parts.append('<p style="background:#ffd;padding:6px"><b>Assumed</b> (the policy server did not say): '
+                     + '; '.join(f'{html.escape(k)} = {html.escape(str(v))}' for k, v in info['assumptions'].items()) + '</p>')
+    parts.append(_embed('img', _fig_png(fig), 'image/png'))
+    for oc in ('failure', 'success', 'error'):
         eps = select_episodes(res, oc, n=videos_per_outcome, with_video=True)
         if not eps: continue
         parts.append(f'<h2>{oc} rollouts</h2><div style="display:flex;flex-wrap:wrap;gap:12px">')
@@ -132,10 +139,15 @@ def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None)
                 cell += '<br>' + _embed('img', _fig_png(f2), 'image/png', width=256)
             parts.append(cell + f'<figcaption>{html.escape(caption(r))}</figcaption></figure>')
         parts.append('</div>')
-    rows = ''.join(f"<tr><td>{r['seed']}</td><td>{'✔' if r['success'] else '✘'}</td><td>{r['length']}</td><td>{r.get('return', 0):.3f}</td>"
+    rows = ''.join(f"<tr><td>{r['seed']}</td><td>{ {'success': '✔', 'failure': '✘', 'error': 'ERROR'}[_outcome(r)] }</td><td>{r['length']}</td><td>{r.get('return', 0):.3f}</td>"
                    f"<td>{html.escape(str(r.get('failure_reason') or ''))}</td></tr>" for r in res.episodes)
     parts.append(f'<h2>Episodes</h2><table border="1" cellpadding="3"><tr><th>seed</th><th>success</th><th>length</th><th>return</th><th>failure</th></tr>{rows}</table>')
-    info = read_json(res.run_dir / 'run_info.json', default={})
+    errs = [r for r in res.episodes if _outcome(r) == 'error']
+    if errs:
+        parts.append('<h2>Errors</h2>' + ''.join(
+            f"<details><summary>seed {r['seed']}: {html.escape(str(r.get('failure_reason')))}</summary><pre>"
+            + html.escape(((r.get('error') or {}).get('remote_traceback') or (r.get('error') or {}).get('traceback') or '')[-6000:])
+            + '</pre></details>' for r in errs[:50]))
     parts.append(f"<h2>Run info</h2><pre>{html.escape(json.dumps(info, indent=1)[:4000])}</pre>")
     doc = f'<!doctype html><html><head><meta charset="utf-8"><title>robobench report</title></head><body style="font-family:sans-serif">{"".join(parts)}</body></html>'
     from robobench.core import atomic_write_text

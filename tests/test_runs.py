@@ -134,10 +134,10 @@ def test_cli_run_prints_run_dir_and_fails_with_the_error(tmp_path, capsys):
     assert d.name.endswith('_ok') and read_json(d / 'metrics.json')['episodes'] == 2
     assert cli_run(args + ['-p', 'CLIENT', 'no_such_client', '--name', 'bad']) == 1
     cap = capsys.readouterr()
-    assert "ValueError: 'no_such_client' is not a host:port" in cap.err
+    assert "ClientSpecError: 'no_such_client' is not a host:port" in cap.err
     d = Path(cap.out.strip().splitlines()[-1])
     st = read_json(d / 'status.json')
-    assert st['status'] == 'failed' and st['error']['ename'] == 'ValueError' and 'no_such_client' in st['error']['traceback']
+    assert st['status'] == 'failed' and st['error']['ename'] == 'ClientSpecError' and 'no_such_client' in st['error']['traceback']
     assert (d / 'evaluate.ipynb').exists()                  # the executed notebook shows the failing cell
 
 

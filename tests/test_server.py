@@ -238,6 +238,13 @@ def _malformed_frames(n, seed=0):
         lambda: b'\xdd\xff\xff\xff\xff',                                                # array32 header claiming 4G items
         lambda: msgpack_numpy.packb({**_ok_obs(), 'task': 123}),
         lambda: 'a text frame',                                                         # text instead of binary
+        # decode bombs and values that only go bad on the way to the policy (issue 13)
+        lambda: msgpack_numpy.packb({**{k: v for k, v in _ok_obs().items() if k != 'observation.state'},
+                                     'observation.state': {b'__npgeneric__': True, b'data': 2**31 - 1, b'dtype': '|V1'}}),  # np.void: 2 GiB
+        lambda: msgpack.packb({'observation.state': {b'__npgeneric__': True, b'data': b'x' * 8, b'dtype': '<f8'}}),
+        lambda: msgpack_numpy.packb({'observation.state': arr({b'dtype': '(3,)<f4', b'shape': (1,)})}),  # subarray dtype
+        lambda: msgpack_numpy.packb({**_ok_obs(), 'observation.state': np.full(3, 1e39)}),  # finite float64, inf as float32
+        lambda: b'\xdd' + (300_000).to_bytes(4, 'big') + b'\x80' * 300_000,             # 300 000 empty maps
     ]
     return [rng.choice(makers)() for _ in range(n)]
 

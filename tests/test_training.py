@@ -151,24 +151,35 @@ def _train_cmd(root, out, steps, extra=()):
             '--action-chunk-size', '5', '--n-action-steps', '5', *[f'--policy.{k}={v}' for k, v in TINY_ACT.items()], *extra]
 
 
+def _point_demos(root) -> dict:
+    "6 toy/Point demos under root/point; returns the environment for `robobench train` subprocesses."
+    from robobench.experts import collect
+    collect('toy/Point', 6, root / 'point', cameras=[], progress=False)
+    return {**os.environ, 'HF_HUB_OFFLINE': '1', 'PYTHONUNBUFFERED': '1'}
+
+
+def _kill_when(cmd, env, cond, timeout=600) -> bool:
+    "Run `cmd`; SIGKILL it as soon as `cond()` holds. True if it was killed (False: it ended first)."
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0, hit = time.time(), False
+    while p.poll() is None and time.time() - t0 < timeout:
+        if cond(): os.kill(p.pid, signal.SIGKILL); hit = True; break
+        time.sleep(0.002)
+    p.wait()
+    return hit
+
+
 @pytest.mark.slow
 def test_kill_during_checkpoint_write_then_resume_matches_uninterrupted(tmp_path):
     "kill -9 while checkpoint_20 is being written; --resume continues from the last complete one and ends bit-identical."
-    from robobench.experts import collect
     from safetensors.torch import load_file
-    collect('toy/Point', 6, tmp_path / 'point', cameras=[], progress=False)
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'PYTHONUNBUFFERED': '1'}
+    env = _point_demos(tmp_path)
     straight = tmp_path / 'straight'
     subprocess.run(_train_cmd(tmp_path, straight, 30), check=True, env=env, capture_output=True, timeout=600)
     # interrupted run: SIGKILL as soon as the temp dir of checkpoint_20 appears
     killed = tmp_path / 'killed'
-    p = subprocess.Popen(_train_cmd(tmp_path, killed, 30), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0, hit = time.time(), False
-    while p.poll() is None and time.time() - t0 < 600:
-        if killed.exists() and any(d.name.startswith('.tmp-checkpoint_20') for d in killed.iterdir()):
-            os.kill(p.pid, signal.SIGKILL); hit = True; break
-        time.sleep(0.002)
-    p.wait()
+    hit = _kill_when(_train_cmd(tmp_path, killed, 30), env,
+                     lambda: killed.exists() and any(d.name.startswith('.tmp-checkpoint_20') for d in killed.iterdir()))
     assert hit, 'the run finished before checkpoint_20 was written'
     assert latest_checkpoint(killed).name in ('checkpoint_10', 'checkpoint_20')   # never a half-written one
     assert not (killed / 'final_model').exists()
@@ -212,3 +223,21 @@ def test_policy_requirements_are_explained(tmp_path):
             train(TrainConfig(repo_ids=['point'], root=str(tmp_path), policy=pol, training_steps=1,
                               output_dir=str(tmp_path / pol)), progress=False, live_plot=False)
         assert latest_checkpoint(tmp_path / pol) is None
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_before_the_first_checkpoint(tmp_path):
+    "kill -9 before any checkpoint exists: --resume starts over without repeating steps in metrics.jsonl; train time adds up."
+    env = _point_demos(tmp_path)
+    out = tmp_path / 'run'
+    cmd = _train_cmd(tmp_path, out, 60) + ['--save-freq', '1000']
+    m = out / 'metrics.jsonl'
+    hit = _kill_when(cmd, env, lambda: m.exists() and m.read_text().count('\n') >= 2)
+    assert hit and latest_checkpoint(out) is None, 'the run wrote a checkpoint before it was killed'
+    killed_s = max(json.loads(l)['time_s'] for l in (out / 'metrics.jsonl').read_text().splitlines())
+    r = subprocess.run(cmd + ['--resume'], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [json.loads(l)['step'] for l in (out / 'metrics.jsonl').read_text().splitlines() if 'loss' in json.loads(l)]
+    assert steps == list(range(5, 61, 5))
+    summ = json.loads((out / 'train_summary.json').read_text())
+    assert summ['train_s'] >= killed_s + summ['segment_train_s'] - 0.01
