@@ -9,7 +9,7 @@ from .core import UnknownNameError, did_you_mean, require
 from .envs import EnvSpec, RobobenchEnv, flatten_parts, humanize_task, vulkan_hint
 
 # %% auto #0
-__all__ = ['STATE_EXTRA_KEYS', 'split_state_dict', 'to_scalar', 'ManiSkillEnv', 'make_maniskill_env']
+__all__ = ['STATE_EXTRA_KEYS', 'GC_EVERY', 'split_state_dict', 'to_scalar', 'ManiSkillEnv', 'make_maniskill_env']
 
 # %% ../nbs/01a_envs_maniskill.ipynb #57a169e3
 def _np(x) -> np.ndarray:
@@ -43,12 +43,20 @@ def _check_task(task: str):
         raise UnknownNameError(did_you_mean(task, list(REGISTERED_ENVS), 'ManiSkill env'))
     return REGISTERED_ENVS[task]
 
+GC_EVERY = 64  # with fresh_scene: a full gc.collect() (~150 ms with torch loaded) every this many resets
+
+def _clear_without_gc(self):
+    "ManiSkill's `BaseEnv._clear` without its `gc.collect()` (there to free GPU memory; ~150 ms per call on CPU)."
+    self._close_viewer()
+    self.agent, self._sensors, self._human_render_cameras, self.scene, self._hidden_objects = None, {}, {}, None, []
+
 class ManiSkillEnv(RobobenchEnv):
-    "A ManiSkill3 env (num_envs=1) behind the robobench interface."
+    """A ManiSkill3 env (num_envs=1) behind the robobench interface. With `fresh_scene` (default) every `reset(seed)`
+    rebuilds the scene, so an episode depends only on (task, kwargs, seed), not on the episodes run before it."""
     def __init__(self, task: str, control_mode: str = 'pd_ee_delta_pos', cameras: list | None = None,
                  image_size: int | tuple | None = None, render_size: int | tuple = 512, render_images: bool = True,
                  max_steps: int | None = None, instruction: str = '', sim_backend: str = 'cpu',
-                 domain_randomization: bool | dict = False, **maniskill_kwargs):
+                 domain_randomization: bool | dict = False, fresh_scene: bool = True, **maniskill_kwargs):
         require('mani_skill', 'Install mani-skill==3.0.1 (`make setup`).')
         import gymnasium as gym, mani_skill.envs  # noqa: F401  (registers the envs)
         reg = _check_task(task)
@@ -70,6 +78,9 @@ class ManiSkillEnv(RobobenchEnv):
                 raise ValueError(f"maniskill/{task}: bad control_mode {control_mode!r} ({e})") from e
             raise
         self.u = self.env.unwrapped
+        self.fresh_scene, self._rebuilds = bool(fresh_scene), 0
+        if self.fresh_scene and not self.u.gpu_sim_enabled:  # rebuilding at every reset: skip the full gc.collect()
+            import types; self.u._clear = types.MethodType(_clear_without_gc, self.u)
         sensors = [n for n, s in self.u.scene.sensors.items() if type(s).__name__ == 'Camera']
         cams = sensors if cameras is None else list(cameras)
         for c in cams:
@@ -88,13 +99,19 @@ class ManiSkillEnv(RobobenchEnv):
                        flatten_parts(st)[1], flatten_parts(es)[1], fps=float(self.u.control_freq),
                        max_steps=int(max_steps or reg.max_episode_steps or 100),
                        instruction=instruction or humanize_task(task),
-                       extra=dict(sim_backend=sim_backend, sensors=sensors,
+                       extra=dict(sim_backend=sim_backend, fresh_scene=self.fresh_scene, sensors=sensors,
                                   render_camera=list(self.u.scene.human_render_cameras)))
         super().__init__(spec, render_images)
         self._obs, self._info = obs, {}
 
     def _reset(self, seed):
-        self._obs, info = self.env.reset(seed=seed)
+        # PhysX keeps contacts, contact caches and pair order from earlier episodes: rebuild the scene
+        # (see 'Episodes that do not remember each other' below)
+        self._obs, info = self.env.reset(seed=seed, options=dict(reconfigure=True) if self.fresh_scene else None)
+        if self.fresh_scene:
+            self._rebuilds += 1
+            if self._rebuilds % GC_EVERY == 0:
+                import gc; gc.collect()   # old scenes sit in reference cycles: free them now and then
         self._info = {k: to_scalar(v) for k, v in info.items()}
 
     def _step(self, a):
