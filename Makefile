@@ -49,7 +49,7 @@ doctor: setup
 	$(BIN)/robobench doctor
 
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 demo: setup
 	$(BIN)/robobench run quickstart --name demo

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #8d4a8814
 from __future__ import annotations
-import importlib, sys
+import importlib, os, sys
 from .core import did_you_mean, debug_enabled, one_line_error, RobobenchError, UnknownNameError, EXIT_FAILED, EXIT_USAGE
 
 # %% auto #0
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print('robobench: interrupted', file=sys.stderr); return 130
     except SystemExit: raise
+    except BrokenPipeError:   # `robobench doctor | head`: the reader left, nothing to report
+        try: sys.stdout = open(os.devnull, 'w')
+        except OSError: pass
+        return 1
     except Exception as e:
         if debug: raise
         expected = isinstance(e, (RobobenchError, UnknownNameError))

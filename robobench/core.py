@@ -12,9 +12,9 @@ from typing import Any, Callable, Iterable, Iterator
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT',
            'to_jsonable', 'atomic_write_text', 'atomic_write_json', 'read_json', 'append_jsonl', 'read_jsonl',
-           'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require', 'init_ray',
-           'RobobenchError', 'debug_enabled', 'one_line_error', 'package_version', 'git_info', 'run_info',
-           'make_run_dir', 'free_port']
+           'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require',
+           'quiet_datasets', 'init_ray', 'RobobenchError', 'debug_enabled', 'one_line_error', 'package_version',
+           'git_info', 'run_info', 'make_run_dir', 'free_port']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -177,6 +177,18 @@ def require(module: str, hint: str | None = None):
     except ImportError as e:
         raise ImportError(f"robobench needs {module!r} for this ({e}). "
                           f"{hint or 'Run `make setup` (or `robobench doctor` to see what is missing).'}") from e
+
+class quiet_datasets:
+    """Context manager: no Hugging Face `datasets` progress bars inside (LeRobot's `save_episode` draws a 'Map' bar per
+    episode). robobench's own loops (collect, failed-episode dumps, RLDS conversion) show one bar of their own instead."""
+    def __enter__(self):
+        try: from datasets.utils import logging as dl
+        except ImportError: self.dl = None; return self
+        self.dl, self.was = dl, dl.is_progress_bar_enabled()
+        dl.disable_progress_bar()
+        return self
+    def __exit__(self, *exc):
+        if self.dl is not None and self.was: self.dl.enable_progress_bar()
 
 def init_ray(address: str | None = None, num_cpus: int = 1):
     """The `ray` module, initialised once: join the cluster at `address`, or start a local Ray with `num_cpus` whose

@@ -8,7 +8,7 @@ import argparse, json, logging, math, multiprocessing as mp, os, socket, sys, ti
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 import numpy as np
-from .core import atomic_write_json, read_json, to_jsonable
+from .core import atomic_write_json, quiet_datasets, read_json, to_jsonable
 
 log = logging.getLogger('robobench.data')
 
@@ -728,6 +728,7 @@ def convert_rlds_to_lerobot(rlds_dir, out, repo_id: str | None = None, fps: int 
         gen.close(); return out
     ds, feats, n_since = None, None, 0
     bar = tqdm(total=total, initial=done, desc=f'RLDS→LeRobot {info["name"]}', unit='ep', disable=not progress)
+    quiet = quiet_datasets().__enter__()
     try:
         for idx, steps, meta in gen:
             ep = rlds_episode_to_lerobot(steps, meta, key_map)
@@ -755,6 +756,7 @@ def convert_rlds_to_lerobot(rlds_dir, out, repo_id: str | None = None, fps: int 
     finally:
         bar.close()
         if ds is not None: ds.finalize()
+        quiet.__exit__()
     return out
 
 # %% ../nbs/03_data.ipynb #eb462d17

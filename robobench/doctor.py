@@ -11,8 +11,8 @@ from .core import package_version, to_jsonable
 
 # %% auto #0
 __all__ = ['SETUP_HINT', 'PACKAGES', 'APT', 'MESA_FIX', 'PROBES', 'OPTIONAL_PROBES', 'CheckResult', 'check_python',
-           'check_packages', 'check_ffmpeg', 'check_gl', 'check_vulkan_loader', 'run_probe', 'doctor', 'format_report',
-           'cli_doctor']
+           'check_packages', 'check_ffmpeg', 'check_gl', 'check_vulkan_loader', 'run_probe', 'doctor', 'format_line',
+           'format_report', 'cli_doctor']
 
 # %% ../nbs/00a_doctor.ipynb #ce2f0e66
 @dataclasses.dataclass
@@ -151,18 +151,27 @@ def run_probe(name: str, code: str, fix: str, timeout: float = 180, env: dict | 
     return CheckResult(name, False, msg[-300:], fix, name not in OPTIONAL_PROBES, dt)
 
 # %% ../nbs/00a_doctor.ipynb #6a20ea18
-def doctor(quick: bool = False, workers: int = 2) -> list[CheckResult]:
-    "Run every check. `quick` skips the child-process probes (simulators, TensorFlow, torch)."
-    results = [check_python(), *check_packages(), check_ffmpeg(), *check_gl(), check_vulkan_loader()]
+def doctor(quick: bool = False, workers: int = 2, on_result=None) -> list[CheckResult]:
+    """Run every check. `quick` skips the child-process probes (simulators, TensorFlow, torch). `on_result(r)` is
+    called as each check finishes (the CLI prints it then, instead of staying silent until the slow probes end)."""
+    from concurrent.futures import as_completed
+    emit = on_result or (lambda r: None)
+    results = []
+    for check in (check_python, check_packages, check_ffmpeg, check_gl, check_vulkan_loader):
+        out = check()
+        for r in (out if isinstance(out, list) else [out]): results.append(r); emit(r)
     if not quick:
         with ThreadPoolExecutor(workers) as ex:
-            results += list(ex.map(lambda kv: run_probe(kv[0], *kv[1]), PROBES.items()))
+            futs = [ex.submit(run_probe, name, *args) for name, args in PROBES.items()]
+            for f in as_completed(futs): results.append(f.result()); emit(results[-1])
     return results
 
-def format_report(results: list[CheckResult]) -> str:
-    "A one-screen table: mark, check, detail; then what to install for every failed check."
+def format_line(r: CheckResult, width: int = 24) -> str: return f'{r.mark:8} {r.name:{width}}  {r.detail}'
+
+def format_report(results: list[CheckResult], lines_done: bool = False) -> str:
+    "A one-screen table: mark, check, detail (unless `lines_done`: printed already); then what to install for every failed check."
     w = max(len(r.name) for r in results)
-    lines = [f'{r.mark:8} {r.name:{w}}  {r.detail}' for r in results]
+    lines = [] if lines_done else [format_line(r, w) for r in results]
     bad = [r for r in results if not r.ok]
     if bad:
         lines += ['', 'To fix:'] + [f'  - {r.name}: {r.fix}' for r in bad if r.fix]
@@ -177,8 +186,10 @@ def cli_doctor(argv: list[str] | None = None) -> int:
     ap.add_argument('--json', action='store_true', help='print machine-readable JSON')
     ap.add_argument('--quick', action='store_true', help='skip starting simulators / TensorFlow / torch in child processes')
     a = ap.parse_args(argv)
-    results = doctor(quick=a.quick)
+    live = None if a.json else (lambda r: print(format_line(r), flush=True))   # each check as it finishes
+    if live: print('checking this machine (the simulator / TensorFlow / torch probes take up to a minute)...', flush=True)
+    results = doctor(quick=a.quick, on_result=live)
     failed = any(r.required and not r.ok for r in results)
     if a.json: print(json.dumps({'ok': not failed, 'checks': to_jsonable(results)}, indent=2))
-    else: print(format_report(results))
+    else: print(format_report(results, lines_done=True).lstrip('\n'))
     return 1 if failed else 0

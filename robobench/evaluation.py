@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import numpy as np
-from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
+from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, quiet_datasets, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
                             seed_everything, to_jsonable, did_you_mean)
 
 # %% auto #0
@@ -170,7 +170,8 @@ class EvalConfig:
     video_fps: float | None = None      # None: the env's fps / video_every
     video_every: int = 1                # keep every n-th frame
     video_max_side: int | None = 256
-    video_outcomes: str = 'all'         # all | success | failure
+    video_outcomes: str = 'auto'        # auto (every failure and error + `video_successes` successes) | all | success | failure
+    video_successes: int = 4            # with video_outcomes='auto': how many success videos to keep
     video_episodes: int | None = None   # record video only for the first N seeds (None: every episode)
     dump_failed: bool = False           # failed trajectories -> failed/ (LeRobot dataset)
     run_folder: str | None = None
@@ -290,11 +291,15 @@ class _Worker:
                 if oc != rec['outcome']: (self.run_dir / 'videos' / f'{oc}_seed{seed}.mp4').unlink(missing_ok=True)
         if ep.trajectory is not None:   # actions/states per episode, for action plots and DAgger dumps (a few KB)
             rec['trajectory'] = save_trajectory(self.run_dir / 'trajectories' / f'seed{seed}.npz', ep.trajectory, self.run_dir)
-        want = {'all': True, 'success': rec['outcome'] == 'success', 'failure': rec['outcome'] != 'success'}[cfg.video_outcomes]
+        want = {'all': True, 'success': rec['outcome'] == 'success', 'failure': rec['outcome'] != 'success',
+                'auto': rec['outcome'] != 'success' or self._success_videos() < cfg.video_successes}[cfg.video_outcomes]
         if ep.frames and want:
             rec['video'] = write_video(self.run_dir / 'videos' / f"{rec['outcome']}_seed{seed}.mp4",
                                        ep.frames, cfg.video_fps or self.env.spec.fps / max(1, cfg.video_every), self.run_dir)
         return rec, (ep.trajectory if cfg.dump_failed and rec['outcome'] == 'failure' else None)
+
+    def _success_videos(self) -> int:
+        return len(list((self.run_dir / 'videos').glob('success_seed*.mp4'))) if self.run_dir else 0
 
     def _rebuild_env(self):
         from robobench.envs import make_env
@@ -579,6 +584,7 @@ def dump_failed(out: Path, cfg: EvalConfig, trajs: list) -> dict:
         ds = (LeRobotDataset.resume('local/failed', root=out) if (out / 'meta' / 'info.json').exists() else
               LeRobotDataset.create('local/failed', fps=int(round(spec.fps)), features=dataset_features(spec), root=out,
                                     robot_type=spec.backend, use_videos=False))
+        quiet = quiet_datasets().__enter__()
         try:
             for s, t in new:
                 for st, es, a in zip(t['state'], t['env_state'], t['action']):
@@ -586,7 +592,7 @@ def dump_failed(out: Path, cfg: EvalConfig, trajs: list) -> dict:
                                   'episode_success': np.array([False]), 'seed': np.array([s], np.int64), 'task': spec.instruction})
                 ds.save_episode()
                 append_jsonl(out / 'robobench_episodes.jsonl', {'seed': s, 'success': False, 'steps': len(t['action']), 'saved': True})
-        finally: ds.finalize()
+        finally: ds.finalize(); quiet.__exit__()
     return {'path': str(out), 'episodes': len(done) + len(new)}
 
 # %% ../nbs/06_evaluation.ipynb #fdc642ae
@@ -650,7 +656,10 @@ def cli_eval(argv: list[str] | None = None) -> int:
     ap.add_argument('--run-folder', default=None, help='default: papermill_runs/evaluate/<date>/<time>_<env>')
     ap.add_argument('--no-video', action='store_true'); ap.add_argument('--video-camera', default=None)
     ap.add_argument('--video-fps', type=float, default=None); ap.add_argument('--video-every', type=int, default=1)
-    ap.add_argument('--video-outcomes', default='all', choices=['all', 'success', 'failure'])
+    ap.add_argument('--video-outcomes', default='auto', choices=['auto', 'all', 'success', 'failure'],
+                    help='which episodes keep a video: auto = every failure and error + --video-successes successes')
+    ap.add_argument('--video-successes', type=int, default=4, help='with --video-outcomes auto: success videos to keep')
+    ap.add_argument('--video-episodes', type=int, default=None, help='render videos only for the first N seeds (saves time)')
     ap.add_argument('--dump-failed', action='store_true', help='write failed trajectories to RUN/failed/ as a LeRobot dataset')
     ap.add_argument('--env-kwargs', default='{}', help='JSON dict of env kwargs (control_mode, cameras, ...)')
     ap.add_argument('--trust-remote-code', action='store_true',
@@ -675,7 +684,8 @@ def cli_eval(argv: list[str] | None = None) -> int:
     res = evaluate(a.env, client, a.episodes, start_seed=a.start_seed, workers=a.workers, backend=a.backend,
                    ray_address=a.ray_address, max_steps=a.max_steps, run_folder=run_folder, video=not a.no_video,
                    video_camera=a.video_camera, video_fps=a.video_fps, video_every=a.video_every,
-                   video_outcomes=a.video_outcomes, dump_failed=a.dump_failed, env_kwargs=env_kwargs,
+                   video_outcomes=a.video_outcomes, video_successes=a.video_successes, video_episodes=a.video_episodes,
+                   dump_failed=a.dump_failed, env_kwargs=env_kwargs,
                    client_kwargs=kw)
     s = res.summary
     if a.json: print(_json.dumps(s, indent=2))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, time
 from pathlib import Path
 import numpy as np
-from .core import Registry, UnknownNameError, did_you_mean, append_jsonl, read_jsonl, atomic_write_json, run_info, to_jsonable
+from .core import Registry, UnknownNameError, did_you_mean, append_jsonl, read_jsonl, atomic_write_json, run_info, to_jsonable, quiet_datasets
 from .envs import RobobenchEnv, make_env, PointEnv
 
 # %% auto #0
@@ -404,6 +404,7 @@ def collect(env: RobobenchEnv | str, episodes: int, out, start_seed: int = 0, ex
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=episodes, initial=min(done, episodes), desc=f'collect {spec.env_id}', unit='ep')
+    quiet = quiet_datasets().__enter__()
     try:
         while done < episodes and attempts < max_attempts:
             r = rollout(env, actor, seed, render_images=bool(cameras), record=True)
@@ -427,6 +428,7 @@ def collect(env: RobobenchEnv | str, episodes: int, out, start_seed: int = 0, ex
             seed += 1
     finally:
         ds.finalize()
+        quiet.__exit__()
         if bar is not None: bar.close()
         if own: env.close()
     recs = read_jsonl(out/EPISODES_FILE)

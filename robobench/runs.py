@@ -14,8 +14,8 @@ from .core import (RUNS_ROOT, UnknownNameError, atomic_write_json, atomic_write_
 # %% auto #0
 __all__ = ['SPEC_KEYS', 'templates_dir', 'list_templates', 'template_path', 'template_name', 'template_parameters',
            'template_help', 'coerce_value', 'validate_params', 'full_params', 'run_identity', 'runs_root', 'find_runs',
-           'RunResult', 'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python', 'default_kernel', 'run',
-           'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep', 'cli_run', 'cli_sweep']
+           'RunResult', 'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python', 'default_kernel',
+           'sign_notebook', 'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep', 'cli_run', 'cli_sweep']
 
 # %% ../nbs/09_runs.ipynb #7834b160
 def _settings_nbs(root: Path) -> Path | None:
@@ -254,6 +254,23 @@ def _completed(template: str, root, identity: str) -> tuple[Path | None, Path | 
         else: retry = d
     return done, retry
 
+def sign_notebook(path) -> bool:
+    """Sign an executed notebook with this user's Jupyter notary (what `jupyter trust` does), so JupyterLab and
+    Notebook render its HTML outputs, inline rollout videos included, instead of stripping their `data:` sources.
+    The signature is this user's own: the notebook is trusted on this machine for this user only, and any later
+    edit outside Jupyter drops the trust again. `ROBOBENCH_SIGN_NOTEBOOKS=0` turns it off. False if it could not sign."""
+    if os.environ.get('ROBOBENCH_SIGN_NOTEBOOKS', '1').strip().lower() in ('0', 'false', 'no'): return False
+    try:
+        import nbformat
+        from nbformat.sign import NotebookNotary
+        nb = nbformat.read(str(path), as_version=4)
+        NotebookNotary().sign(nb)
+        return True
+    except Exception as e:   # a read-only Jupyter data dir, say: the run stands, its videos need `jupyter trust`
+        print(f'robobench: could not sign {path} ({type(e).__name__}: {e}); run `jupyter trust {path}` to see its videos',
+              file=sys.stderr)
+        return False
+
 def run(template, params: dict | None = None, name: str | None = None, root=None, kernel: str | None = None,
         skip_completed: bool = False, log_output: bool = False, progress: bool = False, cwd=None,
         execution_timeout: float | None = None, info: dict | None = None) -> RunResult:
@@ -295,7 +312,9 @@ def run(template, params: dict | None = None, name: str | None = None, root=None
                       error={'ename': 'KeyboardInterrupt', 'evalue': 'interrupted', 'cell': None, 'traceback': ''})
         atomic_write_json(d / 'status.json', status); raise
     secs = round(time.time() - t0, 2)
-    status.update(status='failed' if err else 'done', finished=_now(), seconds=secs, error=err)
+    nb_out = d / f'{tname}.ipynb'
+    status.update(status='failed' if err else 'done', finished=_now(), seconds=secs, error=err,
+                  signed=nb_out.exists() and sign_notebook(nb_out))   # so its inline videos play in JupyterLab
     atomic_write_json(d / 'status.json', status)
     ri = read_json(d / 'run_info.json', default={})   # the template may have rewritten it (evaluate does): keep ours too
     if 'papermill' not in ri: atomic_write_json(d / 'run_info.json', {**ri, 'papermill': meta})

@@ -11,8 +11,8 @@ from .core import read_json
 from .evaluation import EvalResult, outcome as _outcome, wilson_interval
 
 # %% auto #0
-__all__ = ['as_result', 'select_episodes', 'caption', 'show_episodes', 'plot_success', 'plot_episode', 'browse_episodes',
-           'report']
+__all__ = ['as_result', 'select_episodes', 'caption', 'video_policy', 'show_episodes', 'plot_success', 'plot_episode',
+           'browse_episodes', 'policy_label', 'report']
 
 # %% ../nbs/07_viz.ipynb #c5774277
 def as_result(run) -> EvalResult:
@@ -32,13 +32,24 @@ def select_episodes(run, outcome: str | None = None, seeds=None, n: int | None =
 def caption(r: dict) -> str:
     return f"seed {r['seed']} · {'success' if r['success'] else (r.get('failure_reason') or 'failure').split(':')[0]} · {r['length']} steps"
 
+def video_policy(cfg) -> str:
+    "Which episodes of an evaluation kept a video, in words."
+    if not cfg.video: return 'no episode (video=False)'
+    what = {'auto': f'every failure and error and {cfg.video_successes} successes', 'all': 'every episode',
+            'success': 'successes', 'failure': 'failures and errors'}.get(cfg.video_outcomes, cfg.video_outcomes)
+    return what + (f' among the first {cfg.video_episodes} seeds' if cfg.video_episodes else '')
+
 def show_episodes(run, outcome: str | None = None, n: int = 4, seeds=None, width: int = 256, fps: float | None = None):
     "Play up to `n` rollout videos inline with mediapy, captioned with seed and outcome. Returns the episodes shown."
     import mediapy
     res = as_result(run)
     eps = select_episodes(res, outcome, seeds, n, with_video=True)
+    no_video = [r['seed'] for r in select_episodes(res, outcome, seeds) if not r.get('video')]
+    what = f'{outcome} episodes' if outcome else 'episodes'
+    if no_video: print(f"{len(no_video)} {what} have no video (seeds {no_video[:10]}{' ...' if len(no_video) > 10 else ''}; "
+                       f"videos were kept for {video_policy(res.config)})")
     if not eps:
-        print(f'no {outcome or ""} episodes with video in {res.run_dir}'.replace('  ', ' ')); return []
+        print(f'no {what} with video in {res.run_dir}'); return []
     vids = {caption(r): mediapy.read_video(res.run_dir / r['video']) for r in eps}
     mediapy.show_videos(vids, fps=fps or res.config.video_fps or 20, width=width, columns=min(4, len(vids)))
     return eps
@@ -77,28 +88,39 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 def browse_episodes(run):
-    "An ipywidgets triage gallery over a run folder: outcome filter, seed picker, video, action plot, record."
+    """An ipywidgets triage gallery over a run folder: outcome filter (with counts), seed picker, video, action plot,
+    record. It opens on the first failure that has a video (else the first failure, else the first episode)."""
     import ipywidgets as W, matplotlib.pyplot as plt
+    from IPython.display import display
     res = as_result(run)
-    outcome = W.ToggleButtons(options=['all', 'failure', 'success', 'error'], value='failure' if any(not r['success'] for r in res.episodes) else 'all')
+    counts = {oc: len(select_episodes(res, None if oc == 'all' else oc)) for oc in ('all', 'failure', 'success', 'error')}
+    first = 'failure' if counts['failure'] else ('error' if counts['error'] else 'all')
+    outcome = W.ToggleButtons(options=[(f'{oc} ({n})', oc) for oc, n in counts.items()], value=first)
     seed = W.Dropdown(description='seed')
-    video, plot, rec = W.Output(), W.Image(format='png'), W.HTML()
+    video, plot, rec, note = W.Output(), W.Image(format='png'), W.HTML(), W.HTML()
     def refresh_seeds(*_):
         eps = select_episodes(res, None if outcome.value == 'all' else outcome.value)
-        seed.options = [(caption(r), r['seed']) for r in eps]
+        eps = sorted(eps, key=lambda r: not r.get('video'))   # episodes with a video first
+        seed.options = [(caption(r) + ('' if r.get('video') else ' · no video'), r['seed']) for r in eps]
+        seed.value = eps[0]['seed'] if eps else None          # ipywidgets 8 leaves the value unset: pick the first
     def show(*_):
         video.clear_output()
         r = next((r for r in res.episodes if r['seed'] == seed.value), None)
-        if r is None: rec.value = '<i>no episode</i>'; return
-        rec.value = '<pre>' + html.escape(json.dumps(r, indent=1)) + '</pre>'
+        if r is None: rec.value, note.value, plot.value = f'<i>no {outcome.value} episodes</i>', '', b''; return
+        rec.value = '<pre>' + html.escape(json.dumps({k: v for k, v in r.items() if k != 'error'}, indent=1)) + '</pre>'
+        err = (r.get('error') or {}).get('remote_traceback') or (r.get('error') or {}).get('traceback')
+        if err: rec.value += '<details><summary>error traceback</summary><pre>' + html.escape(err[-4000:]) + '</pre></details>'
         if r.get('video'):
+            note.value = ''
             with video: display(W.Video(value=(res.run_dir / r['video']).read_bytes(), format='mp4', width=320, loop=True))
+        else: note.value = f"<i>seed {r['seed']} has no video (videos were kept for {html.escape(video_policy(res.config))})</i>"
         if r.get('trajectory'):
             fig, ax = plt.subplots(figsize=(5, 2.2)); plot_episode(res, r['seed'], ax=ax); plot.value = _fig_png(fig)
+        else: plot.value = b''
     outcome.observe(refresh_seeds, 'value'); seed.observe(show, 'value')
     refresh_seeds(); show()
     head = W.HTML(f'<b>{html.escape(repr(res))}</b>')
-    return W.VBox([head, outcome, seed, W.HBox([video, W.VBox([plot, rec])])])
+    return W.VBox([head, outcome, seed, W.HBox([W.VBox([video, note]), W.VBox([plot, rec])])])
 
 # %% ../nbs/07_viz.ipynb #f8c530b1
 def _embed(tag: str, data: bytes, mime: str, **attrs) -> str:
@@ -106,6 +128,13 @@ def _embed(tag: str, data: bytes, mime: str, **attrs) -> str:
     extra = ''.join(f' {k}' if v is True else f' {k}="{v}"' for k, v in attrs.items())
     close = f'</{tag}>' if tag != 'img' else ''
     return f'<{tag}{extra} src="data:{mime};base64,{base64.b64encode(data).decode()}">{close}'
+
+def policy_label(res, info: dict | None = None) -> str:
+    "What was evaluated, for headers: policy type and checkpoint from the server's metadata, then the client spec."
+    info = read_json(res.run_dir / 'run_info.json', default={}) if info is None and res.run_dir else (info or {})
+    md = info.get('server_metadata') or {}
+    who = ' '.join(str(x) for x in (md.get('policy_type'), md.get('checkpoint_id') and f"({md['checkpoint_id']})") if x)
+    return f'{who} via {res.config.client_name()}' if who else str(res.config.client_name())
 
 def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None) -> Path:
     "Write a self-contained HTML report of an evaluation run folder; returns its path."
@@ -118,7 +147,7 @@ def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None)
     parts = [f"<h1>{html.escape(title or f'Evaluation: {res.config.env}')}</h1>",
              f"<p><b>{s['successes']}/{s['episodes']}</b> completed episodes succeeded = <b>{(s['success_rate'] or 0):.1%}</b> "
              f"(95% Wilson interval {lo:.1%}–{hi:.1%}); mean length {s.get('mean_length') or 0:.1f}; "
-             f"failure reasons: {html.escape(json.dumps(s.get('failure_reasons', {})))}; client: {html.escape(str(res.config.client))}</p>"]
+             f"failure reasons: {html.escape(json.dumps(s.get('failure_reasons', {})))}; policy: {html.escape(policy_label(res, info))}</p>"]
     if s.get('errors'):
         parts.append(f'<p style="background:#fdd;padding:6px;border:2px solid #c00"><b>{s["errors"]} episode(s) ended in an ERROR</b> '
                      f'and are not counted in the success rate ({html.escape(json.dumps(s.get("error_reasons", {})))}; seeds '

@@ -89,3 +89,10 @@ def test_rlds_export_reads_back_the_same_episodes(tmp_path):
             assert int(meta['seed']) == int(np.asarray(a['seed']).ravel()[0]) == 4 + i and bool(meta['success'])
     finally:
         back.close()
+
+
+def test_collect_shows_one_progress_bar_not_a_map_bar_per_episode(tmp_path, capfd):
+    from robobench.experts import collect
+    collect('toy/Point', 3, tmp_path / 'ds', cameras=[], progress=True)
+    err = capfd.readouterr().err
+    assert 'collect toy/Point' in err and 'Map' not in err

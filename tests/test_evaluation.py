@@ -83,6 +83,8 @@ def test_scripted_expert_served_over_websocket(tmp_path):
     assert all(e['length'] <= 25 for e in res.episodes), res.episodes
     md = read_json(tmp_path / 'run' / 'run_info.json')['server_metadata']
     assert md['policy_type'] == 'scripted' and md['env_id'] == 'maniskill/PickCube-v1' and md['horizon'] == 1
+    from robobench.viz import report   # the report names what was evaluated, not just a (closed) port
+    assert f"policy: scripted ({md['checkpoint_id']}) via 127.0.0.1:{port}" in report(res).read_text()
 
 
 def _eval_cmd(run, episodes):

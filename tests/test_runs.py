@@ -63,6 +63,9 @@ def test_evaluate_template(evals):
         assert info['papermill']['kernel_python'] == sys.executable     # the venv's interpreter runs the kernel
         nb = json.loads(r.notebook.read_text())
         assert 'success_rate' in json.dumps(nb['cells'])                 # the success table was rendered
+        import nbformat
+        from nbformat.sign import NotebookNotary   # signed for this user: JupyterLab renders its videos, no `jupyter trust`
+        assert st['signed'] and NotebookNotary().check_signature(nbformat.read(str(r.notebook), as_version=4))
     assert a.metrics['episodes'] == 4 and a.metrics['successes'] == 4 and a.metrics['client'] == 'scripted'
     assert b.metrics['successes'] == 0 and b.metrics['wilson_95'][0] == 0 and b.metrics['wilson_95'][1] > 0.4
     assert RunResult.load(a.run_dir).metrics == a.metrics
