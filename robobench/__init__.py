@@ -23,8 +23,8 @@ _LAZY = {
     'serve': 'server', 'RandomPolicy': 'server', 'InferenceClient': 'clients', 'make_client': 'clients', 'PolicyArgs': 'clients',
     # evaluation and viz
     'evaluate': 'evaluation', 'EvalConfig': 'evaluation', 'EvalResult': 'evaluation', 'compare': 'evaluation',
-    'wilson_interval': 'evaluation', 'episodes_needed': 'evaluation', 'task_breakdown': 'evaluation',
-    'summarize': 'evaluation', 'summary_line': 'evaluation', 'RobobenchError': 'core',
+    'wilson_interval': 'stats', 'mcnemar_exact': 'stats', 'episodes_needed': 'stats', 'task_breakdown': 'stats',
+    'summarize': 'stats', 'summary_line': 'stats', 'RobobenchError': 'core',
     'show_episodes': 'viz', 'browse_episodes': 'viz', 'plot_success': 'viz', 'report': 'viz',
     # training
     'train': 'training', 'TrainConfig': 'training', 'TrainResult': 'training', 'plot_training': 'training',

@@ -11,39 +11,13 @@ from typing import Any
 import numpy as np
 from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, quiet_datasets, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
                             seed_everything, to_jsonable, did_you_mean)
+from .stats import (OUTCOMES, episodes_needed, is_error, latest_records, mcnemar_exact, outcome, summarize,
+                             summary_line, task_breakdown, wilson_interval)
 
 # %% auto #0
-__all__ = ['OUTCOMES', 'wilson_interval', 'mcnemar_exact', 'episodes_needed', 'resolve_client', 'Episode', 'error_info',
-           'error_reason', 'run_episode', 'EvalConfig', 'latest_records', 'is_error', 'outcome', 'pending_seeds',
-           'task_breakdown', 'summarize', 'summary_line', 'save_trajectory', 'write_video', 'EvalResult', 'evaluate',
-           'dump_failed', 'compare', 'cli_eval']
-
-# %% ../nbs/06_evaluation.ipynb #38a9ce7a
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    "95% (by default) Wilson score interval for `successes` out of `n` trials."
-    if n <= 0: return (0.0, 1.0)
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-def mcnemar_exact(b: int, c: int) -> float:
-    "Two-sided exact McNemar p-value for `b` and `c` discordant pairs (binomial test with p=0.5)."
-    n = b + c
-    if n == 0: return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-def episodes_needed(half_width: float, p: float = 0.5, z: float = 1.959963984540054) -> int:
-    "Smallest n whose Wilson interval around success rate `p` has half-width <= `half_width`."
-    if not 0 < half_width < 0.5: raise ValueError('half_width must be in (0, 0.5)')
-    n = 1
-    while True:
-        lo, hi = wilson_interval(round(p * n), n, z)
-        if (hi - lo) / 2 <= half_width: return n
-        n = n + 1 if n < 64 else int(n * 1.02) + 1
+__all__ = ['resolve_client', 'Episode', 'error_info', 'error_reason', 'overlay_info', 'run_episode', 'EvalConfig',
+           'pending_seeds', 'save_trajectory', 'write_video', 'EvalResult', 'evaluate', 'dump_failed', 'compare',
+           'cli_eval']
 
 # %% ../nbs/06_evaluation.ipynb #4f7bbc41
 def resolve_client(client, env=None, **kwargs):
@@ -79,8 +53,6 @@ def _downsample(frame: np.ndarray, max_side: int | None) -> np.ndarray:
     s = int(math.ceil(max(frame.shape[:2]) / max_side))
     return frame[::s, ::s]
 
-OUTCOMES = ('success', 'failure', 'error')
-
 def error_info(e: BaseException, phase: str, limit: int = 20000) -> dict:
     """An episode's error, kept whole for episodes.jsonl: exception type, full message, where it happened (`phase`:
     client_reset, env_reset, infer, action, env_step, render), the local traceback and, from a policy server, the
@@ -102,8 +74,18 @@ def error_reason(err: dict) -> str:
     if remote and remote[-1] not in head: head = f'{head} {remote[-1]}'.strip()
     return f"error: {err.get('type', 'Error')}: {head}"[:500]
 
+def overlay_info(frame: np.ndarray, info: dict) -> np.ndarray:
+    "A copy of `frame` with `info` (step, reward, success...) written in a dark band at the top, like ManiSkill's `info_on_video`."
+    from PIL import Image, ImageDraw
+    img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+    text = '  '.join(f'{k} {v:.3g}' if isinstance(v, float) else f'{k} {v}' for k, v in info.items())
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, 0, img.width, 12], fill=(0, 0, 0)); draw.text((3, 1), text, fill=(255, 255, 255))
+    return np.asarray(img)
+
 def run_episode(env, client, seed: int, max_steps: int | None = None, video: bool = False, camera: str | None = None,
-                video_every: int = 1, video_max_side: int | None = 256, keep_trajectory: bool = False) -> Episode:
+                video_every: int = 1, video_max_side: int | None = 256, keep_trajectory: bool = False,
+                video_overlay: bool = False) -> Episode:
     """Roll `client` out in `env` for the episode given by `seed`. Never raises for a failing client, server or
     simulator: the record's `outcome` is 'success', 'failure' (the policy did not succeed in time) or 'error'
     (something broke: its `error` keeps type, message, phase and tracebacks). Errors are not failures."""
@@ -119,7 +101,10 @@ def run_episode(env, client, seed: int, max_steps: int | None = None, video: boo
         obs, info = env.reset(seed=int(seed), render_images=True)
         task = obs.get('instruction') or None
         phase = 'render'
-        if video: frames.append(_downsample(env.render(camera), video_max_side))
+        def frame(**info):
+            f = _downsample(env.render(camera), video_max_side)
+            return overlay_info(f, info) if video_overlay else f
+        if video: frames.append(frame(step=0, reward=0.0, success=bool(info.get('success'))))
         for t in range(max_steps):
             phase = 'infer'
             ti = time.perf_counter()
@@ -136,7 +121,7 @@ def run_episode(env, client, seed: int, max_steps: int | None = None, video: boo
             if keep_trajectory: traj['action'].append(np.asarray(action, np.float32).reshape(-1))
             ret += r; length += 1
             phase = 'render'
-            if video and (length % video_every == 0): frames.append(_downsample(env.render(camera), video_max_side))
+            if video and (length % video_every == 0): frames.append(frame(step=length, reward=float(r), success=bool(info.get('success'))))
             if info.get('success'): success = True; break
             if terminated or truncated: break
         if not success: reason = 'timeout' if length >= max_steps else 'terminated'
@@ -172,6 +157,7 @@ class EvalConfig:
     video_max_side: int | None = 256
     video_outcomes: str = 'auto'        # auto (every failure and error + `video_successes` successes) | all | success | failure
     video_successes: int = 4            # with video_outcomes='auto': how many success videos to keep
+    video_overlay: bool = False         # write step, reward and success on each video frame
     video_episodes: int | None = None   # record video only for the first N seeds (None: every episode)
     dump_failed: bool = False           # failed trajectories -> failed/ (LeRobot dataset)
     run_folder: str | None = None
@@ -189,79 +175,10 @@ class EvalConfig:
         return to_jsonable({'env': self.env, 'client': self.client_name(), 'client_kwargs': self.client_kwargs, 'env_kwargs': self.env_kwargs,
                             'max_steps': self.max_steps})
 
-def latest_records(records: list[dict]) -> dict[int, dict]:
-    "The newest record per seed (a retried error episode replaces its error record)."
-    out = {}
-    for r in records: out[int(r['seed'])] = r
-    return out
-
-def is_error(rec: dict) -> bool:
-    "Did this episode end in an error (server lost, mismatch, crash...) rather than a success or a failure?"
-    return rec.get('outcome') == 'error' or str(rec.get('failure_reason') or '').startswith('error')
-
-def outcome(rec: dict) -> str:
-    "'success', 'failure' or 'error' (records written before the `outcome` field get it from success/failure_reason)."
-    return 'error' if is_error(rec) else ('success' if rec.get('success') else 'failure')
-
 def pending_seeds(cfg: EvalConfig, records: list[dict]) -> list[int]:
     "Seeds of the requested range still to run: no record, or only an error record."
     done = latest_records(records)
     return [s for s in range(cfg.start_seed, cfg.start_seed + cfg.episodes) if s not in done or is_error(done[s])]
-
-# %% ../nbs/06_evaluation.ipynb #8792c292
-def task_breakdown(records: list[dict]) -> dict:
-    """Success rate and 95% Wilson interval per task over completed episodes: grouped by their `task` (the
-    instruction), else their `env` (records of several evaluations can be pooled). Errors are counted apart."""
-    groups, errs = {}, {}
-    for r in records:
-        key = r.get('task') or r.get('env')
-        if key is None: continue
-        if is_error(r): errs[str(key)] = errs.get(str(key), 0) + 1; groups.setdefault(str(key), [])
-        else: groups.setdefault(str(key), []).append(bool(r['success']))
-    out = {}
-    for key, ok in sorted(groups.items()):
-        n, k = len(ok), sum(ok)
-        out[key] = {'episodes': n, 'successes': k, 'success_rate': k / n if n else None, 'wilson_95': list(wilson_interval(k, n)),
-                    'errors': errs.get(key, 0)}
-    return out
-
-def summarize(records: list[dict], seeds: list[int] | None = None) -> dict:
-    """Success rate with its 95% Wilson interval over **completed** episodes (success or failure; the newest record
-    per seed), mean return/length, failure reasons. Episodes that ended in an error are never counted as failures:
-    `errors` counts them, `error_reasons` groups them by exception type and `error_seeds` lists them (rerun to retry).
-    `per_task` (see `task_breakdown`) when the episodes carry more than one task."""
-    recs = latest_records(records)
-    if seeds is not None: recs = {s: recs[s] for s in seeds if s in recs}
-    errs = {s: r for s, r in recs.items() if is_error(r)}
-    rs = [r for s, r in recs.items() if s not in errs]
-    n, k = len(rs), sum(bool(r['success']) for r in rs)
-    lo, hi = wilson_interval(k, n)
-    reasons, err_reasons = {}, {}
-    for r in rs:
-        if not r['success']:
-            key = str(r.get('failure_reason') or 'failure').split(':')[0]
-            reasons[key] = reasons.get(key, 0) + 1
-    for r in errs.values():
-        key = (r.get('error') or {}).get('type') or 'error'
-        err_reasons[key] = err_reasons.get(key, 0) + 1
-    mean = lambda key: float(np.mean([r[key] for r in rs])) if rs else None
-    return {'episodes': n, 'successes': k, 'success_rate': k / n if n else None, 'wilson_95': [lo, hi],
-            'completed': n, 'errors': len(errs), 'total': n + len(errs),
-            'mean_return': mean('return') if rs and 'return' in rs[0] else None,
-            'mean_length': mean('length') if rs and 'length' in rs[0] else None,
-            'failure_reasons': reasons, 'error_reasons': err_reasons, 'error_seeds': sorted(errs),
-            'seeds': [min(recs), max(recs)] if recs else None,
-            **({'per_task': per_task} if len(per_task := task_breakdown(list(recs.values()))) > 1 else {})}
-
-def summary_line(s: dict, env: str = '') -> str:
-    "The one-line result the CLI, notebooks and sweeps print: successes over completed episodes, errors apart."
-    lo, hi = s['wilson_95']
-    rate = f"{s['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%})" if s['success_rate'] is not None else 'n/a'
-    line = f"{env + ': ' if env else ''}success {s['successes']}/{s['episodes']} = {rate}"
-    if s.get('errors'):
-        line += (f"; {s['errors']} ERROR episode(s) not counted {s.get('error_reasons') or ''} "
-                 f"seeds {s['error_seeds'][:10]}{' ...' if len(s['error_seeds']) > 10 else ''}: rerun to retry them")
-    return line + f"; failures: {s['failure_reasons'] or 'none'}"
 
 # %% ../nbs/06_evaluation.ipynb #059b0923
 class _Worker:
@@ -282,6 +199,7 @@ class _Worker:
         want_video = cfg.video and self.run_dir is not None and (cfg.video_episodes is None or seed - cfg.start_seed < cfg.video_episodes)
         ep = run_episode(self.env, self.client, seed, cfg.max_steps, video=want_video,
                          camera=cfg.video_camera, video_every=cfg.video_every, video_max_side=cfg.video_max_side,
+                         video_overlay=cfg.video_overlay,
                          keep_trajectory=self.run_dir is not None)
         rec = ep.record
         if rec['outcome'] == 'error' and (rec.get('error') or {}).get('phase') in ('env_reset', 'env_step', 'render'):
@@ -660,6 +578,7 @@ def cli_eval(argv: list[str] | None = None) -> int:
                     help='which episodes keep a video: auto = every failure and error + --video-successes successes')
     ap.add_argument('--video-successes', type=int, default=4, help='with --video-outcomes auto: success videos to keep')
     ap.add_argument('--video-episodes', type=int, default=None, help='render videos only for the first N seeds (saves time)')
+    ap.add_argument('--video-overlay', action='store_true', help='write step, reward and success on each video frame')
     ap.add_argument('--dump-failed', action='store_true', help='write failed trajectories to RUN/failed/ as a LeRobot dataset')
     ap.add_argument('--env-kwargs', default='{}', help='JSON dict of env kwargs (control_mode, cameras, ...)')
     ap.add_argument('--trust-remote-code', action='store_true',
@@ -685,6 +604,7 @@ def cli_eval(argv: list[str] | None = None) -> int:
                    ray_address=a.ray_address, max_steps=a.max_steps, run_folder=run_folder, video=not a.no_video,
                    video_camera=a.video_camera, video_fps=a.video_fps, video_every=a.video_every,
                    video_outcomes=a.video_outcomes, video_successes=a.video_successes, video_episodes=a.video_episodes,
+                   video_overlay=a.video_overlay,
                    dump_failed=a.dump_failed, env_kwargs=env_kwargs,
                    client_kwargs=kw)
     s = res.summary

@@ -207,7 +207,7 @@ def write_metrics(run_dir, metrics: dict) -> dict:
 def success_table(runs: dict):
     "A DataFrame with one row per labelled summary: episodes, successes, success rate and its 95% Wilson interval."
     import pandas as pd
-    from robobench.evaluation import wilson_interval
+    from robobench.stats import wilson_interval
     rows = []
     for label, s in runs.items():
         n, k = int(s['episodes']), int(s['successes'])

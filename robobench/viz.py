@@ -8,7 +8,8 @@ import base64, html, io, json
 from pathlib import Path
 import numpy as np
 from .core import read_json
-from .evaluation import EvalResult, outcome as _outcome, wilson_interval
+from .evaluation import EvalResult
+from .stats import outcome as _outcome, wilson_interval
 
 # %% auto #0
 __all__ = ['as_result', 'select_episodes', 'caption', 'video_policy', 'show_episodes', 'plot_success', 'plot_episode',
