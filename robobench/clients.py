@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .core import Registry, RobobenchError, did_you_mean
+from .core import Registry, RobobenchError, did_you_mean, import_object
 from .server import FeatureSpec, LeRobotPolicy, RandomPolicy, RequestError, check_actions, validate_request
 
 # %% auto #0
@@ -102,6 +102,14 @@ def scale_action(action: np.ndarray, scale=1.0) -> np.ndarray:
     return (np.asarray(action, np.float32) * np.asarray(scale, np.float32)).astype(np.float32)
 
 # %% ../nbs/05_clients.ipynb #8bb576bb
+def _json_option(name: str, text: str, kind):
+    import json
+    try: v = json.loads(text)
+    except ValueError as e:
+        raise RobobenchError(f'--policy.{name} {text!r} is not JSON ({e}).', f"""e.g. --policy.{name} '{'{"base_camera": "front"}' if kind is dict else '[1, 1, 1, 0.5]'}'""") from None
+    if not isinstance(v, kind): raise RobobenchError(f'--policy.{name} must be a JSON {getattr(kind, "__name__", "list or number")}, got {type(v).__name__}.')
+    return v
+
 class ChunkedClient(InferenceClient):
     "Base for built-in clients: obs mapping → `infer_chunk` → open-loop queue of `n_action_steps` → `mapping_function`."
     features: list[str] | None = None
@@ -110,6 +118,11 @@ class ChunkedClient(InferenceClient):
                  mapping_function: Callable[[np.ndarray, Any], np.ndarray] | None = None, scale=1.0,
                  control_mode: str | None = None):
         if n_action_steps is not None and n_action_steps < 1: raise ValueError('n_action_steps must be >= 1')
+        # from the CLI / papermill these arrive as text: JSON for maps and lists, package.module:name for code
+        if isinstance(camera_map, str): camera_map = _json_option('camera_map', camera_map, dict)
+        if isinstance(scale, str): scale = _json_option('scale', scale, (list, int, float))
+        if isinstance(obs_map, str): obs_map = import_object(obs_map, 'obs_map')
+        if isinstance(mapping_function, str): mapping_function = import_object(mapping_function, 'mapping_function')
         self.n_action_steps, self.camera_map, self.obs_map = n_action_steps, camera_map, obs_map
         self.mapping_function, self.scale, self.control_mode = mapping_function or scale_action, scale, control_mode
         self._queue: collections.deque = collections.deque()

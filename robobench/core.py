@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT',
            'to_jsonable', 'atomic_write_text', 'atomic_write_json', 'read_json', 'append_jsonl', 'read_jsonl',
-           'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require',
+           'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require', 'import_object',
            'quiet_datasets', 'init_ray', 'RobobenchError', 'debug_enabled', 'one_line_error', 'package_version',
            'git_info', 'run_info', 'make_run_dir', 'free_port']
 
@@ -177,6 +177,21 @@ def require(module: str, hint: str | None = None):
     except ImportError as e:
         raise ImportError(f"robobench needs {module!r} for this ({e}). "
                           f"{hint or 'Run `make setup` (or `robobench doctor` to see what is missing).'}") from e
+
+def import_object(spec: str, what: str = 'object'):
+    "The object named by 'package.module:name' (imports the module; the current dir is importable, as for uvicorn)."
+    if not isinstance(spec, str) or ':' not in spec:
+        raise RobobenchError(f'{what} {spec!r} is not of the form package.module:name', f'name it like mypkg.hooks:{what}')
+    mod, _, name = spec.partition(':')
+    if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())
+    try: obj = importlib.import_module(mod)
+    except ImportError as e: raise RobobenchError(f'cannot import {mod!r} for {what} {spec!r} ({e}).',
+                                                  'check the module path (and run from the directory that holds it).') from None
+    for part in name.split('.'):
+        if not hasattr(obj, part): raise RobobenchError(f'{mod!r} has no {name!r} (for {what} {spec!r}).',
+                                                        f'define {name} in {mod}, or fix the name.')
+        obj = getattr(obj, part)
+    return obj
 
 class quiet_datasets:
     """Context manager: no Hugging Face `datasets` progress bars inside (LeRobot's `save_episode` draws a 'Map' bar per

@@ -14,11 +14,11 @@ import numpy as np
 from .core import RobobenchError, did_you_mean, free_port, pick_device, read_json, to_jsonable
 
 # %% auto #0
-__all__ = ['CONTROL_KEYS', 'PROCESSOR_FILES', 'log', 'RequestError', 'FeatureSpec', 'validate_request', 'decode_request',
-           'policy_metadata', 'RandomPolicy', 'safetensors_problem', 'check_checkpoint', 'norm_stats_hash',
-           'stats_set_to_lerobot', 'load_stats_sets', 'select_stats', 'lerobot_wire_features', 'needs_history',
-           'policy_state_keys', 'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyOutputError', 'check_actions',
-           'check_port_free', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['CONTROL_KEYS', 'TEXT_KEYS', 'PROCESSOR_FILES', 'log', 'RequestError', 'FeatureSpec', 'validate_request',
+           'decode_request', 'policy_metadata', 'RandomPolicy', 'safetensors_problem', 'check_checkpoint',
+           'norm_stats_hash', 'stats_set_to_lerobot', 'load_stats_sets', 'select_stats', 'lerobot_wire_features',
+           'needs_history', 'policy_state_keys', 'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyOutputError',
+           'check_actions', 'check_port_free', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04_server.ipynb #0389241f
 class RequestError(ValueError):
@@ -71,7 +71,9 @@ def _check_array(name: str, v, spec: FeatureSpec | None) -> np.ndarray:
 
 CONTROL_KEYS = ('episode_start',)  # per-request flags (bool) a request may carry beside its features
 
-def validate_request(obs: Any, specs: dict[str, FeatureSpec] | None, optional: tuple = ('task',)) -> dict:
+TEXT_KEYS = ('task', 'prompt')   # the instruction: LeRobot calls it `task`, openpi's clients send `prompt`
+
+def validate_request(obs: Any, specs: dict[str, FeatureSpec] | None, optional: tuple = TEXT_KEYS) -> dict:
     """Check a decoded request against `specs` (None: any numeric arrays/str/numbers); return a clean copy.
     `episode_start` (bool, optional) marks the first observation of an episode; it is kept as a Python bool."""
     if not isinstance(obs, dict): raise RequestError(f"a request must be a map of feature name -> value, got {type(obs).__name__}")
@@ -94,6 +96,8 @@ def validate_request(obs: Any, specs: dict[str, FeatureSpec] | None, optional: t
             if len(v) > 10_000: raise RequestError(f"{k!r} is longer than 10000 characters")
             out[k] = v
         else: out[k] = _check_array(k, v, specs[k] if specs is not None else None)
+    if 'prompt' in out and 'prompt' in optional:   # openpi's `prompt` is the task text the policy sees as `task`
+        prompt = out.pop('prompt'); out.setdefault('task', prompt)
     return out
 
 # %% ../nbs/04_server.ipynb #c8ecc467
@@ -175,7 +179,8 @@ def policy_metadata(policy_type: str, input_features: dict[str, FeatureSpec] | N
             'input_features': None if input_features is None else {k: v.to_dict() for k, v in input_features.items()},
             'action_dim': int(action_dim), 'horizon': int(horizon), 'n_action_steps': int(n_action_steps or horizon),
             'fps': fps, 'checkpoint_id': checkpoint_id, 'norm_stats_hash': norm_stats_hash,
-            'control_keys': list(CONTROL_KEYS), 'robobench_version': _robobench_version(), **extra})
+            'control_keys': list(CONTROL_KEYS), 'text_keys': list(TEXT_KEYS), 'robobench_version': _robobench_version(),
+            **extra})
 
 class RandomPolicy:
     "Uniform random actions in [-1, 1]: `infer` returns a float32 [horizon, action_dim] chunk. Seeded, for testing clients."
@@ -589,7 +594,7 @@ class PolicyServer:
         md = dict(getattr(policy, 'metadata', None) or {})
         if 'actions' in md: raise ValueError('metadata may not use the key "actions"')
         self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': max_size, 'limits': self.limits,
-                                     'control_keys': list(CONTROL_KEYS),
+                                     'control_keys': list(CONTROL_KEYS), 'text_keys': list(TEXT_KEYS),
                                      'robobench_version': md.get('robobench_version') or _robobench_version()})
         self.specs = _input_specs(policy)
         self.ready = threading.Event()

@@ -32,3 +32,9 @@ class DieOnStart(InferenceClient):
     def __init__(self): os.kill(os.getpid(), signal.SIGKILL)
     def infer(self, obs, instruction, return_viz=False): raise AssertionError('never reached')
     def reset(self): pass
+
+
+def point_request(obs, instruction):
+    "An obs_map for toy/Point: only the state, under the LeRobot name, and openpi's `prompt` for the instruction."
+    return {'observation.state': np.asarray(obs['state'], np.float32), 'prompt': instruction or ''}
+
