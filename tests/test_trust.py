@@ -222,3 +222,25 @@ def test_client_redials_after_the_server_closes_an_idle_connection():
             time.sleep(1.5)                                   # the server cuts the idle connection
             c.reset(); a2 = c.infer(obs, '')[0]               # the next request dials again instead of failing
             assert a1.shape == a2.shape == (2,)
+
+
+def test_local_eval_refuses_untrusted_and_broken_checkpoints_in_one_line(tiny_ckpt, tmp_path):
+    "`robobench eval -m DIR` loads checkpoints through the same checks as `serve`: one line, exit 2, no code run."
+    import shutil
+    evil = tmp_path / 'evil'; shutil.copytree(tiny_ckpt, evil)
+    marker = tmp_path / 'pwned'
+    pre = json.loads((evil / 'policy_preprocessor.json').read_text())
+    pre['steps'].insert(0, {'class': 'subprocess.Popen', 'config': {'args': ['touch', str(marker)]}})
+    (evil / 'policy_preprocessor.json').write_text(json.dumps(pre))
+    trunc = tmp_path / 'trunc'; shutil.copytree(tiny_ckpt, trunc)
+    w = (trunc / 'model.safetensors').read_bytes(); (trunc / 'model.safetensors').write_bytes(w[:len(w) // 2])
+    for d, needle in ((evil, 'subprocess.Popen'), (trunc, 'truncated')):
+        r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', str(d), '--episodes', '1', '--no-video',
+                            '--run-folder', str(tmp_path / f'run_{d.name}')], capture_output=True, text=True, timeout=300)
+        _one_line_error(r, needle)
+    assert not marker.exists()
+    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', str(evil), '--episodes', '1', '--no-video',
+                        '--trust-remote-code', '--run-folder', str(tmp_path / 'trusted')], capture_output=True, text=True, timeout=300)
+    deadline = time.monotonic() + 10   # the refusal is lifted: LeRobot really instantiates what the file names
+    while not marker.exists() and time.monotonic() < deadline: time.sleep(0.1)
+    assert marker.exists() and 'robobench eval: error: subprocess.Popen' not in r.stderr, r.stderr[-2000:]
