@@ -6,20 +6,25 @@
 from __future__ import annotations
 from typing import Any
 import numpy as np
-from .data import ACTION, STATE, ENV_STATE, IMAGES
+from .data import ACTION, STATE, ENV_STATE, IMAGES, feature_dim_names
 
 # %% auto #0
 __all__ = ['EpisodeList', 'render_episode', 'EpisodeBrowser', 'browse']
 
 # %% ../nbs/03a_data_browse.ipynb #f4232dc7
 class EpisodeList:
-    "Browse a list of episode dicts (`{'observation.state': (T,D), 'action': (T,A), 'observation.images.x': (T,H,W,3), 'task', 'success'}`)."
-    def __init__(self, episodes: list[dict], name: str = 'episodes'):
-        self.episodes, self.name = episodes, name
+    """Browse a list of episode dicts (`{'observation.state': (T,D), 'action': (T,A), 'observation.images.x': (T,H,W,3), 'task', 'success'}`);
+    `names` optionally gives dimension names per feature (`{'action': ['x', 'y', 'gripper']}`)."""
+    def __init__(self, episodes: list[dict], name: str = 'episodes', names: dict[str, list] | None = None):
+        self.episodes, self.name, self._dim_names = episodes, name, dict(names or {})
         self.cameras = sorted({k for e in episodes for k in e if k.startswith(IMAGES)})
     @property
     def num_episodes(self): return len(self.episodes)
     def episode(self, i: int) -> dict: return self.episodes[i]
+    def dim_names(self, key: str, n: int | None = None) -> list[str]:
+        "Names of `key`'s dimensions: the ones given, else `<key>_<i>`."
+        if n is None: n = next((int(np.prod(np.shape(e[key])[1:])) for e in self.episodes if key in e), 0)
+        return feature_dim_names(self._dim_names.get(key), n, key)
 
 def _demo_episodes(n=2, T=12, seed=0) -> list[dict]:
     rng = np.random.default_rng(seed)
@@ -38,24 +43,71 @@ def _series(ep: dict) -> list[tuple[str, np.ndarray]]:
             out.append((k, v.reshape(len(v), -1)))
     return out
 
+def _dim_names(ds, key: str, n: int) -> list[str]:
+    "Dimension names from the dataset view (`dim_names`: LeRobot info.json, or given), else `<key>_<i>`."
+    f = getattr(ds, 'dim_names', None)
+    names = f(key, n) if f is not None else None
+    return list(names) if names is not None and len(names) == n else feature_dim_names(None, n, key)
+
+def _colors(n: int) -> list:
+    "n distinguishable line colours (tab10, else tab20 + tab20b + tab20c, cycled)."
+    import matplotlib
+    if n <= 10: return [matplotlib.colormaps['tab10'](i) for i in range(n)]
+    pal = [matplotlib.colormaps[c](i) for c in ('tab20', 'tab20b', 'tab20c') for i in range(20)]
+    return [pal[i % len(pal)] for i in range(n)]
+
+_LEGEND_ROWS = 12
+def _plot_series(ax, key: str, v: np.ndarray, names: list[str], T: int):
+    "Plot a (T, D) series on `ax` with one legend entry per named dimension, legend outside on the right."
+    for j, (c, nm) in enumerate(zip(_colors(v.shape[1]), names)): ax.plot(v[:, j], lw=1, color=c, label=nm)
+    from matplotlib.ticker import MaxNLocator
+    ax.set_ylabel(key.split('.')[-1], fontsize=8); ax.set_xlim(0, max(T - 1, 1)); ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc='upper left', bbox_to_anchor=(1.005, 1.0), fontsize=6.5, ncol=-(-len(names) // _LEGEND_ROWS),
+              frameon=False, handlelength=1.2, borderaxespad=0.0, columnspacing=0.8, labelspacing=0.2)
+
+def _series_figsize(series, width: float = 7.0) -> tuple[float, float]:
+    cols = max([-(-v.shape[1] // _LEGEND_ROWS) for _, v in series] + [1])
+    return width + 1.1 * cols, sum(max(1.6, 0.14 * min(v.shape[1], _LEGEND_ROWS) + 0.4) for _, v in series) or 1.6
+
 def _title(ep: dict, i: int) -> str:
     succ = ep.get('success')
     outcome = '' if succ is None else ('  ✓ success' if succ else '  ✗ failure')
     T = len(next((v for k, v in ep.items() if isinstance(v, np.ndarray) and v.ndim >= 1), []))
     return f"episode {i}  ({T} frames){outcome}\n{ep.get('task') or ''}"
 
+_FigureClass = None
+def _figure_class():
+    """A `Figure` that a notebook shows exactly once: displayed (as the cell's value, or by the inline backend's end-of-cell
+    flush when it is not), it leaves pyplot, so the flush has no second copy to show."""
+    global _FigureClass
+    if _FigureClass is None:
+        from matplotlib.figure import Figure
+        class EpisodeFigure(Figure):
+            def _ipython_display_(self):
+                import io
+                import matplotlib.pyplot as plt
+                from IPython.display import Image, display
+                plt.close(self)
+                b = io.BytesIO(); self.savefig(b, format='png', bbox_inches='tight'); display(Image(b.getvalue()))
+        _FigureClass = EpisodeFigure
+    return _FigureClass
+
 def render_episode(ds, episode: int = 0, n_frames: int = 6, path=None, dpi: int = 80):
-    "A matplotlib figure of one episode: filmstrip of `n_frames` frames per camera, then state/action curves."
-    import matplotlib
+    """A matplotlib figure of one episode: filmstrip of `n_frames` frames per camera, then state/action curves with
+    the dimension names in the legends. In a notebook it shows once, whether it is the cell's value or not; with `path` it is
+    saved and closed; outside IPython it is not left open in pyplot."""
     import matplotlib.pyplot as plt
+    from IPython import get_ipython
     ep = ds.episode(episode)
     cams = [c for c in ds.cameras if c in ep and len(ep[c])]
     series = _series(ep)
     T = max([len(ep[c]) for c in cams] + [len(v) for _, v in series] + [1])
     idx = np.unique(np.linspace(0, T - 1, min(n_frames, T)).round().astype(int))
     rows = len(cams) + len(series)
-    fig = plt.figure(figsize=(2 * max(len(idx), 3), 1.9 * max(rows, 1) + 0.6), dpi=dpi)
-    gs = fig.add_gridspec(max(rows, 1), len(idx))
+    w, h = _series_figsize(series, 2 * max(len(idx), 3))
+    fig = plt.figure(figsize=(w, 1.9 * len(cams) + h + 0.6), dpi=dpi, layout='constrained', FigureClass=_figure_class())
+    gs = fig.add_gridspec(max(rows, 1), len(idx), height_ratios=[1.9] * len(cams) + [h / max(len(series), 1)] * len(series) or None)
     for r, c in enumerate(cams):
         for j, t in enumerate(idx):
             ax = fig.add_subplot(gs[r, j]); ax.imshow(ep[c][t]); ax.set_xticks([]); ax.set_yticks([])
@@ -63,70 +115,112 @@ def render_episode(ds, episode: int = 0, n_frames: int = 6, path=None, dpi: int 
             if r == 0: ax.set_title(f't={t}', fontsize=8)
     for r, (k, v) in enumerate(series, start=len(cams)):
         ax = fig.add_subplot(gs[r, :])
-        ax.plot(v, lw=1); ax.set_ylabel(k.split('.')[-1], fontsize=8); ax.set_xlim(0, max(T - 1, 1))
+        _plot_series(ax, k, v, _dim_names(ds, k, v.shape[1]), T)
         for t in idx: ax.axvline(t, color='k', lw=0.4, alpha=0.3)
     fig.suptitle(_title(ep, episode), fontsize=9)
-    fig.tight_layout()
-    if path is not None: fig.savefig(path); plt.close(fig)
+    if path is not None: fig.savefig(path)
+    if path is not None or get_ipython() is None: plt.close(fig)
     return fig
 
 # %% ../nbs/03a_data_browse.ipynb #2cb6ba94
-def _png(img: np.ndarray) -> bytes:
+def _encode(img: np.ndarray, fmt: str = 'png') -> bytes:
+    "An image array as PNG (fast zlib level) or JPEG bytes."
     import io
     from PIL import Image
-    b = io.BytesIO(); Image.fromarray(np.asarray(img, dtype=np.uint8)).save(b, format='PNG'); return b.getvalue()
+    a = np.asarray(img)
+    if a.dtype != np.uint8: a = np.clip(a, 0, 255).astype(np.uint8)
+    im, b = Image.fromarray(a), io.BytesIO()
+    if fmt in ('jpeg', 'jpg'): im.convert('RGB').save(b, format='JPEG', quality=90)
+    else: im.save(b, format='PNG', compress_level=1)
+    return b.getvalue()
+
+def _hex(c) -> str: return '#%02x%02x%02x' % tuple(int(round(255 * x)) for x in c[:3])
 
 class EpisodeBrowser:
-    "Widget state for `browse`: `.widget` is the ipywidgets box; `.show(episode, frame)` updates it."
-    def __init__(self, ds, episode: int = 0, frame: int = 0, width: int = 256):
+    """Widget state for `browse`: `.widget` is the ipywidgets box; `.show(episode, frame)` changes episode,
+    `.fr_slider.value = t` steps frames. `.plot` is the one plot image, `.readout` the values at the frame by name."""
+    def __init__(self, ds, episode: int = 0, frame: int = 0, width: int = 256, image_format: str = 'jpeg', dpi: int = 80):
         import ipywidgets as W
-        self.ds, self.width = ds, width
+        self.ds, self.width, self.image_format, self.dpi = ds, width, image_format, dpi
         self.ep_slider = W.IntSlider(value=episode, min=0, max=max(ds.num_episodes - 1, 0), description='episode', continuous_update=False)
-        self.fr_slider = W.IntSlider(value=frame, min=0, max=0, description='frame')
+        self.fr_slider = W.IntSlider(value=0, min=0, max=0, description='frame')
         self.info = W.HTML()
-        self.images = {c: W.Image(format='png', width=width) for c in ds.cameras}
-        self.plot = W.Output()
+        self.images = {c: W.Image(format=image_format, width=width) for c in ds.cameras}
+        self.plot = W.Image(format='png')
+        self.readout = W.HTML()
         cams = W.HBox([W.VBox([W.Label(c.removeprefix(IMAGES)), im]) for c, im in self.images.items()])
-        self.widget = W.VBox([W.HBox([self.ep_slider, self.fr_slider]), self.info, cams, self.plot])
+        self.widget = W.VBox([W.HBox([self.ep_slider, self.fr_slider]), self.info, cams, self.plot, self.readout])
+        self._quiet, self._canvas, self._cursors, self._axes, self._lines = True, None, [], [], []
         self.ep_slider.observe(lambda ch: self.show(ch['new'], 0), names='value')
-        self.fr_slider.observe(lambda ch: self._frame(ch['new']), names='value')
-        self._fig = self._cursors = None
+        self.fr_slider.observe(lambda ch: None if self._quiet else self._frame(ch['new']), names='value')
         self.show(episode, frame)
 
     def show(self, episode: int, frame: int = 0):
-        import matplotlib.pyplot as plt
+        "Load episode `episode` and redraw the plot once (with its names), then go to `frame`."
+        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         self.episode_index, self.ep = episode, self.ds.episode(episode)
         series = _series(self.ep)
         self.T = max([len(self.ep[c]) for c in self.images if c in self.ep] + [len(v) for _, v in series] + [1])
         succ = self.ep.get('success')
         outcome = 'unknown' if succ is None else ('<b style="color:green">success</b>' if succ else '<b style="color:red">failure</b>')
         self.info.value = f"<b>instruction:</b> {self.ep.get('task') or '(none)'} &nbsp; <b>outcome:</b> {outcome} &nbsp; <b>frames:</b> {self.T}"
-        if self._fig is not None: plt.close(self._fig)
-        self._fig, axes = plt.subplots(len(series) or 1, 1, figsize=(7, 1.8 * max(len(series), 1)), squeeze=False)
-        self._cursors = []
-        for ax, (k, v) in zip(axes[:, 0], series):
-            ax.plot(v, lw=1); ax.set_ylabel(k.split('.')[-1]); ax.set_xlim(0, max(self.T - 1, 1))
-            self._cursors.append(ax.axvline(frame, color='k', lw=1))
-        self._fig.tight_layout()
-        self.fr_slider.unobserve_all(); self.fr_slider.max = max(self.T - 1, 0); self.fr_slider.value = min(frame, self.T - 1)
-        self.fr_slider.observe(lambda ch: self._frame(ch['new']), names='value')
-        self._frame(self.fr_slider.value, redraw=True)
+        self._img_cache = {}
+        self._lines = [(k, v, _dim_names(self.ds, k, v.shape[1]), [_hex(c) for c in _colors(v.shape[1])]) for k, v in series]
+        self._canvas, self._axes, self._cursors = None, [], []
+        if series:
+            fig = Figure(figsize=_series_figsize(series), dpi=self.dpi, layout='constrained')
+            canvas = FigureCanvasAgg(fig)
+            axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
+            for ax, (k, v, names, _) in zip(axes, self._lines):
+                _plot_series(ax, k, v, names, self.T)
+                self._cursors.append(ax.axvline(0, color='k', lw=1, animated=True))
+            axes[-1].set_xlabel('frame', fontsize=8)
+            canvas.draw()  # the one full draw for this episode
+            fig.set_layout_engine('none')  # keep the layout fixed for the blits
+            self._fig, self._canvas, self._axes, self._bg = fig, canvas, list(axes), canvas.copy_from_bbox(fig.bbox)
+        self.plot.layout.display = None if series else 'none'
+        self._quiet = True
+        try: self.fr_slider.max = max(self.T - 1, 0); self.fr_slider.value = int(min(max(frame, 0), self.T - 1))
+        finally: self._quiet = False
+        self._frame(self.fr_slider.value)
 
-    def _frame(self, t: int, redraw: bool = True):
-        self.frame = t
+    def _camera(self, c: str, t: int) -> bytes:
+        key = (c, t)
+        if key not in self._img_cache:
+            if len(self._img_cache) > 512: self._img_cache.clear()
+            self._img_cache[key] = _encode(self.ep[c][t], self.image_format)
+        return self._img_cache[key]
+
+    def _frame(self, t: int):
+        "Go to frame `t`: swap the camera images, move the cursors (blit), update the readout. No replot."
+        self.frame = t = int(min(max(t, 0), self.T - 1))
         for c, im in self.images.items():
-            if c in self.ep and len(self.ep[c]): im.value = _png(self.ep[c][min(t, len(self.ep[c]) - 1)])
-        for cur in self._cursors or []: cur.set_xdata([t, t])
-        if redraw and self._fig is not None:
-            from IPython.display import display
-            self.plot.clear_output(wait=True)
-            with self.plot: display(self._fig)
+            if c in self.ep and len(self.ep[c]): im.value = self._camera(c, min(t, len(self.ep[c]) - 1))
+        if self._canvas is not None:
+            self._canvas.restore_region(self._bg)
+            for ax, cur in zip(self._axes, self._cursors):
+                cur.set_xdata([t, t]); ax.draw_artist(cur)
+            self.plot.value = _encode(np.asarray(self._canvas.buffer_rgba()), 'png')
+        self.readout.value = self._readout(t)
+
+    def _readout(self, t: int) -> str:
+        "HTML table of every dimension's value at frame `t`, by name, with its line colour; hovering a value shows `feature[i]: name`."
+        import html
+        rows = [f'<div style="font-size:11px;line-height:1.35"><b>frame {t}</b> / {self.T - 1}']
+        for k, v, names, cols in self._lines:
+            x, w = v[min(t, len(v) - 1)], max(len(n) for n in names) + 14
+            cells = ''.join(f'<span style="display:inline-block;min-width:{w}ch;font-family:monospace" title="{k}[{j}]: {html.escape(n)}">'
+                            f'<span style="color:{c}">&#9632;</span> {html.escape(n)} = {x[j]:.4g}</span>'
+                            for j, (n, c) in enumerate(zip(names, cols)))
+            rows.append(f'<div><b>{k.split(".")[-1]}</b><br>{cells}</div>')
+        return ''.join(rows) + '</div>'
 
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
 
-def browse(ds, episode: int = 0, frame: int = 0, width: int = 256) -> EpisodeBrowser:
+def browse(ds, episode: int = 0, frame: int = 0, width: int = 256, image_format: str = 'jpeg') -> EpisodeBrowser:
     "An interactive episode browser for `ds` (any robobench dataset view, or `EpisodeList`)."
     if ds.num_episodes == 0: raise ValueError('the dataset has no episodes to browse')
-    return EpisodeBrowser(ds, episode, frame, width)
+    return EpisodeBrowser(ds, episode, frame, width, image_format)

@@ -14,11 +14,11 @@ log = logging.getLogger('robobench.data')
 
 # %% auto #0
 __all__ = ['log', 'STATE', 'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'SUCCESS_KEYS', 'STATS_KEYS', 'CORRECTION_SOURCES',
-           'is_camera', 'vector_keys', 'vector_stats', 'norm_stats_dict', 'compare_stats', 'check_data', 'EpisodeData',
-           'LeRobotData', 'rlds_key_map', 'find_rlds_dir', 'RLDSData', 'rlds_episode_to_lerobot', 'lerobot_home',
-           'open_dataset', 'write_rlds_dataset', 'stream_rlds', 'convert_rlds_to_lerobot', 'dagger_keep_mask',
-           'dagger_filter', 'check_compatible', 'MixedDataset', 'mix_datasets', 'unreadable_parquet_files',
-           'cli_inspect', 'cli_convert']
+           'is_camera', 'vector_keys', 'vector_stats', 'feature_dim_names', 'norm_stats_dict', 'compare_stats',
+           'check_data', 'EpisodeData', 'LeRobotData', 'rlds_key_map', 'find_rlds_dir', 'RLDSData',
+           'rlds_episode_to_lerobot', 'lerobot_home', 'open_dataset', 'write_rlds_dataset', 'stream_rlds',
+           'convert_rlds_to_lerobot', 'dagger_keep_mask', 'dagger_filter', 'check_compatible', 'MixedDataset',
+           'mix_datasets', 'unreadable_parquet_files', 'cli_inspect', 'cli_convert']
 
 # %% ../nbs/03_data.ipynb #200f6e52
 STATE, ENV_STATE, ACTION, IMAGES = 'observation.state', 'observation.environment_state', 'action', 'observation.images.'
@@ -48,6 +48,22 @@ def vector_stats(x, quantiles=(0.01, 0.99)) -> dict[str, np.ndarray]:
     for q, v in zip(quantiles, qs): out[f'q{round(q * 100):02d}'] = v
     out['count'] = np.array([len(x)])
     return out
+
+# %% ../nbs/03_data.ipynb #9bf10082
+def feature_dim_names(names, n: int, key: str = 'dim') -> list[str]:
+    "One name per dimension from a LeRobot feature's `names` (list, nested lists, dict of lists, or None); `<key>_<i>` otherwise."
+    flat = []
+    def walk(x):
+        if x is None: return
+        if isinstance(x, dict):
+            for v in x.values(): walk(v)
+        elif isinstance(x, (list, tuple, np.ndarray)):
+            for v in x: walk(v)
+        else: flat.append(str(x))
+    walk(names)
+    if len(flat) == n: return flat
+    short = key.split('.')[-1] or 'dim'
+    return [f'{short}_{i}' for i in range(n)]
 
 # %% ../nbs/03_data.ipynb #5d0fdb1b
 def norm_stats_dict(stats: dict, unnorm_key: str, num_frames: int, num_episodes: int) -> dict:
@@ -89,13 +105,23 @@ def compare_stats(ours: dict, theirs: dict, keys: Iterable[str] | None = None, r
 
 # %% ../nbs/03_data.ipynb #fff3150b
 def check_data(columns: dict[str, np.ndarray], episode_lengths, features: dict | None = None,
-               stored_stats: dict | None = None, const_tol: float = 1e-6, range_tol: float = 1e-3) -> list[dict]:
-    "Flag NaN/inf, near-constant dims, ranges disagreeing with `stored_stats`, 0/1-frame episodes, shape mismatches."
+               stored_stats: dict | None = None, const_tol: float = 1e-6, range_tol: float = 1e-3,
+               min_frames: int = 5, min_fraction: float = 0.1) -> list[dict]:
+    """Flag NaN/inf, near-constant dims, ranges disagreeing with `stored_stats`, 0/1-frame episodes, shape mismatches,
+    and suspiciously short episodes: fewer than max(`min_frames`, `min_fraction` × median length) frames and under half the median."""
     out = []
     def add(level, code, key, msg, **kw): out.append({'level': level, 'code': code, 'key': key, 'message': msg, **kw})
     lens = np.asarray(episode_lengths)
     for i in np.nonzero(lens <= 1)[0]:
         add('error' if lens[i] == 0 else 'warning', 'short_episode', None, f'episode {i} has {lens[i]} frame(s)', episode=int(i))
+    if len(lens) > 1:
+        med = float(np.median(lens)); thr = max(float(min_frames), min_fraction * med)
+        short = np.nonzero((lens > 1) & (lens < thr) & (lens < 0.5 * med))[0]
+        if len(short):
+            shown = ', '.join(f'{i} ({lens[i]})' for i in short[:20]) + (f', ... ({len(short)} in all)' if len(short) > 20 else '')
+            add('warning', 'suspiciously_short', None,
+                f'{len(short)} episode(s) shorter than {thr:g} frames (median {med:g}), truncated or failed recordings? '
+                f'episode (frames): {shown}', episodes=short.tolist(), lengths=lens[short].tolist(), threshold=thr)
     n = int(lens.sum())
     for k, x in columns.items():
         x = np.asarray(x)
@@ -139,14 +165,31 @@ class EpisodeData:
     def __len__(self): return self.num_episodes
     def __repr__(self): return f'{type(self).__name__}({self.path}, episodes={self.num_episodes}, frames={self.num_frames})'
 
-    def stats(self, keys: Iterable[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
-        "Per-dimension mean/std/min/max/q01/q99 of state, environment state and action (all frames, vectorized)."
+    _dim_names: dict | None = None
+    def dim_names(self, key: str, n: int | None = None) -> list[str]:
+        "One name per dimension of feature `key`: names given with `set_dim_names`, else info.json's `names`, else `<key>_<i>`."
+        f = self.features.get(key) or {}
+        names = (self._dim_names or {}).get(key, f.get('names'))
+        if n is None: n = int(np.prod(f.get('shape') or [1]))
+        return feature_dim_names(names, n, key)
+
+    def set_dim_names(self, names: dict[str, list]) -> 'EpisodeData':
+        "Give dimension names for features (`{'action': ['x', 'y', 'z', 'gripper']}`), e.g. for RLDS data that has none."
+        self._dim_names = {**(self._dim_names or {}), **names}
+        return self
+
+    def stats(self, keys: Iterable[str] | None = None, names: bool = False) -> dict[str, dict[str, np.ndarray]]:
+        """Per-dimension mean/std/min/max/q01/q99 of state, environment state and action (all frames, vectorized).
+        With `names=True` each entry also has `names`, one per dimension (see `dim_names`)."""
         cols = self._columns()
         keys = [k for k in (keys or STATS_KEYS) if k in cols]
-        return {k: vector_stats(cols[k]) for k in keys}
+        out = {k: vector_stats(cols[k]) for k in keys}
+        if names:
+            for k, st in out.items(): st['names'] = self.dim_names(k, len(st['mean']))
+        return out
 
     def check(self, keys: Iterable[str] | None = None) -> list[dict]:
-        "Findings: NaNs, near-constant dims, stats/range disagreements, 0/1-frame episodes, feature shape mismatches."
+        "Findings: NaNs, near-constant dims, stats/range disagreements, 0/1-frame and suspiciously short episodes, feature shape mismatches."
         cols = self._columns()
         if keys: cols = {k: v for k, v in cols.items() if k in keys}
         return check_data(cols, self.episode_lengths, self.features, self.stored_stats)
@@ -890,6 +933,16 @@ def _fmt_summary(s: dict) -> str:
     if s.get('success'): lines.append(f"  success: {s['success']['successful']}/{s['success']['episodes']} episodes")
     return '\n'.join(lines)
 
+_STAT_COLS = ('mean', 'std', 'min', 'max', 'q01', 'q99')
+def _fmt_stats(key: str, st: dict) -> str:
+    "One feature's per-dimension stats as a table, one row per dimension, labelled with its name."
+    names = st.get('names') or feature_dim_names(None, len(st['mean']), key)
+    w = max([len(n) for n in names] + [4])
+    lines = [f'  stats {key} ({len(names)} dims):', f"    {'dim':>3s}  {'name':{w}s}" + ''.join(f'{c:>11s}' for c in _STAT_COLS)]
+    for i, n in enumerate(names):
+        lines.append(f'    {i:3d}  {n:{w}s}' + ''.join(f'{float(np.ravel(st[c])[i]):11.4g}' for c in _STAT_COLS))
+    return '\n'.join(lines)
+
 def unreadable_parquet_files(root) -> list[tuple[str, str]]:
     "Parquet files under `root` that cannot be read (a truncated download or copy), each with the reason."
     import pyarrow.parquet as pq
@@ -914,7 +967,7 @@ def cli_inspect(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog='robobench inspect', description='Summarize a LeRobot or RLDS dataset.')
     ap.add_argument('path', help='LeRobot root, RLDS dir (custom_dataset/1.0.0) or hub repo id')
     ap.add_argument('--json', action='store_true', help='print JSON')
-    ap.add_argument('--stats', action='store_true', help='include per-dimension stats of state/action')
+    ap.add_argument('--stats', action='store_true', help='include per-dimension stats of state/action, labelled with the dimension names')
     ap.add_argument('--check', action='store_true', help='run data checks; exit 1 on errors')
     ap.add_argument('--stats-out', help='write normalization stats JSON here')
     ap.add_argument('--unnorm-key', help='key for --stats-out (default: dataset name)')
@@ -925,16 +978,14 @@ def cli_inspect(argv: list[str] | None = None) -> int:
     except Exception as e: _raise_if_damaged(a.path, e); raise
     try:
         out = {'summary': ds.summary()}
-        if a.stats: out['stats'] = ds.stats()
+        if a.stats: out['stats'] = ds.stats(names=True)
         if a.check: out['check'] = ds.check()
         if a.stats_out: out['stats_out'] = str(ds.save_norm_stats(a.stats_out, a.unnorm_key))
     except Exception as e: _raise_if_damaged(a.path, e); raise
     if a.json: print(json.dumps(to_jsonable(out), indent=2))
     else:
         print(_fmt_summary(out['summary']))
-        for k, st in out.get('stats', {}).items():
-            print(f'  stats {k}:')
-            for s in ('mean', 'std', 'min', 'max', 'q01', 'q99'): print(f'    {s:5s} {np.round(st[s], 4).tolist()}')
+        for k, st in out.get('stats', {}).items(): print(_fmt_stats(k, st))
         if 'check' in out:
             print(f"  check: {len(out['check'])} finding(s)")
             for f in out['check']: print(f"    [{f['level']}] {f['message']}")

@@ -12,13 +12,13 @@ from typing import Any, Callable
 import numpy as np
 
 from .core import RobobenchError, did_you_mean, free_port, pick_device, read_json, to_jsonable
+from .checkpoints import check_checkpoint, find_fps, load_stats_sets, norm_stats_hash, select_stats
 
 # %% auto #0
-__all__ = ['CONTROL_KEYS', 'TEXT_KEYS', 'PROCESSOR_FILES', 'log', 'RequestError', 'FeatureSpec', 'validate_request',
-           'decode_request', 'policy_metadata', 'RandomPolicy', 'safetensors_problem', 'check_checkpoint',
-           'norm_stats_hash', 'stats_set_to_lerobot', 'load_stats_sets', 'select_stats', 'lerobot_wire_features',
-           'needs_history', 'policy_state_keys', 'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyOutputError',
-           'check_actions', 'check_port_free', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['CONTROL_KEYS', 'TEXT_KEYS', 'log', 'RequestError', 'FeatureSpec', 'validate_request', 'decode_request',
+           'policy_metadata', 'RandomPolicy', 'lerobot_wire_features', 'needs_history', 'policy_state_keys',
+           'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyOutputError', 'check_actions', 'check_port_free',
+           'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04_server.ipynb #0389241f
 class RequestError(ValueError):
@@ -194,170 +194,7 @@ class RandomPolicy:
         return {'actions': a}
     def reset(self): pass
 
-# %% ../nbs/04_server.ipynb #b2bf7c63
-PROCESSOR_FILES = ('policy_preprocessor.json', 'policy_postprocessor.json')  # what make_pre_post_processors loads
-# config fields LeRobot hands to transformers with trust_remote_code=True (a value other than the default is remote code)
-_REMOTE_CODE_FIELDS = {'pi0_fast': ('action_tokenizer_name', 'text_tokenizer_name'), 'gaussian_actor': ('vision_encoder_name',),
-                       'wall_x': ('action_tokenizer_path',)}
-_CKPT_FIX = 'pass the directory that policy.save_pretrained(dir) wrote (config.json, model.safetensors, policy_*processor.json)'
-
-def safetensors_problem(path) -> str | None:
-    "None if `path` holds a complete safetensors header and exactly the data it declares; else what is wrong (reads the header only)."
-    p = Path(path)
-    size = p.stat().st_size
-    if size < 8: return f'is truncated ({size} bytes, not even a header)'
-    with open(p, 'rb') as f:
-        n = int.from_bytes(f.read(8), 'little')
-        if n > size - 8 or n > 100 * 2**20: return f'is truncated or corrupt (its header claims {n} bytes; the file has {size})'
-        try: hdr = json.loads(f.read(n))
-        except ValueError: return 'is corrupt (its header is not JSON)'
-    if not isinstance(hdr, dict): return 'is corrupt (its header is not a map)'
-    end = 0
-    for k, v in hdr.items():
-        if k == '__metadata__': continue
-        try: end = max(end, int(v['data_offsets'][1]))
-        except (TypeError, KeyError, IndexError, ValueError): return f'is corrupt (tensor {k!r} has no data_offsets)'
-    if 8 + n + end != size:
-        return (f'is truncated ({size} bytes; its header declares {8 + n + end})' if 8 + n + end > size
-                else f'is corrupt ({size - 8 - n - end} bytes beyond the data its header declares)')
-    return None
-
-def _read_ckpt_json(f: Path):
-    try: return json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RobobenchError(f'{f} is not valid JSON ({type(e).__name__}: {str(e)[:80]}).', 'restore the file from the training run or save the checkpoint again') from None
-
-def _step_problems(st: dict, registry: dict, registered_paths: set) -> list[str]:
-    out = []
-    cls = None
-    if 'registry_name' in st:  # LeRobot looks this up in ProcessorStepRegistry (and ignores "class")
-        name = st['registry_name']
-        cls = registry.get(name) if isinstance(name, str) else None
-        if cls is None: out.append(f'registry_name {str(name)[:80]!r} is not a processor step LeRobot registers')
-    else:  # LeRobot imports the module of this dotted path and instantiates the class with the saved config
-        path = st.get('class')
-        if not isinstance(path, str) or path not in registered_paths:
-            out.append(f'class {str(path)[:80]!r} is not a registered LeRobot processor step (LeRobot would import and instantiate it)')
-    cfg = st.get('config') if isinstance(st.get('config'), dict) else {}
-    if cfg.get('trust_remote_code', getattr(cls, 'trust_remote_code', False)) is True:
-        out.append(f'step {st.get("registry_name") or st.get("class")!r} loads Hub code (trust_remote_code)')
-    sf = st.get('state_file')
-    if sf is not None and (not isinstance(sf, str) or Path(sf).name != sf):
-        out.append(f'state_file {str(sf)[:80]!r} points outside the checkpoint dir')
-    return out
-
-def check_checkpoint(path, trust_remote_code: bool = False) -> list[str]:
-    """Check a LeRobot checkpoint dir before anything in it is imported or loaded; raise `RobobenchError` (one line, with
-    the fix) for a missing dir or `config.json`, invalid JSON, an unknown policy type, missing processors, a truncated or
-    corrupt `model.safetensors`, or -- unless `trust_remote_code` -- any processor step that is not a class LeRobot
-    registers (a dotted `"class"` path would be imported and instantiated) or that loads remote code.
-    Returns the untrusted items that `trust_remote_code=True` let through (empty for a plain LeRobot checkpoint)."""
-    p = Path(path)
-    if not p.exists(): raise RobobenchError(f'checkpoint {p} does not exist.', _CKPT_FIX)
-    if not p.is_dir(): raise RobobenchError(f'checkpoint {p} is not a directory.', _CKPT_FIX)
-    if not (p/'config.json').is_file():
-        empty = not any(p.iterdir())
-        raise RobobenchError(f'{p} is not a LeRobot checkpoint dir ({"it is empty" if empty else "no config.json"}).', _CKPT_FIX)
-    cfg = _read_ckpt_json(p/'config.json')
-    ptype = cfg.get('type') if isinstance(cfg, dict) else None
-    if not isinstance(ptype, str):
-        raise RobobenchError(f"{p/'config.json'} names no policy 'type'.", 'save the checkpoint with policy.save_pretrained(dir)')
-    import importlib, dataclasses
-    from lerobot.configs.policies import PreTrainedConfig
-    import lerobot.policies.factory  # noqa: F401  (registers the policy configs and the processor steps)
-    from lerobot.processor.pipeline import ProcessorStepRegistry
-    known = PreTrainedConfig.get_known_choices()
-    if ptype not in known:
-        import lerobot
-        raise RobobenchError(f"{did_you_mean(ptype[:80], sorted(known), 'policy type')} (config.json of {p}).",
-                             f'this lerobot ({getattr(lerobot, "__version__", "?")}) cannot load it: check the checkpoint or upgrade lerobot')
-    untrusted = []
-    fields = {f.name: f.default for f in dataclasses.fields(known[ptype])}
-    for k in _REMOTE_CODE_FIELDS.get(ptype, ()):
-        if k in cfg and k in fields and cfg[k] != fields[k]:
-            untrusted.append(f'config.json {k}={str(cfg[k])[:80]!r} is loaded from the Hub with trust_remote_code')
-    docs = {}
-    for fn in PROCESSOR_FILES:
-        if not (p/fn).is_file():
-            raise RobobenchError(f'{p} has no saved processors ({fn}).',
-                                 'save them next to the policy: preprocessor.save_pretrained(dir); postprocessor.save_pretrained(dir)')
-        doc = _read_ckpt_json(p/fn)
-        if not isinstance(doc, dict) or not isinstance(doc.get('steps'), list) or not all(isinstance(s, dict) for s in doc['steps']):
-            raise RobobenchError(f'{p/fn} is not a LeRobot processor file (no "steps" list of maps).', 'save it again with processor.save_pretrained(dir)')
-        docs[fn] = doc['steps']
-    names = {s.get('registry_name') for steps in docs.values() for s in steps} - {None}
-    if not names <= set(ProcessorStepRegistry._registry):  # steps a policy registers in its own processor module
-        try: importlib.import_module(f'lerobot.policies.{ptype}.processor_{ptype}')  # ptype is a known policy type
-        except ImportError: pass
-    registry = dict(ProcessorStepRegistry._registry)
-    registered_paths = {f'{c.__module__}.{c.__qualname__}' for c in registry.values()}
-    for fn, steps in docs.items():
-        for i, st in enumerate(steps):
-            untrusted += [f'{fn} step {i}: {w}' for w in _step_problems(st, registry, registered_paths)]
-    if untrusted and not trust_remote_code:
-        more = f' (and {len(untrusted) - 2} more)' if len(untrusted) > 2 else ''
-        raise RobobenchError(f'refusing to load {p}: ' + '; '.join(untrusted[:2]) + more + '.',
-                             'serve only checkpoints you trust; if you trust this one, pass --trust-remote-code (trust_remote_code=True)')
-    if not (p/'model.safetensors').is_file():
-        raise RobobenchError(f'{p} has no model.safetensors (the weights).', _CKPT_FIX)
-    for f in [p/'model.safetensors'] + [p/s['state_file'] for steps in docs.values() for s in steps if isinstance(s.get('state_file'), str)]:
-        if f.is_file() and (why := safetensors_problem(f)):
-            raise RobobenchError(f'{f} {why}.', 'copy the checkpoint again (an interrupted download or copy leaves a short file) or re-save it')
-    if untrusted: logging.getLogger('robobench.server').warning('trust_remote_code: loading %s although %s', p, '; '.join(untrusted))
-    return untrusted
-
 # %% ../nbs/04_server.ipynb #65b5358d
-def norm_stats_hash(ckpt_dir) -> str | None:
-    "sha256 (first 16 hex) over the saved processor state files (normalization stats) in `ckpt_dir`."
-    files = sorted(p for p in Path(ckpt_dir).glob('*processor*.safetensors'))
-    if not files: return None
-    h = hashlib.sha256()
-    for p in files: h.update(p.name.encode()); h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-def _find_fps(d: Path) -> float | None:
-    for name, path in (('robobench.json', ('fps',)), ('config.json', ('fps',)), ('train_config.json', ('env', 'fps'))):
-        try: v = read_json(d/name)
-        except (OSError, ValueError): continue
-        for k in path: v = v.get(k) if isinstance(v, dict) else None
-        if isinstance(v, (int, float)): return float(v)
-    return None
-
-_OPENVLA_KEYS = {'action': 'action', 'proprio': 'observation.state'}
-_NOT_FEATURES = ('num_transitions', 'num_trajectories')
-
-def stats_set_to_lerobot(entry: dict) -> dict:
-    """One normalization stats set → LeRobot's `{feature: {mean, std, min, max, ...}}`. Takes OpenVLA-style
-    entries (`action`, `proprio`, as `robobench inspect --stats-out` writes them) or LeRobot-style feature keys."""
-    out = {}
-    for k, v in entry.items():
-        if k in _NOT_FEATURES or not isinstance(v, dict): continue
-        out[_OPENVLA_KEYS.get(k, k)] = {n: np.asarray(x, np.float32) for n, x in v.items()
-                                        if n != 'mask' and isinstance(x, (list, tuple, int, float, np.ndarray))}
-    return out
-
-def load_stats_sets(ckpt_dir, norm_stats=None) -> dict[str, dict]:
-    """Named normalization stats sets of a checkpoint: `norm_stats` (a JSON file `{key: stats}` or a dir of
-    `<key>.json`), else `<ckpt>/norm_stats.json` and `<ckpt>/norm_stats/<key>.json`. Returns key → LeRobot-style stats."""
-    srcs = [Path(norm_stats)] if norm_stats else [Path(ckpt_dir)/'norm_stats.json', Path(ckpt_dir)/'norm_stats']
-    sets = {}
-    for src in srcs:
-        if src.is_file(): sets.update({k: v for k, v in read_json(src).items() if isinstance(v, dict)})
-        elif src.is_dir():
-            for f in sorted(src.glob('*.json')):
-                d = read_json(f)
-                sets[f.stem] = d[f.stem] if set(d) == {f.stem} else d
-        elif norm_stats: raise FileNotFoundError(f'norm stats {src} do not exist')
-    return {k: stats_set_to_lerobot(v) for k, v in sets.items()}
-
-def select_stats(sets: dict, unnorm_key: str, where: str = 'this checkpoint') -> dict:
-    "The stats set named `unnorm_key`; a clear error listing the keys otherwise."
-    if unnorm_key in sets: return sets[unnorm_key]
-    if not sets:
-        raise KeyError(f"unnorm_key {unnorm_key!r}: {where} has no named normalization stats (looked for norm_stats.json "
-                       "and norm_stats/<key>.json; write them with `robobench inspect DATASET --stats-out FILE --unnorm-key KEY`)")
-    raise KeyError(did_you_mean(unnorm_key, sorted(sets), 'unnorm_key') + f' (in {where})')
-
 def lerobot_wire_features(cfg) -> dict[str, FeatureSpec]:
     "Wire specs from a LeRobot policy config's `input_features` (images become H×W×3 uint8)."
     out = {}
@@ -445,7 +282,7 @@ class LeRobotPolicy:
         self._torch, self._lock = torch, threading.Lock()
         self._default = PolicySession(self)
         self.metadata = policy_metadata(cfg.type, self.input_features, self.action_dim, self.horizon, self.n_action_steps,
-                                        fps=fps if fps is not None else _find_fps(self.path),
+                                        fps=fps if fps is not None else find_fps(self.path),
                                         checkpoint_id=self.path.resolve().name, norm_stats_hash=stats_hash,
                                         checkpoint_path=str(self.path.resolve()), device=self.device, image_layout='HWC uint8',
                                         unnorm_key=self.unnorm_key, unnorm_keys=self.unnorm_keys,

@@ -11,14 +11,15 @@ from typing import Any, Callable
 import numpy as np
 from .core import (atomic_write_json, append_jsonl, read_json, read_jsonl, did_you_mean, UnknownNameError,
                             pick_device, run_info, to_jsonable)
+from .checkpoints import (COMPLETE, atomic_dir, clean_partial, latest_checkpoint, load_training_state,
+                                   save_training_state, swap_in)
 
 log = logging.getLogger('robobench.training')
 
 # %% auto #0
-__all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'COMPLETE', 'HubWeightsMissing',
-           'check_policy_name', 'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config',
-           'episode_bounds', 'window_indices', 'batch_indices', 'RamCache', 'atomic_dir', 'swap_in', 'is_complete',
-           'latest_checkpoint', 'clean_partial', 'TrainResult', 'plot_training', 'train', 'train_arg_parser',
+__all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'HubWeightsMissing', 'check_policy_name',
+           'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config', 'episode_bounds',
+           'window_indices', 'batch_indices', 'RamCache', 'TrainResult', 'plot_training', 'train', 'train_arg_parser',
            'parse_train_args', 'cli_train']
 
 # %% ../nbs/08_training.ipynb #5c4c2947
@@ -283,68 +284,6 @@ class RamCache:
         out['task'] = [self.tasks[i] for i in idx.tolist()]
         return out
 
-# %% ../nbs/08_training.ipynb #9cdf98c9
-COMPLETE = '.complete'
-
-def _fsync_tree(d: Path):
-    for p in sorted(d.rglob('*')):
-        if p.is_file():
-            with open(p, 'rb') as f: os.fsync(f.fileno())
-    for p in [d, *[q for q in d.rglob('*') if q.is_dir()]]:
-        fd = os.open(p, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-
-def atomic_dir(final: Path, write: Callable[[Path], Any], marker: dict | None = None) -> Path:
-    "Build a directory with `write(tmp)`, fsync it, add the completeness marker, then rename it to `final`."
-    final = Path(final); final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f'.tmp-{final.name}-{os.getpid()}'
-    if tmp.exists(): shutil.rmtree(tmp)
-    tmp.mkdir()
-    write(tmp)
-    _fsync_tree(tmp)
-    atomic_write_json(tmp / COMPLETE, marker or {})
-    return swap_in(tmp, final)
-
-def swap_in(src: Path, final: Path) -> Path:
-    "Move the complete directory `src` to `final` (same filesystem), replacing any old `final` (kept as `.old-*` meanwhile)."
-    src, final = Path(src), Path(final)
-    old = None
-    if final.exists():
-        old = final.parent / f'.old-{final.name}-{os.getpid()}'
-        if old.exists(): shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(src, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
-    return final
-
-def is_complete(d) -> bool: return (Path(d) / COMPLETE).exists()
-
-def latest_checkpoint(out) -> Path | None:
-    "The complete `checkpoint_<step>` dir with the highest step (incomplete or temp dirs are ignored)."
-    best = None
-    for d in Path(out).glob('checkpoint_*'):
-        m = re.fullmatch(r'checkpoint_(\d+)', d.name)
-        if m and d.is_dir() and is_complete(d) and (d / 'training_state').is_dir():
-            if best is None or int(m.group(1)) > best[0]: best = (int(m.group(1)), d)
-    return best[1] if best else None
-
-def clean_partial(out) -> list[str]:
-    "Remove temp dirs a killed save left behind; restore an `.old-*` dir whose replacement never landed."
-    out, removed = Path(out), []
-    if not out.exists(): return removed
-    for d in out.glob('.old-*'):
-        name = re.sub(r'^\.old-(.*)-\d+$', r'\1', d.name)
-        if not (out / name).exists(): os.replace(d, out / name)
-        else: shutil.rmtree(d, ignore_errors=True)
-        removed.append(d.name)
-    for d in out.glob('.tmp-*'):
-        shutil.rmtree(d, ignore_errors=True); removed.append(d.name)
-    return removed
-
 # %% ../nbs/08_training.ipynb #65b589ed
 @dataclass
 class TrainResult:
@@ -395,26 +334,6 @@ def _open_views(cfg: TrainConfig) -> list:
     return views
 
 def _wilson_low(e: dict) -> float: return float(e.get('ci_low', 0.0))
-
-def _training_state_save(d: Path, step: int, optimizer, scheduler, extra: dict):
-    from lerobot.optim.optimizers import save_optimizer_state
-    from lerobot.optim.schedulers import save_scheduler_state
-    from lerobot.utils.random_utils import save_rng_state
-    ts = d / 'training_state'; ts.mkdir(parents=True, exist_ok=True)
-    save_optimizer_state(optimizer, ts)
-    if scheduler is not None: save_scheduler_state(scheduler, ts)
-    save_rng_state(ts)
-    atomic_write_json(ts / 'training_step.json', {'step': int(step), **extra})
-
-def _training_state_load(d: Path, optimizer, scheduler) -> dict:
-    from lerobot.optim.optimizers import load_optimizer_state
-    from lerobot.optim.schedulers import load_scheduler_state
-    from lerobot.utils.random_utils import load_rng_state
-    ts = d / 'training_state'
-    load_optimizer_state(optimizer, ts)
-    if scheduler is not None: load_scheduler_state(scheduler, ts)
-    load_rng_state(ts)
-    return read_json(ts / 'training_step.json')
 
 def _in_notebook() -> bool:
     try:
@@ -491,7 +410,7 @@ class _Trainer:
         self.step, self.evals, self.best = 0, [], None
         self.prior_train_s, self._seg_start = 0.0, None   # training time of earlier segments (a resumed run's before the kill)
         if resume_from is not None:
-            st = _training_state_load(resume_from, self.optimizer, self.scheduler)
+            st = load_training_state(resume_from, self.optimizer, self.scheduler)
             self.step = int(st['step']); self.evals = st.get('evals', []); self.best = st.get('best')
             self.prior_train_s = float(st.get('train_s', 0.0))
         # records past the step we start from belong to a segment that was killed before its next checkpoint
@@ -583,7 +502,7 @@ class _Trainer:
             self.policy.save_pretrained(d); self.pre.save_pretrained(d); self.post.save_pretrained(d)
             self.write_info(d, kind)
             if training_state:
-                _training_state_save(d, self.step, self.optimizer, self.scheduler,
+                save_training_state(d, self.step, self.optimizer, self.scheduler,
                                      {'evals': self.evals, 'best': self.best, 'train_s': round(self.train_s(), 3)})
         return atomic_dir(self.out / name, write, {'step': self.step, 'kind': kind})
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages robobench needs: ffmpeg (mediapy, video), OSMesa/EGL (headless MuJoCo),
-# Vulkan loader + Mesa >= 25 lavapipe (ManiSkill/SAPIEN on a CPU-only machine).
+# Vulkan loader + Mesa >= 25 lavapipe (ManiSkill/SAPIEN on a CPU-only machine), headless Chromium +
+# chromedriver (tests/test_browser.py drives JupyterLab through Selenium).
 # Idempotent: does nothing when everything is present. Not root: prints the commands instead.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 ldconfig -p | grep -q 'libOSMesa.so' || need+=(libosmesa6)
 ldconfig -p | grep -q 'libEGL.so.1' || need+=(libegl1)
 ldconfig -p | grep -q 'libvulkan.so.1' || need+=(libvulkan1)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 # SAPIEN rejects Debian 12's Mesa 22 lavapipe; Mesa >= 25 (bookworm-backports) works.
 mesa_ok() {

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_act import (ACTION_DIM, CHUNK, LeRobotReference, LeRobotStepReference, make_tiny_act,  # noqa: E402
                        make_tiny_diffusion, random_obs)
 
-from robobench.server import FeatureSpec, RandomPolicy, http_get, norm_stats_hash, serve
+from robobench.server import FeatureSpec, RandomPolicy, http_get, serve
+from robobench.checkpoints import norm_stats_hash
 
 pytestmark = pytest.mark.net
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robobench.training import TrainConfig, train, _Trainer, latest_checkpoint, is_complete, HubWeightsMissing, cli_train
+from robobench.training import TrainConfig, train, _Trainer, HubWeightsMissing, cli_train
+from robobench.checkpoints import latest_checkpoint, is_complete
 
 STATE, ENV, ACTION, CAM = 'observation.state', 'observation.environment_state', 'action', 'observation.images.top'
 from tests._lerobot_data import make_lerobot as _make_lerobot, gradient_frames
