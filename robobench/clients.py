@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_clients.ipynb #f503e060
 from __future__ import annotations
-import abc, collections, dataclasses, inspect, os, re, time, warnings
+import abc, collections, collections.abc, dataclasses, inspect, os, re, time, warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,9 +14,9 @@ from .core import Registry, RobobenchError, did_you_mean, import_object
 from .server import FeatureSpec, LeRobotPolicy, RandomPolicy, RequestError, check_actions, validate_request
 
 # %% auto #0
-__all__ = ['PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch',
-           'compat_problems', 'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable', 'ServerTimeout',
-           'ServerError', 'parse_host_port', 'WebsocketClient', 'make_client', 'ClientSpecError']
+__all__ = ['SPLAT_CAMERAS', 'PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'SplatView', 'scale_action', 'ChunkedClient',
+           'PolicyEnvMismatch', 'compat_problems', 'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable',
+           'ServerTimeout', 'ServerError', 'parse_host_port', 'WebsocketClient', 'make_client', 'ClientSpecError']
 
 # %% ../nbs/05_clients.ipynb #6b6a531d
 @dataclasses.dataclass
@@ -95,6 +95,36 @@ def env_obs_to_request(obs: dict, instruction: str | None = None, features=None,
                            f"(env obs keys {sorted(obs)}; rename cameras with camera_map={{env_cam: policy_cam}})")
         req = {k: v for k, v in req.items() if k in features or k == 'task'}
     return req
+
+SPLAT_CAMERAS = {  # PolaRiS's view names -> each env family's camera for it: third-person -> external_cam, wrist -> wrist_cam
+    'maniskill': {'external_cam': 'base_camera', 'wrist_cam': 'hand_camera'},
+    'robosuite': {'external_cam': 'agentview', 'wrist_cam': 'robot0_eye_in_hand'},
+    'aloha': {'external_cam': 'top', 'wrist_cam': 'left_wrist'},
+    'toy': {'external_cam': 'top'},
+}
+
+class SplatView(collections.abc.Mapping):
+    """PolaRiS's `obs["splat"]`: camera images under PolaRiS's names (`external_cam`, `wrist_cam`) aliasing the env's
+    cameras (`SPLAT_CAMERAS[backend]`, overridden by `cameras`). An image the observation already holds is used as is;
+    any other is rendered on first access, so a client that never looks at it costs nothing."""
+    def __init__(self, env, images: dict | None = None, cameras: dict | None = None):
+        self.env, self.images, self._cache = env, images or {}, {}
+        self.cameras = {**SPLAT_CAMERAS.get(env.spec.backend, {}), **(cameras or {})}
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.cameras:
+            raise KeyError(did_you_mean(name, self.cameras, 'splat view') + f"; map it to a camera of {self.env.spec.env_id} "
+                           f"with splat_cameras={{'{name}': CAMERA}} (cameras: {self.env.available_cameras()})")
+        cam = self.cameras[name]
+        if cam in self.images: return self.images[cam]
+        if cam not in self._cache:
+            if cam not in self.env.available_cameras():
+                raise KeyError(f"splat view {name!r} is camera {cam!r}, which {self.env.spec.env_id} does not have "
+                               f"(cameras: {self.env.available_cameras()}); set splat_cameras={{'{name}': CAMERA}}")
+            self._cache[cam] = self.env.render(cam)
+        return self._cache[cam]
+    def __iter__(self): return iter(self.cameras)
+    def __len__(self): return len(self.cameras)
+    def __repr__(self): return f'SplatView({self.cameras})'
 
 def scale_action(action: np.ndarray, scale=1.0) -> np.ndarray:
     "Default `mapping_function`: `action * scale` (scale: number or per-dimension array)."

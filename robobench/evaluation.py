@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, quiet_datasets, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
                             seed_everything, to_jsonable, did_you_mean)
+from .clients import SplatView
 from .stats import (OUTCOMES, episodes_needed, is_error, latest_records, mcnemar_exact, outcome, summarize,
                              summary_line, task_breakdown, wilson_interval)
 
@@ -85,7 +86,7 @@ def overlay_info(frame: np.ndarray, info: dict) -> np.ndarray:
 
 def run_episode(env, client, seed: int, max_steps: int | None = None, video: bool = False, camera: str | None = None,
                 video_every: int = 1, video_max_side: int | None = 256, keep_trajectory: bool = False,
-                video_overlay: bool = False) -> Episode:
+                video_overlay: bool = False, splat_cameras: dict | None = None) -> Episode:
     """Roll `client` out in `env` for the episode given by `seed`. Never raises for a failing client, server or
     simulator: the record's `outcome` is 'success', 'failure' (the policy did not succeed in time) or 'error'
     (something broke: its `error` keeps type, message, phase and tracebacks). Errors are not failures."""
@@ -107,6 +108,7 @@ def run_episode(env, client, seed: int, max_steps: int | None = None, video: boo
         if video: frames.append(frame(step=0, reward=0.0, success=bool(info.get('success'))))
         for t in range(max_steps):
             phase = 'infer'
+            obs['splat'] = SplatView(env, obs.get('images'), splat_cameras)   # PolaRiS clients read obs['splat'][view]
             ti = time.perf_counter()
             action, _ = client.infer(obs, obs.get('instruction', ''))
             infer_s += time.perf_counter() - ti
@@ -158,6 +160,7 @@ class EvalConfig:
     video_outcomes: str = 'auto'        # auto (every failure and error + `video_successes` successes) | all | success | failure
     video_successes: int = 4            # with video_outcomes='auto': how many success videos to keep
     video_overlay: bool = False         # write step, reward and success on each video frame
+    splat_cameras: dict | None = None   # PolaRiS obs['splat'] view -> env camera (default: clients.SPLAT_CAMERAS)
     video_episodes: int | None = None   # record video only for the first N seeds (None: every episode)
     dump_failed: bool = False           # failed trajectories -> failed/ (LeRobot dataset)
     run_folder: str | None = None
@@ -199,7 +202,7 @@ class _Worker:
         want_video = cfg.video and self.run_dir is not None and (cfg.video_episodes is None or seed - cfg.start_seed < cfg.video_episodes)
         ep = run_episode(self.env, self.client, seed, cfg.max_steps, video=want_video,
                          camera=cfg.video_camera, video_every=cfg.video_every, video_max_side=cfg.video_max_side,
-                         video_overlay=cfg.video_overlay,
+                         video_overlay=cfg.video_overlay, splat_cameras=cfg.splat_cameras,
                          keep_trajectory=self.run_dir is not None)
         rec = ep.record
         if rec['outcome'] == 'error' and (rec.get('error') or {}).get('phase') in ('env_reset', 'env_step', 'render'):
@@ -579,6 +582,8 @@ def cli_eval(argv: list[str] | None = None) -> int:
     ap.add_argument('--video-successes', type=int, default=4, help='with --video-outcomes auto: success videos to keep')
     ap.add_argument('--video-episodes', type=int, default=None, help='render videos only for the first N seeds (saves time)')
     ap.add_argument('--video-overlay', action='store_true', help='write step, reward and success on each video frame')
+    ap.add_argument('--splat-cameras', default=None, help='JSON map of PolaRiS obs["splat"] views to env cameras, '
+                    'e.g. \'{"external_cam": "agentview", "wrist_cam": "robot0_eye_in_hand"}\'')
     ap.add_argument('--dump-failed', action='store_true', help='write failed trajectories to RUN/failed/ as a LeRobot dataset')
     ap.add_argument('--env-kwargs', default='{}', help='JSON dict of env kwargs (control_mode, cameras, ...)')
     ap.add_argument('--trust-remote-code', action='store_true',
@@ -604,7 +609,7 @@ def cli_eval(argv: list[str] | None = None) -> int:
                    ray_address=a.ray_address, max_steps=a.max_steps, run_folder=run_folder, video=not a.no_video,
                    video_camera=a.video_camera, video_fps=a.video_fps, video_every=a.video_every,
                    video_outcomes=a.video_outcomes, video_successes=a.video_successes, video_episodes=a.video_episodes,
-                   video_overlay=a.video_overlay,
+                   video_overlay=a.video_overlay, splat_cameras=_json.loads(a.splat_cameras) if a.splat_cameras else None,
                    dump_failed=a.dump_failed, env_kwargs=env_kwargs,
                    client_kwargs=kw)
     s = res.summary

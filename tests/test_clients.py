@@ -102,37 +102,61 @@ def test_wrong_api_key_is_a_permission_error():
         c.close()
 
 
-# Seed 000 (PolaRiS) minimal example, unchanged but for the server's reply key ("actions", as openpi servers send).
+# PolaRiS's custom-client example (seed 000), verbatim: only the imports above were added.
 @InferenceClient.register(client_name="CustomPolicy")
 class CustomPolicy(InferenceClient):
     def __init__(self, args: PolicyArgs):
-        self.client = websocket_client_policy.WebsocketClientPolicy(host=args.host, port=args.port)
+        # inititalize any necessary state (obs history, action chunks, etc.)
+        self.client = websocket_client_policy.WebsocketClientPolicy(
+            host=args.host, port=args.port
+        )
 
     @property
     def rerender(self) -> bool:
+        """
+        Policy requests a rerender of the visualization. Optimization for less splat rendering
+        for chunked policies. Can default to always True if optimization is not desired.
+        """
         return True
 
     def infer(self, obs, instruction, return_viz: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """
+        Does inference on observation and returns action and visualization. If visualization is not needed, return None.
+        """
         request_data = {
             "external_image": obs["splat"]["external_cam"],
             "wrist_image": obs["splat"]["wrist_cam"],
             "instruction": instruction,
         }
-        server_response = self.client.infer(request_data)
-        return server_response["actions"], None
+        server_response= self.client.infer(request_data)
+        return server_response["action"], None 
 
     def reset(self):
+        """
+        Resets the client to start a new episode. Useful if policy is stateful.
+        """
         pass
 
 
-def test_seed000_custom_client_by_name():
-    with serve(RandomPolicy(action_dim=8, horizon=10)) as srv:
-        c = make_client('CustomPolicy', host=srv.host, port=srv.port)
-        assert isinstance(c, CustomPolicy) and 'CustomPolicy' in InferenceClient.names()
-        img = np.zeros((32, 32, 3), np.uint8)
-        action, viz = c.infer({'splat': {'external_cam': img, 'wrist_cam': img}}, 'put the food in the bowl')
-        assert action.shape == (10, 8) and viz is None and c.rerender
-        c.client._ws.close()
+@pytest.mark.sim
+@pytest.mark.net
+def test_seed000_polaris_client_verbatim_on_a_real_env(tmp_path):
+    "The seed's class, by name, against an openpi-style server answering 'action', on robosuite Lift: 0 error episodes."
+    from tests._openpi_server import OpenpiLikeServer
+    from robobench.evaluation import evaluate
+    seen = []
+    def policy(req):   # what a PolaRiS policy server gets: its own keys, two upright HxWx3 uint8 images, the instruction
+        assert sorted(req) == ['external_image', 'instruction', 'wrist_image'], sorted(req)
+        for k in ('external_image', 'wrist_image'):
+            assert req[k].dtype == np.uint8 and req[k].ndim == 3 and req[k].shape[2] == 3, (k, req[k].shape)
+        seen.append((req['external_image'].shape, req['wrist_image'].shape, req['instruction']))
+        return {'action': np.zeros(7, np.float32)}
+    with OpenpiLikeServer(policy) as srv:
+        res = evaluate('robosuite/Lift', 'CustomPolicy', episodes=2, max_steps=3, client_kwargs={'port': srv.port},
+                       run_folder=tmp_path, progress=False, video=False)
+    assert 'CustomPolicy' in InferenceClient.names()
+    assert res.summary['errors'] == 0 and res.summary['episodes'] == 2, res.episodes
+    assert len(seen) == 6 and seen[0] == ((84, 84, 3), (256, 256, 3), 'lift the red cube')   # agentview, eye-in-hand
 
 
 def test_rerender_only_at_chunk_boundaries_when_images_matter():

@@ -90,32 +90,13 @@ def test_a_server_side_error_keeps_its_remote_traceback(tmp_path):
     assert res.summary['errors'] == 1 and res.summary['episodes'] == 2
 
 
-def _bare_openpi_server(port, stop, chunk):
-    "What openpi's own WebsocketPolicyServer does by default: metadata {} first, then one packed reply per request."
-    import asyncio
-    from websockets.asyncio.server import serve as ws_serve
-    from openpi_client import msgpack_numpy
-    async def handler(ws):
-        packer = msgpack_numpy.Packer()
-        await ws.send(packer.pack({}))
-        async for msg in ws:
-            msgpack_numpy.unpackb(msg)
-            await ws.send(packer.pack({'actions': chunk}))
-    async def main():
-        async with ws_serve(handler, '127.0.0.1', port, compression=None, max_size=None):
-            while not stop.is_set(): await asyncio.sleep(0.05)
-    asyncio.run(main())
-
-
 @pytest.mark.net
 def test_metadata_less_server_assumptions_are_recorded_and_overridable(tmp_path):
-    port, stop = free_port(), threading.Event()
+    from tests._openpi_server import OpenpiLikeServer
     chunk = np.tile(np.array([[0.3, -0.3]], np.float32), (6, 1))
-    t = threading.Thread(target=_bare_openpi_server, args=(port, stop, chunk), daemon=True); t.start()
-    try:
-        time.sleep(0.5)
+    with OpenpiLikeServer(lambda obs: {'actions': chunk}) as srv:   # openpi's default: metadata {}
         with pytest.warns(RuntimeWarning, match='no metadata.*whole chunk'):
-            res = evaluate('toy/Point', f'127.0.0.1:{port}', episodes=2, max_steps=12, run_folder=tmp_path / 'a',
+            res = evaluate('toy/Point', f'127.0.0.1:{srv.port}', episodes=2, max_steps=12, run_folder=tmp_path / 'a',
                            progress=False, video=False)
         info = read_json(tmp_path / 'a' / 'run_info.json')
         assert 'whole chunk' in info['assumptions']['n_action_steps'] and info['server_metadata'] is None
@@ -124,12 +105,10 @@ def test_metadata_less_server_assumptions_are_recorded_and_overridable(tmp_path)
         assert 'Assumed' in report(res).read_text()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            evaluate('toy/Point', f'127.0.0.1:{port}', episodes=2, max_steps=12, run_folder=tmp_path / 'b', progress=False,
+            evaluate('toy/Point', f'127.0.0.1:{srv.port}', episodes=2, max_steps=12, run_folder=tmp_path / 'b', progress=False,
                      video=False, client_kwargs={'n_action_steps': 2})
         info = read_json(tmp_path / 'b' / 'run_info.json')
         assert 'n_action_steps' not in info.get('assumptions', {}) and info['client_info']['n_action_steps'] == 2
-    finally:
-        stop.set(); t.join(5)
 
 
 @pytest.fixture(scope='module')
