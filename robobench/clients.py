@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .core import Registry, RobobenchError, did_you_mean, import_object
+from .layouts import get_layout, layout_request
 from .server import FeatureSpec, LeRobotPolicy, RandomPolicy, RequestError, check_actions, validate_request
 
 # %% auto #0
@@ -146,7 +147,7 @@ class ChunkedClient(InferenceClient):
     def __init__(self, n_action_steps: int | None = None, camera_map: dict | None = None,
                  obs_map: Callable[[dict, str], dict] | None = None,
                  mapping_function: Callable[[np.ndarray, Any], np.ndarray] | None = None, scale=1.0,
-                 control_mode: str | None = None):
+                 control_mode: str | None = None, layout: str | dict | None = None):
         if n_action_steps is not None and n_action_steps < 1: raise ValueError('n_action_steps must be >= 1')
         # from the CLI / papermill these arrive as text: JSON for maps and lists, package.module:name for code
         if isinstance(camera_map, str): camera_map = _json_option('camera_map', camera_map, dict)
@@ -155,6 +156,10 @@ class ChunkedClient(InferenceClient):
         if isinstance(mapping_function, str): mapping_function = import_object(mapping_function, 'mapping_function')
         self.n_action_steps, self.camera_map, self.obs_map = n_action_steps, camera_map, obs_map
         self.mapping_function, self.scale, self.control_mode = mapping_function or scale_action, scale, control_mode
+        # the request keys the server expects (robobench.layouts); None: LeRobot feature names
+        self.layout = None if layout in (None, 'lerobot') else get_layout(layout)
+        self.layout_name = 'lerobot' if self.layout is None else self.layout['name']
+        self.env_spec = None   # set by check_env / the rollout loop: layouts read named state entries from it
         self._queue: collections.deque = collections.deque()
         self.n_inferences, self.last_chunk, self.last_request = 0, None, None
         self._episode_start = True
@@ -164,6 +169,7 @@ class ChunkedClient(InferenceClient):
 
     def make_request(self, obs: dict, instruction: str | None) -> dict:
         if self.obs_map is not None: return self.obs_map(obs, instruction)
+        if self.layout is not None: return layout_request(self.layout, obs, instruction, self.env_spec)
         return env_obs_to_request(obs, instruction, self.features, self.camera_map)
 
     def infer(self, obs, instruction=None, return_viz: bool = False):
@@ -174,6 +180,11 @@ class ChunkedClient(InferenceClient):
             chunk = np.asarray(self.infer_chunk(req), np.float32)
             if chunk.ndim == 1: chunk = chunk[None]
             if chunk.ndim != 2: raise ValueError(f'policy returned actions of shape {chunk.shape}; expected [horizon, action_dim]')
+            if self.layout is not None and self.env_spec is not None and self.mapping_function is scale_action \
+                    and chunk.shape[1] != self.env_spec.action_dim:
+                raise RobobenchError(f"the {self.layout_name} server answers {chunk.shape[1]}-dim actions ({self.layout.get('control', '?')}); "
+                                     f"{self.env_spec.env_id} takes {self.env_spec.action_dim} (control_mode {self.env_spec.control_mode!r}).",
+                                     'choose the env controller the layout names (--env-kwargs), or map actions with --policy.mapping_function.')
             n = min(self.n_action_steps or len(chunk), len(chunk))
             self._queue.extend(chunk[:n])
             self.n_inferences += 1; self.last_chunk, self.last_request = chunk, req
@@ -190,6 +201,7 @@ class ChunkedClient(InferenceClient):
         return not self._queue and self.needs_images
     @property
     def needs_images(self) -> bool:
+        if self.layout is not None: return bool(self.layout.get('images'))
         feats = (getattr(self, 'metadata', None) or {}).get('input_features')
         if feats is None: return True   # unknown: render
         return any(FeatureSpec.from_dict(f).kind == 'uint8' for f in feats.values())
@@ -208,7 +220,7 @@ class ChunkedClient(InferenceClient):
     def reset(self) -> None: self._queue.clear(); self._episode_start = True
     def info(self) -> dict:
         "What an evaluation's run_info.json should store about this client (and what it had to assume)."
-        return {'client': getattr(self, 'client_name', type(self).__name__),
+        return {'client': getattr(self, 'client_name', type(self).__name__), 'layout': self.layout_name,
                 'n_action_steps': self.n_action_steps or 'whole chunk', 'control_mode': self.control_mode,
                 'scale': np.asarray(self.scale).tolist(),
                 'mapping_function': getattr(self.mapping_function, '__name__', repr(self.mapping_function)),
@@ -218,6 +230,7 @@ class ChunkedClient(InferenceClient):
         """Before the first episode: can this env feed the policy, and can the env take its actions? Builds the request
         an observation of `spec` would give (zeros of the right shapes) and checks it against the policy's metadata;
         raises `PolicyEnvMismatch` naming every difference. Policies without metadata are not checked."""
+        self.env_spec = spec
         problems = compat_problems(self, spec)
         if problems:
             md = getattr(self, 'metadata', None) or {}
@@ -240,7 +253,7 @@ def compat_problems(client, spec) -> list[str]:
     md = getattr(client, 'metadata', None)
     if not isinstance(md, dict) or not md: return []
     out = []
-    feats = md.get('input_features')
+    feats = md.get('input_features') if getattr(client, 'layout', None) is None else None   # a layout speaks other keys
     if feats:
         specs = {k: FeatureSpec.from_dict(v) for k, v in feats.items()}
         try: req = client.make_request(_zeros_obs(spec), spec.instruction)
@@ -393,6 +406,8 @@ class WebsocketClient(ChunkedClient):
         self.assumptions = {}
         if self._user_steps is None and self.metadata.get('n_action_steps'):
             self.n_action_steps = int(self.metadata['n_action_steps'])
+        elif self._user_steps is None and (self.layout or {}).get('n_action_steps'):   # what the layout's own client runs
+            self.n_action_steps = int(self.layout['n_action_steps'])
         elif self._user_steps is None:   # e.g. openpi's own server, which sends {} by default
             self.assumptions['n_action_steps'] = ('whole chunk: the server sent no n_action_steps in its metadata; '
                                                   'pass --policy.n_action_steps N (n_action_steps=N) to execute N actions per request')
@@ -426,7 +441,9 @@ class WebsocketClient(ChunkedClient):
             self.close()
             raise ServerUnavailable(f'lost the policy server ws://{self.host}:{self.port}: {type(e).__name__}: {e}') from e
         self.last_server_timing = out.get('server_timing')
-        return out['actions']
+        for key in ('actions', 'action'):   # openpi servers answer `actions`; PolaRiS / CogACT-style ones may say `action`
+            if key in out: return out[key]
+        raise ServerError(f"the reply has no 'actions' (keys: {sorted(out)})", f'ws://{self.host}:{self.port}')
 
     def close(self):
         if getattr(self, '_client', None) is not None: self._client.close()

@@ -96,6 +96,7 @@ def run_episode(env, client, seed: int, max_steps: int | None = None, video: boo
     frames, traj = [], ({'state': [], 'env_state': [], 'action': []} if keep_trajectory else None)
     ret, length, success, reason, err = 0.0, 0, False, None, None
     infer_s, task, phase = 0.0, None, 'client_reset'
+    if getattr(client, 'env_spec', False) is None: client.env_spec = env.spec   # layouts read named state entries
     try:
         client.reset()
         phase = 'env_reset'
@@ -161,6 +162,7 @@ class EvalConfig:
     video_successes: int = 4            # with video_outcomes='auto': how many success videos to keep
     video_overlay: bool = False         # write step, reward and success on each video frame
     splat_cameras: dict | None = None   # PolaRiS obs['splat'] view -> env camera (default: clients.SPLAT_CAMERAS)
+    layout: str | None = None           # request keys the server expects: lerobot (default), openpi-libero, ... (robobench.layouts)
     video_episodes: int | None = None   # record video only for the first N seeds (None: every episode)
     dump_failed: bool = False           # failed trajectories -> failed/ (LeRobot dataset)
     run_folder: str | None = None
@@ -176,7 +178,7 @@ class EvalConfig:
     def identity(self) -> dict:
         "The fields that must match to resume into an existing run folder."
         return to_jsonable({'env': self.env, 'client': self.client_name(), 'client_kwargs': self.client_kwargs, 'env_kwargs': self.env_kwargs,
-                            'max_steps': self.max_steps})
+                            'max_steps': self.max_steps, **({'layout': self.layout} if self.layout else {})})
 
 def pending_seeds(cfg: EvalConfig, records: list[dict]) -> list[int]:
     "Seeds of the requested range still to run: no record, or only an error record."
@@ -191,7 +193,7 @@ class _Worker:
         self.cfg, self.run_dir = cfg, Path(run_dir) if run_dir else None
         self.env = make_env(cfg.env, **cfg.env_kwargs)
         try:
-            self.client = resolve_client(cfg.client, env=self.env, **cfg.client_kwargs)
+            self.client = resolve_client(cfg.client, env=self.env, **cfg.client_kwargs, **({'layout': cfg.layout} if cfg.layout else {}))
             check = getattr(self.client, 'check_env', None)   # fail fast: one clear message instead of N identical errors
             if check is not None: check(self.env.spec)
         except BaseException:

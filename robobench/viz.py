@@ -149,7 +149,7 @@ def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None)
              f"<p><b>{s['successes']}/{s['episodes']}</b> completed episodes succeeded = <b>{(s['success_rate'] or 0):.1%}</b> "
              f"(95% Wilson interval {lo:.1%}–{hi:.1%}); mean length {s.get('mean_length') or 0:.1f}; "
              f"failure reasons: {html.escape(json.dumps(s.get('failure_reasons', {})))}; policy: {html.escape(policy_label(res, info))}; "
-             f"layout: {html.escape(str(info.get('layout') or res.config.client_kwargs.get('layout') or 'lerobot'))} (request keys)</p>"]
+             f"layout: {html.escape(str((info.get('client_info') or {}).get('layout') or res.config.layout or res.config.client_kwargs.get('layout') or 'lerobot'))} (request keys)</p>"]
     if s.get('errors'):
         parts.append(f'<p style="background:#fdd;padding:6px;border:2px solid #c00"><b>{s["errors"]} episode(s) ended in an ERROR</b> '
                      f'and are not counted in the success rate ({html.escape(json.dumps(s.get("error_reasons", {})))}; seeds '
