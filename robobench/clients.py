@@ -17,7 +17,8 @@ from .server import FeatureSpec, LeRobotPolicy, RandomPolicy, RequestError, chec
 # %% auto #0
 __all__ = ['SPLAT_CAMERAS', 'PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'SplatView', 'scale_action', 'ChunkedClient',
            'PolicyEnvMismatch', 'compat_problems', 'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable',
-           'ServerTimeout', 'ServerError', 'parse_host_port', 'WebsocketClient', 'make_client', 'ClientSpecError']
+           'ServerTimeout', 'ServerError', 'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'make_client',
+           'ClientSpecError']
 
 # %% ../nbs/05_clients.ipynb #6b6a531d
 @dataclasses.dataclass
@@ -339,34 +340,33 @@ def parse_host_port(spec: str) -> tuple[str, int] | None:
     if not m or not (0 < int(m.group(2)) < 65536): return None
     return m.group(1).strip('[]'), int(m.group(2))
 
-def _timeout_openpi_client():
-    from openpi_client import msgpack_numpy
-    from openpi_client.websocket_client_policy import WebsocketClientPolicy
-    import websockets.sync.client
+class OpenpiConnection:
+    """One connection speaking openpi's websocket protocol, with deadlines: the handshake (with openpi's
+    `Authorization: Api-Key` header) and the metadata frame within `connect_timeout`, each reply within `timeout`.
+    Frames are packed with openpi-client's public `msgpack_numpy`; a text reply (the server's traceback) raises
+    `ServerError`. openpi's `WebsocketClientPolicy` waits forever instead, so robobench owns this small piece."""
+    def __init__(self, host: str, port: int, api_key: str | None = None, connect_timeout: float = 10.0, timeout: float = 30.0):
+        from openpi_client import msgpack_numpy
+        import websockets.sync.client, warnings
+        self.url, self.timeout, self._mp = f'ws://{host}:{port}', timeout, msgpack_numpy
+        self._packer = msgpack_numpy.Packer()
+        headers = {'Authorization': f'Api-Key {api_key}'} if api_key else None
+        with warnings.catch_warnings():   # websockets >= 15 warns when connect() is not used as a context manager
+            warnings.simplefilter('ignore', DeprecationWarning)
+            self.ws = websockets.sync.client.connect(self.url, compression=None, max_size=None, additional_headers=headers,
+                                                     open_timeout=connect_timeout, close_timeout=1)
+        try: self.metadata = msgpack_numpy.unpackb(self.ws.recv(timeout=connect_timeout))
+        except BaseException: self.close(); raise
 
-    class TimeoutWebsocketClientPolicy(WebsocketClientPolicy):
-        "openpi's client with deadlines on connect and receive."
-        def __init__(self, host, port, api_key=None, connect_timeout=10.0, timeout=30.0):
-            self._connect_timeout, self._timeout = connect_timeout, timeout
-            super().__init__(host=host, port=port, api_key=api_key)
-        def _wait_for_server(self):
-            headers = {'Authorization': f'Api-Key {self._api_key}'} if self._api_key else None
-            import warnings
-            with warnings.catch_warnings():  # websockets >= 15 warns when connect() is not used as a context manager
-                warnings.simplefilter('ignore', DeprecationWarning)
-                conn = websockets.sync.client.connect(self._uri, compression=None, max_size=None, additional_headers=headers,
-                                                      open_timeout=self._connect_timeout, close_timeout=1)
-            try: return conn, msgpack_numpy.unpackb(conn.recv(timeout=self._timeout))
-            except BaseException: conn.close(); raise
-        def infer(self, obs):
-            self._ws.send(self._packer.pack(obs))
-            response = self._ws.recv(timeout=self._timeout)
-            if isinstance(response, str): raise ServerError(response, f'ws://{self._uri.split("://")[-1]}')
-            return msgpack_numpy.unpackb(response)
-        def close(self):
-            try: self._ws.close()
-            except Exception: pass
-    return TimeoutWebsocketClientPolicy
+    def infer(self, obs: dict) -> dict:
+        self.ws.send(self._packer.pack(obs))
+        reply = self.ws.recv(timeout=self.timeout)
+        if isinstance(reply, str): raise ServerError(reply, self.url)
+        return self._mp.unpackb(reply)
+
+    def close(self):
+        try: self.ws.close()
+        except Exception: pass
 
 @InferenceClient.register(client_name='websocket')
 class WebsocketClient(ChunkedClient):
@@ -390,7 +390,7 @@ class WebsocketClient(ChunkedClient):
         import websockets.exceptions as wse
         t0 = time.monotonic()
         try:
-            self._client = _timeout_openpi_client()(self.host, self.port, self.api_key, self.connect_timeout, self.timeout)
+            self._client = OpenpiConnection(self.host, self.port, self.api_key, self.connect_timeout, self.timeout)
         except wse.InvalidStatus as e:
             code = e.response.status_code
             if code == 401: raise PermissionError(f'policy server ws://{self.host}:{self.port} refused the API key (HTTP 401)') from None
@@ -401,7 +401,7 @@ class WebsocketClient(ChunkedClient):
         except (OSError, wse.WebSocketException) as e:
             raise ServerUnavailable(f'cannot reach policy server ws://{self.host}:{self.port} '
                                     f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}') from e
-        self.metadata = self._client.get_server_metadata()
+        self.metadata = self._client.metadata
         if not isinstance(self.metadata, dict): self.metadata = {}
         self.assumptions = {}
         if self._user_steps is None and self.metadata.get('n_action_steps'):
