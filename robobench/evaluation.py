@@ -569,7 +569,7 @@ def cli_eval(argv: list[str] | None = None) -> int:
                                  'Extra --policy.<name> VALUE pairs go to the client (e.g. --policy.port 8000).')
     ap.add_argument('--environment', '--env', dest='env', required=True, help='env id, e.g. maniskill/PickCube-v1')
     ap.add_argument('--policy.client', dest='client', default=None, help='registered client name (websocket, random, scripted, yours)')
-    ap.add_argument('-m', '--model', default=None, help='host:port of a policy server, or a checkpoint dir (seed 003 style)')
+    ap.add_argument('-m', '--model', default=None, help='host:port of a policy server, or a checkpoint dir (as `eval_sim.py -m host:port`)')
     ap.add_argument('--episodes', '--num-episodes', type=int, default=50)
     ap.add_argument('--start-seed', '--start-episode', type=int, default=0)
     ap.add_argument('--workers', '--num-processes', type=int, default=1)

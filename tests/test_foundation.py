@@ -117,3 +117,11 @@ def test_readme_is_rendered_from_index_notebook():
     assert r.returncode == 0, r.stdout
     first_screen = (ROOT / 'README.md').read_text()[:2500]
     assert 'make test' in first_screen and 'robobench doctor' in first_screen and 'Python 3.12' in first_screen
+
+
+def test_every_cli_verb_points_at_a_real_function():
+    import importlib
+    from robobench.cli import VERBS, available_verbs
+    assert available_verbs() == VERBS
+    for verb, (mod, fn, help_) in VERBS.items():
+        assert callable(getattr(importlib.import_module(mod), fn)) and help_, verb
