@@ -12,9 +12,9 @@ from typing import Any, Callable, Iterable, Iterator
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT',
            'to_jsonable', 'atomic_write_text', 'atomic_write_json', 'read_json', 'append_jsonl', 'read_jsonl',
-           'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require', 'import_object',
-           'quiet_datasets', 'init_ray', 'RobobenchError', 'debug_enabled', 'one_line_error', 'package_version',
-           'git_info', 'run_info', 'make_run_dir', 'free_port']
+           'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean', 'Registry', 'require', 'parse_value',
+           'import_object', 'quiet_datasets', 'init_ray', 'RobobenchError', 'debug_enabled', 'one_line_error',
+           'package_version', 'git_info', 'run_info', 'make_run_dir', 'free_port']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -177,6 +177,12 @@ def require(module: str, hint: str | None = None):
     except ImportError as e:
         raise ImportError(f"robobench needs {module!r} for this ({e}). "
                           f"{hint or 'Run `make setup` (or `robobench doctor` to see what is missing).'}") from e
+
+def parse_value(text: str):
+    "The one parser of `--policy.<name> VALUE` options: JSON (numbers, true/false, null, lists, maps), else the text itself."
+    if not isinstance(text, str): return text
+    try: return json.loads(text)
+    except ValueError: return text
 
 def import_object(spec: str, what: str = 'object'):
     "The object named by 'package.module:name' (imports the module; the current dir is importable, as for uvicorn)."

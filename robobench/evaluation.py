@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import numpy as np
-from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, quiet_datasets, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
+from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, parse_value, quiet_datasets, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
                             seed_everything, to_jsonable, did_you_mean)
 from .clients import SplatView
 from .stats import (OUTCOMES, episodes_needed, is_error, latest_records, mcnemar_exact, outcome, summarize,
@@ -548,7 +548,7 @@ def compare(run_a, run_b) -> dict:
 
 # %% ../nbs/06_evaluation.ipynb #4a872f19
 def _parse_policy_args(extra: list[str]) -> dict:
-    "PolaRiS-style `--policy.<name> value` pairs into client kwargs (numbers parsed)."
+    "PolaRiS-style `--policy.<name> value` pairs into client kwargs (values parsed by `core.parse_value`)."
     out, i = {}, 0
     while i < len(extra):
         a = extra[i]
@@ -557,10 +557,7 @@ def _parse_policy_args(extra: list[str]) -> dict:
         if '=' in key: key, val = key.split('=', 1); i += 1
         elif i + 1 < len(extra) and not extra[i + 1].startswith('--'): val = extra[i + 1]; i += 2
         else: val = 'true'; i += 1
-        for cast in (int, float):
-            try: val = cast(val); break
-            except (TypeError, ValueError): pass
-        out[key] = {'true': True, 'false': False}.get(val, val) if isinstance(val, str) else val
+        out[key] = parse_value(val)   # the one value parser: JSON, else the text
     return out
 
 def cli_eval(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 import numpy as np
 from .core import (atomic_write_json, append_jsonl, read_json, read_jsonl, did_you_mean, UnknownNameError,
-                            pick_device, run_info, to_jsonable)
+                            parse_value, pick_device, run_info, to_jsonable)
 from .checkpoints import (COMPLETE, atomic_dir, clean_partial, latest_checkpoint, load_training_state,
                                    save_training_state, swap_in)
 
@@ -637,10 +637,6 @@ def train(config: TrainConfig | None = None, progress: bool = True, live_plot: b
     return t.run()
 
 # %% ../nbs/08_training.ipynb #351ee772
-def _parse_value(v: str):
-    try: return json.loads(v)
-    except ValueError: return v
-
 def train_arg_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='robobench train', description='Finetune a LeRobot policy with periodic simulator evaluation.',
                                  epilog='Any --policy.<field>=<value> sets a field of the LeRobot policy config (e.g. --policy.dim_model=128).')
@@ -694,7 +690,7 @@ def parse_train_args(argv: list[str] | None = None) -> TrainConfig:
         if a.startswith('--policy.'):
             k, eq, v = a[len('--policy.'):].partition('=')
             if not eq: i += 1; v = argv[i] if i < len(argv) else ''
-            pol_kw[k.replace('-', '_')] = _parse_value(v)
+            pol_kw[k.replace('-', '_')] = parse_value(v)
         else: rest.append(a)
         i += 1
     a = vars(train_arg_parser().parse_args(rest))   # every flag but --no-dagger-filter is named like its TrainConfig field
