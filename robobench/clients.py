@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .core import Registry, RobobenchError, did_you_mean, import_object
+from .core import Registry, RobobenchError, did_you_mean, import_object, parse_value
 from .layouts import get_layout, layout_request
 from .server import FeatureSpec, LeRobotPolicy, RandomPolicy, RequestError, check_actions, validate_request
 
@@ -135,12 +135,12 @@ def scale_action(action: np.ndarray, scale=1.0) -> np.ndarray:
 
 # %% ../nbs/05_clients.ipynb #8bb576bb
 def _json_option(name: str, text: str, kind):
-    import json
-    try: v = json.loads(text)
-    except ValueError as e:
-        raise RobobenchError(f'--policy.{name} {text!r} is not JSON ({e}).', f"""e.g. --policy.{name} '{'{"base_camera": "front"}' if kind is dict else '[1, 1, 1, 0.5]'}'""") from None
-    if not isinstance(v, kind): raise RobobenchError(f'--policy.{name} must be a JSON {getattr(kind, "__name__", "list or number")}, got {type(v).__name__}.')
-    return v
+    "A client option given as text (CLI, papermill): parsed by `core.parse_value`, which must give a `kind`."
+    v = parse_value(text)
+    if isinstance(v, kind): return v
+    example = '{"base_camera": "front"}' if kind is dict else '[1, 1, 1, 0.5]'
+    raise RobobenchError(f'--policy.{name} {text!r} is not JSON of a {"map" if kind is dict else "list or number"}.',
+                         f"e.g. --policy.{name} '{example}'")
 
 class ChunkedClient(InferenceClient):
     "Base for built-in clients: obs mapping → `infer_chunk` → open-loop queue of `n_action_steps` → `mapping_function`."
@@ -294,7 +294,7 @@ class LocalClient(ChunkedClient):
                  norm_stats=None, trust_remote_code: bool = False, **kw):
         # trust_remote_code: load a checkpoint whose config/processors name classes LeRobot does not register
         self.policy = LeRobotPolicy(path, device=device, unnorm_key=unnorm_key, norm_stats=norm_stats,
-                                    **({'trust_remote_code': True} if trust_remote_code else {}))
+                                    trust_remote_code=trust_remote_code)
         super().__init__(n_action_steps=n_action_steps or self.policy.n_action_steps, **kw)
         self.features, self.metadata = list(self.policy.input_features), self.policy.metadata
         self.check_execution(n_action_steps)

@@ -771,35 +771,34 @@ def convert_rlds_to_lerobot(rlds_dir, out, repo_id: str | None = None, fps: int 
         gen.close(); return out
     ds, feats, n_since = None, None, 0
     bar = tqdm(total=total, initial=done, desc=f'RLDS→LeRobot {info["name"]}', unit='ep', disable=not progress)
-    quiet = quiet_datasets().__enter__()
-    try:
-        for idx, steps, meta in gen:
-            ep = rlds_episode_to_lerobot(steps, meta, key_map)
-            if ds is None:
-                feats = _lerobot_features(spec, key_map, use_videos, has_success=ep['success'] is not None)
-                if done: ds = LeRobotDataset.resume(repo_id, root=out)
-                else: ds = LeRobotDataset.create(repo_id, fps=fps, features=feats, root=out, robot_type=robot_type,
-                                                 use_videos=use_videos)
-            T = len(ep[ACTION]) if ACTION in ep else len(next(v for k, v in ep.items() if k in feats))
-            task = ep.get('task') or default_task or info['name']
-            for t in range(T):
-                fr = {'task': task}
-                for k, f in feats.items():
-                    if k == 'success': fr[k] = np.array([bool(ep['success'])]); continue
-                    v = ep[k][t]
-                    if f['dtype'] in ('image', 'video'): fr[k] = v
-                    else: fr[k] = np.asarray(v, dtype=np.float32 if f['dtype'] == 'float32' else f['dtype']).reshape(f['shape'])
-                ds.add_frame(fr)
-            ds.save_episode()
-            append_jsonl(out/'meta'/'rlds_episode_metadata.jsonl',
-                         {'episode_index': int(idx), 'success': ep['success'], 'metadata': ep['episode_metadata']})
-            n_since += 1; bar.update(1)
-            if n_since >= checkpoint_every:
-                ds.finalize(); ds = LeRobotDataset.resume(repo_id, root=out); n_since = 0
-    finally:
-        bar.close()
-        if ds is not None: ds.finalize()
-        quiet.__exit__()
+    with quiet_datasets():   # no datasets 'Map' bar per saved episode: this loop shows its own
+        try:
+            for idx, steps, meta in gen:
+                ep = rlds_episode_to_lerobot(steps, meta, key_map)
+                if ds is None:
+                    feats = _lerobot_features(spec, key_map, use_videos, has_success=ep['success'] is not None)
+                    if done: ds = LeRobotDataset.resume(repo_id, root=out)
+                    else: ds = LeRobotDataset.create(repo_id, fps=fps, features=feats, root=out, robot_type=robot_type,
+                                                     use_videos=use_videos)
+                T = len(ep[ACTION]) if ACTION in ep else len(next(v for k, v in ep.items() if k in feats))
+                task = ep.get('task') or default_task or info['name']
+                for t in range(T):
+                    fr = {'task': task}
+                    for k, f in feats.items():
+                        if k == 'success': fr[k] = np.array([bool(ep['success'])]); continue
+                        v = ep[k][t]
+                        if f['dtype'] in ('image', 'video'): fr[k] = v
+                        else: fr[k] = np.asarray(v, dtype=np.float32 if f['dtype'] == 'float32' else f['dtype']).reshape(f['shape'])
+                    ds.add_frame(fr)
+                ds.save_episode()
+                append_jsonl(out/'meta'/'rlds_episode_metadata.jsonl',
+                             {'episode_index': int(idx), 'success': ep['success'], 'metadata': ep['episode_metadata']})
+                n_since += 1; bar.update(1)
+                if n_since >= checkpoint_every:
+                    ds.finalize(); ds = LeRobotDataset.resume(repo_id, root=out); n_since = 0
+        finally:
+            bar.close()
+            if ds is not None: ds.finalize()
     return out
 
 # %% ../nbs/03_data.ipynb #eb462d17

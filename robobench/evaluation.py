@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import numpy as np
-from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, parse_value, quiet_datasets, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
+from .core import (EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, import_object, parse_value, quiet_datasets, atomic_write_json, read_json, read_jsonl, run_info, make_run_dir,
                             seed_everything, to_jsonable, did_you_mean)
 from .clients import SplatView
 from .stats import (OUTCOMES, episodes_needed, is_error, latest_records, mcnemar_exact, outcome, summarize,
@@ -32,10 +32,8 @@ def resolve_client(client, env=None, **kwargs):
         client = dict(client); spec = client.pop('name', None) or client.pop('client'); kwargs = {**client, **kwargs}
     else: spec = client
     if isinstance(spec, str) and ':' in spec and spec.rsplit(':', 1)[1].isidentifier() and not spec.startswith(('ws:', 'wss:')):
-        import importlib
-        mod, name = spec.rsplit(':', 1)
-        if os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())   # like uvicorn's 'module:app'
-        obj = getattr(importlib.import_module(mod), name)
+        name = spec.rsplit(':', 1)[1]
+        obj = import_object(spec, 'client')   # importing the module registers its clients (like uvicorn's 'module:app')
         spec = getattr(obj, 'client_name', name) if isinstance(obj, type) else name
     if env is not None and spec == 'random': kwargs.setdefault('action_dim', env.spec.action_dim)
     if env is not None and spec == 'scripted': kwargs.setdefault('env', env)
@@ -119,7 +117,7 @@ def run_episode(env, client, seed: int, max_steps: int | None = None, video: boo
             phase = 'env_step'
             try:
                 obs, r, terminated, truncated, info = env.step(action, render_images=bool(getattr(client, 'rerender', True)))
-            except ActionError as e:   # the policy's actions do not fit the env: a mismatch, not a policy failure
+            except ActionError:   # the policy's actions do not fit the env: a mismatch, not a policy failure
                 phase = 'action'; raise
             if keep_trajectory: traj['action'].append(np.asarray(action, np.float32).reshape(-1))
             ret += r; length += 1
@@ -507,15 +505,15 @@ def dump_failed(out: Path, cfg: EvalConfig, trajs: list) -> dict:
         ds = (LeRobotDataset.resume('local/failed', root=out) if (out / 'meta' / 'info.json').exists() else
               LeRobotDataset.create('local/failed', fps=int(round(spec.fps)), features=dataset_features(spec), root=out,
                                     robot_type=spec.backend, use_videos=False))
-        quiet = quiet_datasets().__enter__()
-        try:
-            for s, t in new:
-                for st, es, a in zip(t['state'], t['env_state'], t['action']):
-                    ds.add_frame({'observation.state': st, 'observation.environment_state': es, 'action': a,
-                                  'episode_success': np.array([False]), 'seed': np.array([s], np.int64), 'task': spec.instruction})
-                ds.save_episode()
-                append_jsonl(out / 'robobench_episodes.jsonl', {'seed': s, 'success': False, 'steps': len(t['action']), 'saved': True})
-        finally: ds.finalize(); quiet.__exit__()
+        with quiet_datasets():   # no datasets 'Map' bar per saved episode: this loop shows its own
+            try:
+                for s, t in new:
+                    for st, es, a in zip(t['state'], t['env_state'], t['action']):
+                        ds.add_frame({'observation.state': st, 'observation.environment_state': es, 'action': a,
+                                      'episode_success': np.array([False]), 'seed': np.array([s], np.int64), 'task': spec.instruction})
+                    ds.save_episode()
+                    append_jsonl(out / 'robobench_episodes.jsonl', {'seed': s, 'success': False, 'steps': len(t['action']), 'saved': True})
+            finally: ds.finalize()
     return {'path': str(out), 'episodes': len(done) + len(new)}
 
 # %% ../nbs/06_evaluation.ipynb #fdc642ae

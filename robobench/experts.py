@@ -404,33 +404,32 @@ def collect(env: RobobenchEnv | str, episodes: int, out, start_seed: int = 0, ex
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=episodes, initial=min(done, episodes), desc=f'collect {spec.env_id}', unit='ep')
-    quiet = quiet_datasets().__enter__()
-    try:
-        while done < episodes and attempts < max_attempts:
-            r = rollout(env, actor, seed, render_images=bool(cameras), record=True)
-            attempts += 1
-            save = r['success'] or dump_failed
-            if save:
-                for obs, a in r['frames']:
-                    fr = {'observation.state': obs['state'], 'observation.environment_state': obs['env_state'],
-                          'action': a, 'episode_success': np.array([r['success']]), 'seed': np.array([seed], np.int64),
-                          'task': spec.instruction}
-                    for c in cameras: fr[f'observation.images.{c}'] = obs['images'][c]
-                    ds.add_frame(fr)
-                ds.save_episode()
-            append_jsonl(out/EPISODES_FILE, {'seed': seed, 'success': r['success'], 'steps': r['steps'], 'saved': save,
-                                             'episode_index': n_ep if save else None})
-            n_ep += int(save)
-            if r['success']:
-                done += 1
-                if bar is not None: bar.update(1)
-            if bar is not None: bar.set_postfix(seed=seed, success_rate=f"{done}/{rp['attempts'] + attempts}")
-            seed += 1
-    finally:
-        ds.finalize()
-        quiet.__exit__()
-        if bar is not None: bar.close()
-        if own: env.close()
+    with quiet_datasets():   # no datasets 'Map' bar per saved episode: this loop shows its own
+        try:
+            while done < episodes and attempts < max_attempts:
+                r = rollout(env, actor, seed, render_images=bool(cameras), record=True)
+                attempts += 1
+                save = r['success'] or dump_failed
+                if save:
+                    for obs, a in r['frames']:
+                        fr = {'observation.state': obs['state'], 'observation.environment_state': obs['env_state'],
+                              'action': a, 'episode_success': np.array([r['success']]), 'seed': np.array([seed], np.int64),
+                              'task': spec.instruction}
+                        for c in cameras: fr[f'observation.images.{c}'] = obs['images'][c]
+                        ds.add_frame(fr)
+                    ds.save_episode()
+                append_jsonl(out/EPISODES_FILE, {'seed': seed, 'success': r['success'], 'steps': r['steps'], 'saved': save,
+                                                 'episode_index': n_ep if save else None})
+                n_ep += int(save)
+                if r['success']:
+                    done += 1
+                    if bar is not None: bar.update(1)
+                if bar is not None: bar.set_postfix(seed=seed, success_rate=f"{done}/{rp['attempts'] + attempts}")
+                seed += 1
+        finally:
+            ds.finalize()
+            if bar is not None: bar.close()
+            if own: env.close()
     recs = read_jsonl(out/EPISODES_FILE)
     res = {'out': str(out), 'repo_id': repo_id, 'env_id': spec.env_id, 'saved_success': done,
            'saved_episodes': n_ep, 'attempts': len(recs), 'expert_success_rate': sum(r['success'] for r in recs) / max(1, len(recs)),
