@@ -36,9 +36,11 @@ nbcheck: setup
 	@$(BIN)/nbdev_export
 	@if [ -n "$$(git status --porcelain -- robobench nbs pyproject.toml)" ]; then echo "nbdev_export changed robobench/ (export and commit):"; git status --short -- robobench; git diff --stat; exit 1; fi
 	@echo "nbdev_clean / nbdev_export: no diff"
+	@$(BIN)/python scripts/lint.py
+	@$(BIN)/python scripts/import_cycles.py && echo "import cycles: none"
 
 nbtest: setup
-	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/nbdev_test --n_workers 2 --flags "slow sim"   # every cell, the simulator and slow ones included
 
 pytest: setup
 	$(BIN)/python -m pytest

@@ -27,7 +27,8 @@ def build_lerobot(root, frames, ep_len=250, sd=14, ad=7):
         st = rng.normal(size=(ep_len, sd)).astype(np.float32); es = rng.normal(size=(ep_len, 10)).astype(np.float32)
         ac = rng.normal(size=(ep_len, ad)).astype(np.float32)
         for t in range(ep_len):
-            ds.add_frame({'observation.state': st[t], 'observation.environment_state': es[t], 'action': ac[t], 'task': 'bench'})
+            ds.add_frame({'observation.state': st[t], 'observation.environment_state': es[t], 'action': ac[t],
+                          'task': 'bench'})
         ds.save_episode()
     ds.finalize()
 
@@ -54,7 +55,7 @@ def robobench_stats(root):
 
 
 def bench_convert(tmp, episodes=40, T=50):
-    from robobench.data import write_rlds_dataset, convert_rlds_to_lerobot
+    from robobench.rlds import write_rlds_dataset, convert_rlds_to_lerobot
     rng = np.random.default_rng(1)
     eps = [{'steps': {'observation/image': rng.integers(0, 255, (T, 64, 64, 3), dtype=np.uint8),
                       'observation/state': rng.normal(size=(T, 8)).astype(np.float32),

@@ -4,11 +4,11 @@
 (b) 2 process workers vs 1 worker, episodes/s (goal >= 1.7 on 2 cores)
 (c) remote (websocket server, chunked, render skipping) vs the same policy in-process (goal >= 0.9)
 
-usage: .venv/bin/python benchmarks/eval_overhead.py [--env maniskill/PickCube-v1] [--episodes 40] [--repeats 3] [--cameras base_camera]
+usage: .venv/bin/python benchmarks/eval_overhead.py [--env maniskill/PickCube-v1] [--episodes 40] [--repeats 3]
+                                                    [--cameras base_camera]
 Cameras are off by default (state obs): the simulator's rendering would otherwise dominate every ratio.
 """
 import argparse, statistics, time
-import numpy as np
 from robobench.envs import make_env
 from robobench.experts import make_expert
 from robobench.evaluation import evaluate
@@ -42,7 +42,9 @@ def via_evaluate(env_id, seeds, **kw):
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('--env', default='maniskill/PickCube-v1')
-    ap.add_argument("--episodes", type=int, default=40, help="per run; (b) needs enough episodes per worker for a steady state"); ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=40,
+                    help="per run; (b) needs enough episodes per worker for a steady state")
+    ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--cameras', default='', help='comma-separated cameras to render (default: none)')
     a = ap.parse_args(); seeds = list(range(1000, 1000 + a.episodes))
     ek = {'cameras': [c for c in a.cameras.split(',') if c]}
@@ -52,14 +54,15 @@ def main():
         bare.append(bare_loop(a.env, seeds, env_kwargs=ek)); ev.append(via_evaluate(a.env, seeds, env_kwargs=ek))
     med = lambda xs, i: statistics.median(x[i] for x in xs)
     print(f'(a) {a.env} steps/s, episode loop: bare {med(bare, 0):.0f}, evaluate() {med(ev, 0):.0f} '
-          f'-> ratio {med(ev, 0) / med(bare, 0):.3f} (goal >= 0.95); end to end incl. env construction: bare {med(bare, 1):.0f}, '
+          f'-> ratio {med(ev, 0) / med(bare, 0):.3f} (goal >= 0.95); '
+          f'end to end incl. env construction: bare {med(bare, 1):.0f}, '
           f'evaluate() {med(ev, 1):.0f} -> ratio {med(ev, 1) / med(bare, 1):.3f}')
     one, two = [], []
     for _ in range(a.repeats):
         one.append(via_evaluate(a.env, seeds, workers=1, backend='process', env_kwargs=ek))
         two.append(via_evaluate(a.env, seeds, workers=2, backend='process', env_kwargs=ek))
-    print(f'(b) episodes/s, steady state (first to last finished episode): 1 process worker {med(one, 3):.2f}, 2 workers '
-          f'{med(two, 3):.2f} -> ratio {med(two, 3) / med(one, 3):.2f} (goal >= 1.7); incl. worker start-up: '
+    print(f'(b) episodes/s, steady state (first to last finished episode): 1 process worker {med(one, 3):.2f}, '
+          f'2 workers {med(two, 3):.2f} -> ratio {med(two, 3) / med(one, 3):.2f} (goal >= 1.7); incl. worker start-up: '
           f'{med(one, 2):.2f} vs {med(two, 2):.2f} -> ratio {med(two, 2) / med(one, 2):.2f}')
     from robobench.server import serve, RandomPolicy
     env = make_env(a.env, **ek); dim = env.spec.action_dim; env.close()
@@ -67,11 +70,16 @@ def main():
     local, remote = [], []
     with serve(RandomPolicy(**pol)) as srv:
         for _ in range(a.repeats):
-            t0 = time.perf_counter(); r = evaluate(a.env, 'random', episodes=a.episodes, progress=False, video=False, env_kwargs=ek,
-                                                   client_kwargs={**pol, 'n_action_steps': 8}); local.append(time.perf_counter() - t0)
-            t0 = time.perf_counter(); r2 = evaluate(a.env, f'{srv.host}:{srv.port}', episodes=a.episodes, progress=False,
-                                                    video=False, env_kwargs=ek, client_kwargs={'n_action_steps': 8}); remote.append(time.perf_counter() - t0)
-    print(f'(c) random policy, horizon 8: in-process {statistics.median(local):.2f}s, websocket {statistics.median(remote):.2f}s '
+            t0 = time.perf_counter()
+            evaluate(a.env, 'random', episodes=a.episodes, progress=False, video=False, env_kwargs=ek,
+                     client_kwargs={**pol, 'n_action_steps': 8})
+            local.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            evaluate(a.env, f'{srv.host}:{srv.port}', episodes=a.episodes, progress=False, video=False, env_kwargs=ek,
+                     client_kwargs={'n_action_steps': 8})
+            remote.append(time.perf_counter() - t0)
+    print(f'(c) random policy, horizon 8: in-process {statistics.median(local):.2f}s, '
+          f'websocket {statistics.median(remote):.2f}s '
           f'-> remote/local speed ratio {statistics.median(local) / statistics.median(remote):.3f} (goal >= 0.9)')
 
 

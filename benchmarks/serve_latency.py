@@ -36,7 +36,8 @@ def bench(client, obs, n):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(); ap.add_argument('--n', type=int, default=300); ap.add_argument('--rounds', type=int, default=5)
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--n', type=int, default=300); ap.add_argument('--rounds', type=int, default=5)
     a = ap.parse_args(argv)
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
     from robobench.core import free_port
@@ -50,7 +51,8 @@ def main(argv=None):
     assert echo.stdout.readline().strip() == 'ready'
     srv = serve('random', subprocess_mode=True, action_dim=7, horizon=10)  # `robobench serve --policy random`
     try:
-        clients = {'robobench': WebsocketClientPolicy('127.0.0.1', srv.port), 'bare websockets+msgpack': WebsocketClientPolicy('127.0.0.1', port)}
+        clients = {'robobench': WebsocketClientPolicy('127.0.0.1', srv.port),
+                   'bare websockets+msgpack': WebsocketClientPolicy('127.0.0.1', port)}
         for c in clients.values(): bench(c, obs, 30)  # warm-up
         res = {k: [] for k in clients}
         for _ in range(a.rounds):
@@ -62,10 +64,11 @@ def main(argv=None):
             print(f'  {k:26s} p50 {p50[k]:6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms')
         r = p50['robobench'] / p50['bare websockets+msgpack']
         print(f'  ratio robobench / bare (p50): {r:.2f}x  (goal <= 1.10x: {"met" if r <= 1.10 else "NOT met"})')
-        print('  LeRobot async-inference server: not measured. Its gRPC protocol pickles observations and action chunks '
-              '(policy_server.py: pickle.loads on received bytes), so a client must unpickle the server\'s replies; '
-              'robobench does not run pickle on a network path, and the comparison also needs a trained checkpoint '
-              'loadable by that server plus its RemotePolicyConfig handshake - left for a follow-up.')
+        print('  LeRobot async-inference server: not measured. Its gRPC protocol pickles observations and '
+              'action chunks (policy_server.py: pickle.loads on received bytes), so a client must unpickle the '
+              "server's replies; robobench does not run pickle on a network path, and the comparison also needs "
+              'a trained checkpoint loadable by that server plus its RemotePolicyConfig handshake - left for a '
+              'follow-up.')
     finally:
         srv.stop(); echo.terminate(); echo.wait(5)
 

@@ -50,29 +50,33 @@ def run_robobench(root: Path, out: Path, steps: int, batch: int, cache: str, wor
     cmd = [str(BIN / 'robobench'), 'train', '--repo-ids', 'demos', '--root', str(root), '--policy', 'act',
            '--action-chunk-size', '20', '--n-action-steps', '10', *[f'--policy.{k}={v}' for k, v in ACT.items()],
            '--lr', '1e-4', '--batch-size', str(batch), '--training-steps', str(steps), '--log-freq', '50',
-           '--save-freq', str(steps), '--eval-freq', '0', '--device', 'cpu', '--cache', cache, '--num-workers', str(workers),
-           '--output-dir', str(out), '--seed', '0']
+           '--save-freq', str(steps), '--eval-freq', '0', '--device', 'cpu', '--cache', cache,
+           '--num-workers', str(workers), '--output-dir', str(out), '--seed', '0']
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0: raise SystemExit(f'robobench train failed:\n{p.stderr[-3000:]}')
-    recs = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines() if '"loss"' in l][1:]
+    recs = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines() if '"loss"' in line][1:]
     return {'step_s': statistics.median(r['update_s'] + r['data_s'] for r in recs),
-            'update_s': statistics.median(r['update_s'] for r in recs), 'data_s': statistics.median(r['data_s'] for r in recs),
+            'update_s': statistics.median(r['update_s'] for r in recs),
+            'data_s': statistics.median(r['data_s'] for r in recs),
             'wall_s': wall, 'windows': len(recs)}
 
 
 def step_ratio(a):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        print(f'collecting {a.demos} PickCube demos ({"128x128 video camera + " if a.video else ""}state) ...', flush=True)
+        print(f'collecting {a.demos} PickCube demos ({"128x128 video camera + " if a.video else ""}state) ...',
+              flush=True)
         print(f'  {collect_demos(d, a.demos, a.video):.1f} s', flush=True)
         lr = run_lerobot(d, d / 'lr_out', a.steps, a.batch, a.workers)
         rb = run_robobench(d, d / 'rb_out', a.steps, a.batch, 'auto', a.workers)
-        print(f"\nACT, batch {a.batch}, {a.steps} steps, {'video' if a.video else 'state'} dataset, medians over log windows of 50 steps")
+        print(f"\nACT, batch {a.batch}, {a.steps} steps, {'video' if a.video else 'state'} dataset, "
+              "medians over log windows of 50 steps")
         print(f"{'':22s}{'step ms':>9s}{'update ms':>11s}{'data ms':>9s}{'wall s':>8s}")
         for name, r in (('lerobot-train', lr), ('robobench train', rb)):
-            print(f"{name:22s}{1e3 * r['step_s']:9.1f}{1e3 * r['update_s']:11.1f}{1e3 * r['data_s']:9.2f}{r['wall_s']:8.1f}")
+            print(f"{name:22s}{1e3 * r['step_s']:9.1f}{1e3 * r['update_s']:11.1f}{1e3 * r['data_s']:9.2f}"
+                  f"{r['wall_s']:8.1f}")
         goal = 1.05 if a.video else 0.7
         print(f"\nstep-time ratio robobench / lerobot-train = {rb['step_s'] / lr['step_s']:.2f}  (goal <= {goal})")
         print(f"wall-time ratio (incl. start-up)         = {rb['wall_s'] / lr['wall_s']:.2f}")
@@ -86,14 +90,18 @@ def learning_check(a):
         print(f'collecting {a.demos} PickCube demos (state) ... {collect_demos(d, a.demos, False):.1f} s', flush=True)
         t0 = time.perf_counter()
         res = train(TrainConfig(repo_ids=['demos'], root=str(d), policy='act', policy_kwargs=ACT, action_chunk_size=20,
-                                n_action_steps=10, batch_size=32, lr=1e-4, training_steps=10**7, time_limit=60 * a.learn_minutes,
-                                save_freq=10**7, log_freq=100, output_dir=str(d / 'out'), seed=a.seed), progress=False, live_plot=False)
+                                n_action_steps=10, batch_size=32, lr=1e-4, training_steps=10**7,
+                                time_limit=60 * a.learn_minutes, save_freq=10**7, log_freq=100,
+                                output_dir=str(d / 'out'), seed=a.seed),
+                    progress=False, live_plot=False)
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        ev = evaluate('maniskill/PickCube-v1', str(res.final_dir), a.eval_episodes, start_seed=1000, video=False, progress=False)
+        ev = evaluate('maniskill/PickCube-v1', str(res.final_dir), a.eval_episodes, start_seed=1000, video=False,
+                      progress=False)
         s = ev.summary
         lo, hi = s['wilson_95']
-        print(f"\nACT trained {train_s:.0f} s wall ({res.step} steps, {train_s / res.step * 1e3:.0f} ms/step incl. start-up), "
+        print(f"\nACT trained {train_s:.0f} s wall ({res.step} steps, "
+              f"{train_s / res.step * 1e3:.0f} ms/step incl. start-up), "
               f"{a.demos} demos, seed {a.seed}")
         print(f"success on {s['episodes']} held-out seeds: {s['successes']}/{s['episodes']} = {s['success_rate']:.0%} "
               f"[{lo:.0%}, {hi:.0%}] (eval {time.perf_counter() - t1:.0f} s)")
@@ -104,7 +112,8 @@ if __name__ == '__main__':
     ap.add_argument('--demos', type=int, default=50)
     ap.add_argument('--steps', type=int, default=400)
     ap.add_argument('--batch', type=int, default=32)
-    ap.add_argument('--workers', type=int, default=2, help='DataLoader workers for lerobot-train (and robobench on the stock path)')
+    ap.add_argument('--workers', type=int, default=2,
+                    help='DataLoader workers for lerobot-train (and robobench on the stock path)')
     ap.add_argument('--video', action='store_true', help='add a 128x128 video camera to the dataset')
     ap.add_argument('--learn-minutes', type=float, default=0, help='run the learning check instead')
     ap.add_argument('--eval-episodes', type=int, default=50)

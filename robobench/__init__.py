@@ -16,11 +16,12 @@ _LAZY = {
     # envs
     'make_env': 'envs', 'list_envs': 'envs', 'EnvSpec': 'envs',
     'make_expert': 'experts', 'collect': 'experts', 'measure_expert': 'experts', 'make_expert_policy': 'experts',
-    'export_rlds': 'experts',
+    'export_rlds': 'experts', 'CollectConfig': 'experts', 'EpisodeWriter': 'writer',
     # datasets (a dataset's own browser is `ds.browse()`)
-    'open_dataset': 'data', 'convert_rlds_to_lerobot': 'data', 'mix_datasets': 'data', 'dagger_filter': 'data',
+    'open_dataset': 'data', 'convert_rlds_to_lerobot': 'rlds', 'mix_datasets': 'mixing', 'dagger_filter': 'mixing',
     # serving and clients
-    'serve': 'server', 'RandomPolicy': 'server', 'InferenceClient': 'clients', 'make_client': 'clients', 'PolicyArgs': 'clients',
+    'serve': 'server', 'RandomPolicy': 'policies', 'LeRobotPolicy': 'policies',
+    'InferenceClient': 'clients', 'make_client': 'clients', 'PolicyArgs': 'clients',
     # evaluation and viz
     'evaluate': 'evaluation', 'EvalConfig': 'evaluation', 'EvalResult': 'evaluation', 'compare': 'evaluation',
     'wilson_interval': 'stats', 'mcnemar_exact': 'stats', 'episodes_needed': 'stats', 'task_breakdown': 'stats',
@@ -39,6 +40,7 @@ def __getattr__(name: str):
     try: m = importlib.import_module(f'robobench.{mod}')
     except ModuleNotFoundError as e:
         raise AttributeError(f'robobench.{name} lives in robobench.{mod}, which could not be imported: {e}') from e
+    if mod == 'evaluation': importlib.import_module('robobench.viz')   # attaches res.show / browse / report (@patch)
     return getattr(m, name)
 
 def __dir__(): return sorted(list(globals()) + list(_LAZY))

@@ -16,7 +16,7 @@ VERBS = {
     'doctor':  ('robobench.doctor', 'cli_doctor', 'check this machine: packages, ffmpeg, EGL, Vulkan, simulators'),
     'collect': ('robobench.experts', 'cli_collect', 'run a scripted expert and write a LeRobot dataset'),
     'inspect': ('robobench.data', 'cli_inspect', 'summarize / check a LeRobot or RLDS dataset'),
-    'convert': ('robobench.data', 'cli_convert', 'convert an RLDS dataset to LeRobot v3'),
+    'convert': ('robobench.rlds', 'cli_convert', 'convert an RLDS dataset to LeRobot v3'),
     'serve':   ('robobench.server', 'cli_serve', 'serve a policy over the openpi websocket protocol'),
     'eval':    ('robobench.evaluation', 'cli_eval', 'evaluate a policy in ManiSkill3 / robosuite'),
     'train':   ('robobench.training', 'cli_train', 'finetune a LeRobot policy'),
@@ -25,7 +25,8 @@ VERBS = {
 }
 
 def available_verbs() -> dict[str, tuple]:
-    "The verbs of this install: the static table above (tests/test_foundation.py checks every entry points at a real function)."
+    """The verbs of this install: the static table above (tests/test_foundation.py checks every entry points at a real
+    function)."""
     return dict(VERBS)
 
 def usage() -> str:

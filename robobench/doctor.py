@@ -36,6 +36,7 @@ PACKAGES = {
     'numpy': ('>=2,<2.3', True), 'torch': (None, True), 'lerobot': ('==0.6.1', True),
     'openpi-client': ('==0.1.2', True), 'websockets': (None, True), 'msgpack': (None, True),
     'mani-skill': ('==3.0.1', True), 'robosuite': ('==1.5.2', True), 'mujoco': ('==3.8.1', True),
+    'gym-aloha': ('==0.1.5', True), 'dm-control': (None, True), 'gym-pusht': ('==0.1.8', True),
     'tensorflow-cpu': (None, False), 'tensorflow-datasets': (None, False),
     'papermill': (None, True), 'nbdev': ('>=2.4,<3', True), 'jupyterlab': (None, False),
     'ipywidgets': (None, True), 'matplotlib': (None, True), 'mediapy': (None, True), 'ray': (None, False),
@@ -51,7 +52,8 @@ def check_python(min_version=(3, 12)) -> CheckResult:
     "Python is new enough (lerobot 0.6.1 needs 3.12)."
     ok = sys.version_info[:2] >= min_version
     return CheckResult('python', ok, f'{platform.python_version()} at {sys.executable}',
-                       '' if ok else f'install Python {".".join(map(str, min_version))} (a `.python-version` file selects it for pyenv/uv)')
+                       '' if ok else f'install Python {".".join(map(str, min_version))} '
+                                     '(a `.python-version` file selects it for pyenv/uv)')
 
 def check_packages(packages: dict | None = None) -> list[CheckResult]:
     "Each package installed at a version that satisfies its pin."
@@ -114,9 +116,34 @@ import numpy as np
 for _ in range(3): env.step(np.zeros(env.action_dim))
 env.close(); print(f'stepped Lift, action dim {env.action_dim}')
 """, SETUP_HINT + ' (robosuite 1.5.2 needs mujoco==3.8.1)'),
+    'gym-aloha starts (TransferCube, dm_control)': ("""
+import numpy as np
+from dm_control import mujoco
+from dm_control.rl import control
+from gym_aloha.constants import ASSETS_DIR, DT, START_ARM_POSE
+from gym_aloha.tasks.sim import BOX_POSE, TransferCubeTask
+from gym_aloha.utils import sample_box_pose
+class Task(TransferCubeTask):   # gym-aloha's own get_observation renders three 480x640 cameras
+    def get_observation(self, physics): return {}
+physics = mujoco.Physics.from_xml_path(str(ASSETS_DIR / 'bimanual_viperx_transfer_cube.xml'))
+env = control.Environment(physics, Task(), float('inf'), control_timestep=DT)
+BOX_POSE[0] = sample_box_pose(0); env.reset()
+env.step(np.r_[START_ARM_POSE[:6], 1, START_ARM_POSE[8:14], 1])
+img = physics.render(24, 32, camera_id='top')
+print(f'stepped TransferCube, rendered {img.shape} with MUJOCO_GL={__import__("os").environ.get("MUJOCO_GL")}')
+""", SETUP_HINT + ' (gym-aloha 0.1.5 runs on dm-control 1.0.41, which needs mujoco==3.8.1; set MUJOCO_GL=egl)'),
+    'gym-pusht starts (PushT)': ("""
+import warnings; warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+import gymnasium as gym, gym_pusht
+env = gym.make('gym_pusht/PushT-v0', obs_type='pixels_agent_pos')
+env.reset(seed=0)
+obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+print(f"stepped PushT, image {obs['pixels'].shape}, coverage {info['coverage']:.2f}")
+""", SETUP_HINT),
     'MuJoCo offscreen rendering': ("""
 import mujoco
-m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos="0 0 1"/><geom type="sphere" size=".1"/></worldbody></mujoco>')
+m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos="0 0 1"/>'
+                                   '<geom type="sphere" size=".1"/></worldbody></mujoco>')
 d = mujoco.MjData(m); mujoco.mj_forward(m, d)
 with mujoco.Renderer(m, 32, 32) as r:
     r.update_scene(d); img = r.render()
@@ -145,8 +172,9 @@ def run_probe(name: str, code: str, fix: str, timeout: float = 180, env: dict | 
     if p.returncode == 0:
         out = (p.stdout.strip().splitlines() or ['ok'])[-1]
         return CheckResult(name, True, out, required=name not in OPTIONAL_PROBES, seconds=dt)
-    err = [l for l in (p.stderr or '').strip().splitlines() if l.strip()]
-    msg = next((l for l in reversed(err) if 'Error' in l or 'error' in l), err[-1] if err else f'exit {p.returncode}')
+    err = [line for line in (p.stderr or '').strip().splitlines() if line.strip()]
+    msg = next((line for line in reversed(err) if 'Error' in line or 'error' in line),
+               err[-1] if err else f'exit {p.returncode}')
     if p.returncode < 0: msg = f'crashed with signal {-p.returncode}; ' + msg
     return CheckResult(name, False, msg[-300:], fix, name not in OPTIONAL_PROBES, dt)
 
@@ -169,7 +197,7 @@ def doctor(quick: bool = False, workers: int = 2, on_result=None) -> list[CheckR
 def format_line(r: CheckResult, width: int = 24) -> str: return f'{r.mark:8} {r.name:{width}}  {r.detail}'
 
 def format_report(results: list[CheckResult], lines_done: bool = False) -> str:
-    "A one-screen table: mark, check, detail (unless `lines_done`: printed already); then what to install for every failed check."
+    "A one-screen table: mark, check, detail (unless `lines_done`: printed already); then how to fix each failure."
     w = max(len(r.name) for r in results)
     lines = [] if lines_done else [format_line(r, w) for r in results]
     bad = [r for r in results if not r.ok]
@@ -184,10 +212,12 @@ def cli_doctor(argv: list[str] | None = None) -> int:
     "`robobench doctor [--json] [--quick]`: exit 1 when a required part is missing."
     ap = argparse.ArgumentParser(prog='robobench doctor', description='Can this machine run each part of robobench?')
     ap.add_argument('--json', action='store_true', help='print machine-readable JSON')
-    ap.add_argument('--quick', action='store_true', help='skip starting simulators / TensorFlow / torch in child processes')
+    ap.add_argument('--quick', action='store_true',
+                    help='skip starting simulators / TensorFlow / torch in child processes')
     a = ap.parse_args(argv)
     live = None if a.json else (lambda r: print(format_line(r), flush=True))   # each check as it finishes
-    if live: print('checking this machine (the simulator / TensorFlow / torch probes take up to a minute)...', flush=True)
+    if live:
+        print('checking this machine (the simulator / TensorFlow / torch probes take up to a minute)...', flush=True)
     results = doctor(quick=a.quick, on_result=live)
     failed = any(r.required and not r.ok for r in results)
     if a.json: print(json.dumps({'ok': not failed, 'checks': to_jsonable(results)}, indent=2))

@@ -4,22 +4,30 @@ refused after the cast to float32, still serving, an evaluation over the websock
 runs the same here. On a bare CUDA machine with torch only, put the pure-Python packages of .venv (lerobot, datasets,
 draccus, gymnasium, websockets, openpi_client, fastcore, dill, multiprocess, mergedeep, termcolor, jsonlines, toml,
 typing_inspect, farama_notifications) and an `av` wheel on PYTHONPATH (about 55 MB)."""
-import json, os, subprocess, sys, time
+import json, subprocess, sys, time
 import numpy as np
 DEV = sys.argv[1] if len(sys.argv) > 1 else 'cuda'
 PY = [sys.executable, '-c', 'import sys; from robobench.cli import main; sys.exit(main(sys.argv[1:]))']
 TINY = ['--policy.dim_model=64', '--policy.dim_feedforward=128', '--policy.n_heads=2', '--policy.n_encoder_layers=1',
         '--policy.n_decoder_layers=1', '--policy.use_vae=false']
-import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')
+import torch
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else '')
 from robobench.experts import collect
-t = time.time(); collect('toy/Point', 20, '/tmp/gc/d/point', cameras=[], progress=False); print(f'collect {time.time() - t:.1f}s')
+t = time.time(); collect('toy/Point', 20, '/tmp/gc/d/point', cameras=[], progress=False)
+print(f'collect {time.time() - t:.1f}s')
 t = time.time()
-r = subprocess.run(PY + ['train', '--repo-ids', 'point', '--root', '/tmp/gc/d', '--policy', 'act', '--env', 'toy/Point', '--training-steps', '300',
-                         '--eval-freq', '150', '--eval-episodes', '10', '--batch-size', '32', '--device', DEV, '--output-dir', '/tmp/gc/ck',
+r = subprocess.run(PY + ['train', '--repo-ids', 'point', '--root', '/tmp/gc/d', '--policy', 'act', '--env', 'toy/Point',
+                         '--training-steps', '300', '--eval-freq', '150', '--eval-episodes', '10', '--batch-size', '32',
+                         '--device', DEV, '--output-dir', '/tmp/gc/ck',
                          '--action-chunk-size', '5', '--n-action-steps', '5', *TINY], capture_output=True, text=True)
-print(f'train rc={r.returncode} {time.time() - t:.1f}s'); print('\n'.join(l for l in r.stdout.splitlines() if 'Evaluation' in l or 'Done' in l or 'Device' in l or 'device' in l)); print(r.stderr[-1500:] if r.returncode else '')
+print(f'train rc={r.returncode} {time.time() - t:.1f}s')
+print('\n'.join(line for line in r.stdout.splitlines()
+                if 'Evaluation' in line or 'Done' in line or 'Device' in line or 'device' in line))
+print(r.stderr[-1500:] if r.returncode else '')
 ready = '/tmp/gc/ready.json'
-srv = subprocess.Popen(PY + ['serve', '-m', '/tmp/gc/ck/final_model', '--device', DEV, '--port', '0', '--ready-file', ready],
+srv = subprocess.Popen(PY + ['serve', '-m', '/tmp/gc/ck/final_model', '--device', DEV, '--port', '0',
+                             '--ready-file', ready],
                        stdout=open('/tmp/gc/serve.log', 'w'), stderr=subprocess.STDOUT)
 from robobench.server import http_get
 t0 = time.time(); port = None
@@ -32,8 +40,10 @@ while time.time() - t0 < 120:
 print('serve ready', port, f'{time.time() - t0:.1f}s')
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 c = WebsocketClientPolicy(host='127.0.0.1', port=port)
-md = c.get_server_metadata(); print('metadata', {k: md.get(k) for k in ('policy_type', 'input_features', 'action_dim', 'n_action_steps', 'limits')})
-obs = {'observation.state': np.array([0.3, -0.2], np.float32), 'observation.environment_state': np.zeros(2, np.float32), 'task': 'x'}
+md = c.get_server_metadata()
+print('metadata', {k: md.get(k) for k in ('policy_type', 'input_features', 'action_dim', 'n_action_steps', 'limits')})
+obs = {'observation.state': np.array([0.3, -0.2], np.float32), 'observation.environment_state': np.zeros(2, np.float32),
+       'task': 'x'}
 a = c.infer(obs)['actions']; print('actions', a.shape, a.dtype, np.isfinite(a).all())
 lat = []
 for _ in range(200):
@@ -44,5 +54,6 @@ except RuntimeError as e: print('1e39 ->', str(e).splitlines()[-1][:160])
 a = c.infer(obs)['actions']; print('after bad request, still serving:', np.isfinite(a).all())
 from robobench.evaluation import evaluate
 res = evaluate('toy/Point', f'127.0.0.1:{port}', 20, start_seed=1000, progress=False, video=False)
-print('eval over websocket (cuda server):', res.summary['successes'], '/', res.summary['episodes'], 'errors', res.summary['errors'])
+print('eval over websocket (cuda server):', res.summary['successes'], '/', res.summary['episodes'],
+      'errors', res.summary['errors'])
 srv.terminate(); srv.wait(20); print('serve exit', srv.returncode)

@@ -1,4 +1,5 @@
-"""A tiny LeRobot ACT checkpoint (state + environment_state, CPU) for the server/client tests, and LeRobot's own answer."""
+"""A tiny LeRobot ACT checkpoint (state + environment_state, CPU) for the server/client tests, and LeRobot's own
+answer."""
 from pathlib import Path
 import numpy as np
 
@@ -6,18 +7,18 @@ STATE_DIM, ENV_DIM, ACTION_DIM, CHUNK, N_STEPS = 4, 6, 3, 5, 3
 
 
 def make_tiny_act(d, **act_kw) -> Path:
-    "Build, save (policy + pre/post-processors) and return a tiny random-init ACT checkpoint dir (`act_kw` override ACTConfig)."
+    """Build, save (policy + pre/post-processors) and return a tiny random-init ACT checkpoint dir (`act_kw` override
+    ACTConfig)."""
     import torch
     from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
-    from lerobot.policies.factory import make_pre_post_processors
     cfg = ACTConfig(input_features={'observation.state': PolicyFeature(FeatureType.STATE, (STATE_DIM,)),
                                     'observation.environment_state': PolicyFeature(FeatureType.ENV, (ENV_DIM,))},
                     output_features={'action': PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
-                    **{'chunk_size': CHUNK, 'n_action_steps': N_STEPS, 'dim_model': 32, 'dim_feedforward': 64, 'n_heads': 2,
-                       'n_encoder_layers': 1, 'n_decoder_layers': 1, 'latent_dim': 8, 'n_vae_encoder_layers': 1,
-                       'pretrained_backbone_weights': None, 'device': 'cpu', **act_kw})
+                    **{'chunk_size': CHUNK, 'n_action_steps': N_STEPS, 'dim_model': 32, 'dim_feedforward': 64,
+                       'n_heads': 2, 'n_encoder_layers': 1, 'n_decoder_layers': 1, 'latent_dim': 8,
+                       'n_vae_encoder_layers': 1, 'pretrained_backbone_weights': None, 'device': 'cpu', **act_kw})
     cfg.normalization_mapping = {**cfg.normalization_mapping, 'ENV': NormalizationMode.MEAN_STD}
     torch.manual_seed(0)
     policy = ACTPolicy(cfg)
@@ -48,7 +49,8 @@ def make_tiny_diffusion(d, n_obs_steps: int = 2) -> Path:
                           diffusion_step_embed_dim=16, num_inference_steps=2, device='cpu')
     torch.manual_seed(0)
     policy = DiffusionPolicy(cfg)
-    mm = lambda n, lo, hi: {'min': torch.full((n,), lo), 'max': torch.full((n,), hi), 'mean': torch.zeros(n), 'std': torch.ones(n)}
+    mm = lambda n, lo, hi: {'min': torch.full((n,), lo), 'max': torch.full((n,), hi), 'mean': torch.zeros(n),
+                            'std': torch.ones(n)}
     stats = {'observation.state': mm(STATE_DIM, -3.0, 3.0), 'observation.environment_state': mm(ENV_DIM, -2.0, 2.0),
              'action': mm(ACTION_DIM, -1.0, 1.0)}
     return _save(cfg, policy, stats, d)
@@ -80,7 +82,8 @@ class LeRobotReference:
 
 
 class LeRobotStepReference(LeRobotReference):
-    "LeRobot's own rollout API on a checkpoint: `reset()` per episode, `select_action` per step (what lerobot-eval does)."
+    """LeRobot's own rollout API on a checkpoint: `reset()` per episode, `select_action` per step (what lerobot-eval
+    does)."""
     def reset(self): self.policy.reset()
 
     def __call__(self, obs: dict) -> np.ndarray: return self.act(obs, self.policy.select_action)

@@ -28,7 +28,8 @@ class CrashOnce(InferenceClient):
 
 @InferenceClient.register(client_name='test_die_on_start')
 class DieOnStart(InferenceClient):
-    "Kills its worker while the worker is still starting (what a script without a __main__ guard does to spawned workers)."
+    """Kills its worker while the worker is still starting (what a script without a __main__ guard does to spawned
+    workers)."""
     def __init__(self): os.kill(os.getpid(), signal.SIGKILL)
     def infer(self, obs, instruction, return_viz=False): raise AssertionError('never reached')
     def reset(self): pass

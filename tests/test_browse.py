@@ -17,7 +17,8 @@ CAMS = ['observation.images.front', 'observation.images.wrist']
 
 @pytest.fixture(scope='module')
 def root(tmp_path_factory):
-    "25-dim state named by a list, 17-dim environment state without names, 4-dim action named by a dict; 2 cameras (PNG + video)."
+    """25-dim state named by a list, 17-dim environment state without names, 4-dim action named by a dict;
+    2 cameras (PNG + video)."""
     H, W = 96, 128
     feats = {STATE: {'dtype': 'float32', 'shape': (25,), 'names': STATE_NAMES},
              ENV_STATE: {'dtype': 'float32', 'shape': (17,), 'names': None},
@@ -25,7 +26,8 @@ def root(tmp_path_factory):
              CAMS[0]: {'dtype': 'image', 'shape': (H, W, 3), 'names': ['height', 'width', 'channels']},
              CAMS[1]: {'dtype': 'video', 'shape': (H, W, 3), 'names': ['height', 'width', 'channels']}}
     rng = np.random.default_rng(0)
-    eps = [{STATE: np.cumsum(rng.normal(size=(T, 25)), 0).astype(np.float32), ENV_STATE: rng.normal(size=(T, 17)).astype(np.float32),
+    eps = [{STATE: np.cumsum(rng.normal(size=(T, 25)), 0).astype(np.float32),
+            ENV_STATE: rng.normal(size=(T, 17)).astype(np.float32),
             ACTION: rng.uniform(-1, 1, (T, 4)).astype(np.float32), CAMS[0]: gradient_frames(T, H, W, e + 3),
             CAMS[1]: gradient_frames(T, H, W, e), 'task': 'stack the cube'} for e, T in enumerate(LENGTHS)]
     return make_lerobot(tmp_path_factory.mktemp('browse') / 'ds', 'test/browse', eps, feats, use_videos=True)
@@ -39,12 +41,14 @@ def _legend(ax): return [t.get_text() for t in ax.get_legend().get_texts()]
 
 def test_dim_names_in_legends_and_readout(root):
     ds = open_dataset(root)
-    assert ds.dim_names(STATE) == STATE_NAMES and ds.dim_names(ACTION) == MOTORS and ds.dim_names(ENV_STATE) == ENV_NAMES
+    assert (ds.dim_names(STATE) == STATE_NAMES and ds.dim_names(ACTION) == MOTORS
+            and ds.dim_names(ENV_STATE) == ENV_NAMES)
     b = ds.browse()
     assert [_legend(ax) for ax in b._axes] == [STATE_NAMES, ENV_NAMES, MOTORS]
     b.fr_slider.value = 7
     ep = ds.episode(0, cameras=False)
-    for name, v in [('joint_3', ep[STATE][7, 3]), ('gripper', ep[ACTION][7, 3]), ('environment_state_16', ep[ENV_STATE][7, 16])]:
+    for name, v in [('joint_3', ep[STATE][7, 3]), ('gripper', ep[ACTION][7, 3]),
+                    ('environment_state_16', ep[ENV_STATE][7, 16])]:
         assert f'{name} = {v:.4g}' in b.readout.value
     assert 'frame 7' in b.readout.value and 'title="action[3]: gripper"' in b.readout.value
     # names given for a view without any (RLDS, or override)
@@ -85,7 +89,8 @@ def test_frame_step_moves_cursor_without_replot(root):
         plots.add(b.plot.value)
         assert list(b._cursors[0].get_xdata()) == [t, t]
     med = statistics.median(times)
-    print(f'\nframe step (in process, 2 cameras, 25+17+4 dims): median {med * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms')
+    print(f'\nframe step (in process, 2 cameras, 25+17+4 dims): median {med * 1e3:.1f} ms, '
+          f'max {max(times) * 1e3:.1f} ms')
     assert draws == []                 # no full redraw on a frame step
     assert len(plots) == 20            # ... but the cursor did move in the image
     assert med < 0.25

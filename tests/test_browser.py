@@ -22,7 +22,8 @@ def _tools():
     missing = [c for c, p in found.items() if p is None]
     if missing: pytest.fail(f"{' and '.join(missing)} not found on PATH: {SETUP}", pytrace=False)
     if importlib.util.find_spec('selenium') is None:
-        pytest.fail('selenium is not installed in the venv: run `make setup` (it is in requirements.lock)', pytrace=False)
+        pytest.fail('selenium is not installed in the venv: run `make setup` (it is in requirements.lock)',
+                    pytrace=False)
     return found
 
 
@@ -40,7 +41,8 @@ class Lab:
     def __init__(self, proc, port, root, log):
         self.proc, self.port, self.root, self.log = proc, port, root, log
     def url(self, rel) -> str: return f'http://127.0.0.1:{self.port}/lab/tree/{Path(rel).as_posix()}?reset'
-    def log_tail(self, n: int = 3000) -> str: return self.log.read_text(errors='replace')[-n:] if self.log.exists() else ''
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors='replace')[-n:] if self.log.exists() else ''
 
 
 @pytest.fixture(scope='module')
@@ -125,7 +127,8 @@ def open_notebook(drv, lab, rel, timeout=60):
 
 def videos(drv):
     "State of every <video> in the current notebook's outputs."
-    return drv.execute_script(PANEL + """return Array.from(panel().node.querySelectorAll('.jp-OutputArea-output video')).map(v => ({
+    return drv.execute_script(PANEL + """return Array.from(panel().node.querySelectorAll('.jp-OutputArea-output video'))
+      .map(v => ({
         readyState: v.readyState, networkState: v.networkState, currentSrc: (v.currentSrc || '').slice(0, 30),
         sources: [v.getAttribute('src'), ...Array.from(v.querySelectorAll('source')).map(s => s.getAttribute('src'))]
                  .filter(s => s).map(s => s.slice(0, 30))}));""")
@@ -214,15 +217,18 @@ def test_gallery_and_episode_browser_render_and_react(lab, driver, tmp_path):
     spec = KernelSpecManager().get_kernel_spec('robobench')       # the venv's kernel (`make setup` installs it)
     folder = lab.root / 'widgets'; folder.mkdir()
     nb = new_notebook(cells=[new_code_cell(s) for s in WIDGETS_NB],
-                      metadata={'kernelspec': {'name': 'robobench', 'display_name': spec.display_name, 'language': 'python'}})
+                      metadata={'kernelspec': {'name': 'robobench', 'display_name': spec.display_name,
+                                               'language': 'python'}})
     nbformat.write(nb, str(folder / 'widgets.ipynb'))
 
     with screenshots(driver, lab, tmp_path, 'widgets'):
         open_notebook(driver, lab, 'widgets/widgets.ipynb')
         def kernel_idle():
-            s = driver.execute_script(PANEL + """const p = panel(), sc = p.sessionContext, k = sc.session && sc.session.kernel;
+            s = driver.execute_script(PANEL + """const p = panel(), sc = p.sessionContext,
+                    k = sc.session && sc.session.kernel;
                 const dialog = document.querySelector('.jp-Dialog');
-                return {name: k ? k.name : null, status: k ? k.status : null, dialog: dialog ? dialog.innerText : null};""")
+                return {name: k ? k.name : null, status: k ? k.status : null,
+                        dialog: dialog ? dialog.innerText : null};""")
             assert not s['dialog'], f"JupyterLab asks: {s['dialog']!r} (is the robobench kernel installed? {SETUP})"
             return s if s['status'] == 'idle' else None
         k = _wait(kernel_idle, 60, 'the notebook\'s kernel to start')
@@ -230,10 +236,12 @@ def test_gallery_and_episode_browser_render_and_react(lab, driver, tmp_path):
         # Run > Run All Cells, through the application's command registry (what the menu item calls)
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
         def finished():
-            s = driver.execute_script(PANEL + """const outs = Array.from(panel().node.querySelectorAll('.jp-OutputArea-output'));
+            s = driver.execute_script(PANEL + """
+                const outs = Array.from(panel().node.querySelectorAll('.jp-OutputArea-output'));
                 const err = outs.filter(o => o.matches('[data-mime-type="application/vnd.jupyter.error"]') ||
                                              o.querySelector('[data-mime-type="application/vnd.jupyter.error"]'));
-                return {text: outs.map(o => o.textContent).join('\\n'), error: err.map(o => o.textContent).join('\\n')};""")
+                return {text: outs.map(o => o.textContent).join('\\n'),
+                        error: err.map(o => o.textContent).join('\\n')};""")
             assert not s['error'], f"a cell raised:\n{s['error'][-3000:]}"
             return f'{DONE[0]} {DONE[1]}' in s['text']
         _wait(finished, 120, 'all cells to run (the last one prints "cells done 42")', interval=0.5)
@@ -243,12 +251,14 @@ def test_gallery_and_episode_browser_render_and_react(lab, driver, tmp_path):
             return not any(s in t for s in ('Loading widget', 'Error displaying widget'))
         _wait(widgets_settled, 15, 'no "Loading widget" / "Error displaying widget" text in the outputs')
         # a widget view that throws while rendering shows "Click to show javascript error."; a click reveals the error
-        broken = driver.execute_script(PANEL + """return Array.from(panel().node.querySelectorAll('.jupyter-widgets-error-widget'))
+        broken = driver.execute_script(PANEL + """return Array.from(
+            panel().node.querySelectorAll('.jupyter-widgets-error-widget'))
             .map(e => { e.parentElement.click(); return e.innerText; });""")
         assert not broken, 'widget views failed to render in the browser:\n' + '\n'.join(broken)
         driver.save_screenshot(str(tmp_path / 'widgets-rendered.png'))
 
-        # the triage gallery: its seed dropdown holds the run's 3 seeds with one picked; picking another shows its record
+        # the triage gallery: its seed dropdown holds the run's 3 seeds with one picked;
+        # picking another shows its record
         sel = driver.find_element(By.CSS_SELECTOR, '.jp-NotebookPanel:not(.lm-mod-hidden) .widget-dropdown select')
         driver.execute_script('arguments[0].scrollIntoView({block: "center"});', sel)
         dd = Select(sel)
@@ -270,8 +280,9 @@ def test_gallery_and_episode_browser_render_and_react(lab, driver, tmp_path):
         driver.save_screenshot(str(tmp_path / 'gallery.png'))
 
         # the episode browser: move its frame slider with the arrow key and watch the camera image change
-        label = driver.find_element(By.XPATH, '//div[contains(@class, "jp-NotebookPanel") and not(contains(@class, "lm-mod-hidden"))]'
-                                              '//div[contains(@class, "widget-slider")][label[normalize-space()="frame"]]')
+        label = driver.find_element(
+            By.XPATH, '//div[contains(@class, "jp-NotebookPanel") and not(contains(@class, "lm-mod-hidden"))]'
+                      '//div[contains(@class, "widget-slider")][label[normalize-space()="frame"]]')
         handle = label.find_element(By.CSS_SELECTOR, '.noUi-handle')
         browser = label.find_element(By.XPATH, './ancestor::div[contains(@class, "widget-vbox")][last()]')
         img = browser.find_element(By.CSS_SELECTOR, 'img.widget-image')

@@ -7,7 +7,7 @@ import pytest
 from openpi_client import websocket_client_policy
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_act import ACTION_DIM, CHUNK, ENV_DIM, N_STEPS, STATE_DIM, LeRobotReference, make_tiny_act  # noqa: E402
+from _tiny_act import ACTION_DIM, ENV_DIM, N_STEPS, STATE_DIM, LeRobotReference, make_tiny_act  # noqa: E402
 
 from robobench.clients import (InferenceClient, LocalClient, PolicyArgs, ServerTimeout, ServerUnavailable,
                                WebsocketClient, make_client)
@@ -44,7 +44,8 @@ def test_remote_and_local_clients_agree_with_lerobot(ckpt):
                 a_r, viz = remote.infer(obs, obs['instruction'], return_viz=True)
                 a_l, _ = local.infer(obs, obs['instruction'])
                 if t % N_STEPS == 0:
-                    req = {'observation.state': obs['state'], 'observation.environment_state': obs['env_state'], 'task': 'pick the cube'}
+                    req = {'observation.state': obs['state'], 'observation.environment_state': obs['env_state'],
+                           'task': 'pick the cube'}
                     chunk = ref(req)
                 assert a_r.shape == (ACTION_DIM,) and viz.shape == (16, 16, 3)
                 np.testing.assert_allclose(a_r, chunk[t % N_STEPS], rtol=1e-5, atol=1e-5)
@@ -145,7 +146,8 @@ def test_seed000_polaris_client_verbatim_on_a_real_env(tmp_path):
     from tests._openpi_server import OpenpiLikeServer
     from robobench.evaluation import evaluate
     seen = []
-    def policy(req):   # what a PolaRiS policy server gets: its own keys, two upright HxWx3 uint8 images, the instruction
+    # what a PolaRiS policy server gets: its own keys, two upright HxWx3 uint8 images, the instruction
+    def policy(req):
         assert sorted(req) == ['external_image', 'instruction', 'wrist_image'], sorted(req)
         for k in ('external_image', 'wrist_image'):
             assert req[k].dtype == np.uint8 and req[k].ndim == 3 and req[k].shape[2] == 3, (k, req[k].shape)

@@ -37,7 +37,6 @@ def test_collect_maniskill_state_and_resume(tmp_path):
 
 def test_collect_robosuite_video_and_dump_failed(tmp_path):
     out = tmp_path/'lift'
-    calls = {'n': 0}
     class Flaky:  # a custom actor: does nothing on its first episode (fails), then acts like the expert
         def __init__(self, env):
             from robobench.experts import make_expert

@@ -1,11 +1,11 @@
 """robobench.data / robobench.browse on datasets built here with LeRobot's own API and a real TFDS builder."""
 import json, os
-from pathlib import Path
 import numpy as np
 import pytest
 
-from robobench.data import (ACTION, STATE, open_dataset, LeRobotData, RLDSData, write_rlds_dataset, convert_rlds_to_lerobot,
-                            dagger_filter, mix_datasets, cli_inspect, cli_convert, compare_stats)
+from robobench.data import ACTION, STATE, open_dataset, LeRobotData, cli_inspect, compare_stats
+from robobench.rlds import RLDSData, write_rlds_dataset, convert_rlds_to_lerobot, cli_convert
+from robobench.mixing import dagger_filter, mix_datasets
 
 from tests._lerobot_data import make_lerobot as _make_lerobot, gradient_frames as _gradient
 
@@ -24,15 +24,18 @@ def two_cam(tmp_path_factory):
     rng = np.random.default_rng(0)
     feats = {STATE: {'dtype': 'float32', 'shape': (11,), 'names': None},
              ACTION: {'dtype': 'float32', 'shape': (3,), 'names': None},
-             'observation.images.front': {'dtype': 'image', 'shape': (24, 32, 3), 'names': ['height', 'width', 'channels']},
-             'observation.images.wrist': {'dtype': 'video', 'shape': (64, 64, 3), 'names': ['height', 'width', 'channels']}}
+             'observation.images.front': {'dtype': 'image', 'shape': (24, 32, 3),
+                                          'names': ['height', 'width', 'channels']},
+             'observation.images.wrist': {'dtype': 'video', 'shape': (64, 64, 3),
+                                          'names': ['height', 'width', 'channels']}}
     eps = []
     for e, T in enumerate([8, 2, 12]):
         st = rng.normal(size=(T, 11)).astype(np.float32) * np.arange(1, 12, dtype=np.float32)
         st[:, 7] = 0.5  # a constant dim
         eps.append({STATE: st, ACTION: rng.uniform(-1, 1, (T, 3)).astype(np.float32),
                     'observation.images.front': rng.integers(0, 255, (T, 24, 32, 3), dtype=np.uint8),
-                    'observation.images.wrist': _gradient(T, 64, 64, e), 'task': ['open the drawer', 'close it'][e % 2]})
+                    'observation.images.wrist': _gradient(T, 64, 64, e),
+                    'task': ['open the drawer', 'close it'][e % 2]})
     root = _make_lerobot(tmp_path_factory.mktemp('lr') / 'two_cam', 'test/two_cam', eps, feats, use_videos=True)
     return root, eps
 
@@ -58,7 +61,8 @@ def test_lerobot_summary_episode_stats(two_cam):
     st = ds.stats()
     for k in (STATE, ACTION):
         ref = _np_stats(np.concatenate([e[k] for e in eps]))
-        for name, v in ref.items(): np.testing.assert_allclose(st[k][name], v, rtol=1e-5, atol=1e-6, err_msg=f'{k}.{name}')
+        for name, v in ref.items():
+            np.testing.assert_allclose(st[k][name], v, rtol=1e-5, atol=1e-6, err_msg=f'{k}.{name}')
     # same moments as LeRobot's own meta.stats; quantiles estimated differently are reported, not hidden
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
     meta = LeRobotDatasetMetadata('test/two_cam', root=root)
@@ -71,7 +75,8 @@ def test_lerobot_check_and_norm_json(two_cam, tmp_path):
     ds = open_dataset(root)
     codes = {(f['code'], f['key']) for f in ds.check()}
     assert ('constant', STATE) in codes and not any(c == 'nan' for c, _ in codes)
-    assert not any(c == 'short_episode' for c, _ in codes)  # 2 frames still hold one transition: no error (only a warning)
+    # 2 frames still hold one transition: no error (only a warning)
+    assert not any(c == 'short_episode' for c, _ in codes)
     p = ds.save_norm_stats(tmp_path / 'norm.json', unnorm_key='drawer_panda')
     d = json.loads(p.read_text())['drawer_panda']
     assert d['num_transitions'] == 22 and d['num_trajectories'] == 3 and len(d['proprio']['q99']) == 11
@@ -79,9 +84,11 @@ def test_lerobot_check_and_norm_json(two_cam, tmp_path):
 
 
 def test_check_findings_on_a_bad_dataset(tmp_path):
-    feats = {STATE: {'dtype': 'float32', 'shape': (4,), 'names': None}, ACTION: {'dtype': 'float32', 'shape': (2,), 'names': None}}
+    feats = {STATE: {'dtype': 'float32', 'shape': (4,), 'names': None},
+             ACTION: {'dtype': 'float32', 'shape': (2,), 'names': None}}
     rng = np.random.default_rng(1)
-    eps = [{STATE: rng.normal(size=(T, 4)).astype(np.float32), ACTION: rng.normal(size=(T, 2)).astype(np.float32), 'task': 't'}
+    eps = [{STATE: rng.normal(size=(T, 4)).astype(np.float32), ACTION: rng.normal(size=(T, 2)).astype(np.float32),
+            'task': 't'}
            for T in (6, 1)]
     eps[0][STATE][3, 2] = np.nan
     root = _make_lerobot(tmp_path / 'bad', 'test/bad', eps, feats)
@@ -98,7 +105,8 @@ def test_check_findings_on_a_bad_dataset(tmp_path):
 
 def test_cli_inspect_json(two_cam, capsys, tmp_path):
     root, _ = two_cam
-    assert cli_inspect([str(root), '--json', '--stats', '--stats-out', str(tmp_path / 'n.json'), '--unnorm-key', 'k']) == 0
+    assert cli_inspect([str(root), '--json', '--stats', '--stats-out', str(tmp_path / 'n.json'),
+                        '--unnorm-key', 'k']) == 0
     out = json.loads(capsys.readouterr().out)
     assert out['summary']['frames'] == 22 and len(out['stats'][STATE]['mean']) == 11
     assert 'k' in json.loads((tmp_path / 'n.json').read_text())
@@ -136,7 +144,8 @@ def _rlds_episodes(n=3, seed=0):
                               'observation/wrist_image': rng.integers(0, 255, (T, 32, 32, 3), dtype=np.uint8),
                               'observation/state': rng.normal(size=(T, 8)).astype(np.float32),
                               'action': rng.normal(size=(T, 7)).astype(np.float32),
-                              'language_instruction': np.array([f'pick the {["apple", "cube"][e % 2]}'] * T, dtype=object),
+                              'language_instruction': np.array([f'pick the {["apple", "cube"][e % 2]}'] * T,
+                                                               dtype=object),
                               'reward': (np.arange(T) == T - 1).astype(np.float32), 'discount': np.ones(T, np.float32),
                               'is_first': np.arange(T) == 0, 'is_last': np.arange(T) == T - 1,
                               'is_terminal': np.arange(T) == T - 1},
@@ -163,7 +172,8 @@ def test_rlds_layout_and_view(rlds):
         assert isinstance(ds, RLDSData)
         s = ds.summary()
         assert (s['episodes'], s['frames']) == (3, 5 + 7 + 9)
-        assert s['cameras'] == sorted(s['cameras']) or set(s['cameras']) == {'observation.images.image', 'observation.images.wrist_image'}
+        assert (s['cameras'] == sorted(s['cameras'])
+                or set(s['cameras']) == {'observation.images.image', 'observation.images.wrist_image'})
         assert set(s['cameras']) == {'observation.images.image', 'observation.images.wrist_image'}
         assert s['tasks'] == ['pick the apple', 'pick the cube']
         assert s['success'] == {'successful': 2, 'episodes': 3, 'rate': 2 / 3}
@@ -186,7 +196,8 @@ def test_rlds_to_lerobot_roundtrip_resumable(rlds, tmp_path):
     convert_rlds_to_lerobot(d, out, repo_id='test/converted', use_videos=False, max_episodes=2, progress=False)
     assert open_dataset(out).num_episodes == 2
     # resume through the CLI: only the missing episode is converted
-    assert cli_convert([str(d), '--to', 'lerobot', '--out', str(out), '--repo-id', 'test/converted', '--no-videos']) == 0
+    assert cli_convert([str(d), '--to', 'lerobot', '--out', str(out), '--repo-id', 'test/converted',
+                        '--no-videos']) == 0
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     lr = LeRobotDataset('test/converted', root=out)  # loads in LeRobot unmodified
     assert lr.num_episodes == 3 and lr.num_frames == 21
@@ -202,7 +213,8 @@ def test_rlds_to_lerobot_roundtrip_resumable(rlds, tmp_path):
         assert ep['success'] == e['episode_metadata']['success']
     assert v.summary()['success']['successful'] == 2
     meta_lines = (out / 'meta' / 'rlds_episode_metadata.jsonl').read_text().splitlines()
-    assert [json.loads(l)['metadata']['episode_metadata/file_path'] for l in meta_lines] == [f'/data/ep{i}.npy' for i in range(3)]
+    assert ([json.loads(line)['metadata']['episode_metadata/file_path'] for line in meta_lines]
+            == [f'/data/ep{i}.npy' for i in range(3)])
 
 
 # ---------------------------------------------------------------- DAgger filtering and mixing
@@ -215,7 +227,8 @@ STATE_ONLY = {STATE: {'dtype': 'float32', 'shape': (6,), 'names': None},
 def bc_and_dagger(tmp_path_factory):
     rng = np.random.default_rng(2)
     base = tmp_path_factory.mktemp('mix')
-    bc_eps = [{STATE: rng.normal(size=(10, 6)).astype(np.float32), 'observation.environment_state': rng.normal(size=(10, 3)).astype(np.float32),
+    bc_eps = [{STATE: rng.normal(size=(10, 6)).astype(np.float32),
+               'observation.environment_state': rng.normal(size=(10, 3)).astype(np.float32),
                ACTION: rng.normal(size=(10, 4)).astype(np.float32), 'task': 'lift'} for _ in range(3)]
     dg_feats = {**STATE_ONLY, 'source': {'dtype': 'int64', 'shape': (1,), 'names': None},
                 'success': {'dtype': 'bool', 'shape': (1,), 'names': None}}

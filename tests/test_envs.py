@@ -67,7 +67,8 @@ def test_unknown_names():
     with pytest.raises(UnknownNameError, match="Did you mean 'robosuite'"): make_env('robosuit/Lift')
 
 def test_options_controller_camera_passthrough():
-    e = make_env('robosuite/Lift', controller='OSC_POSITION', cameras=['agentview', 'robot0_eye_in_hand'], image_size=(32, 40))
+    e = make_env('robosuite/Lift', controller='OSC_POSITION', cameras=['agentview', 'robot0_eye_in_hand'],
+                 image_size=(32, 40))
     try:
         assert e.spec.action_dim == 4 and e.spec.control_mode == 'OSC_POSITION'
         o, _ = e.reset(seed=1)
@@ -75,7 +76,8 @@ def test_options_controller_camera_passthrough():
         assert make_expert(e) and measure_expert(e, episodes=1)['success_rate'] == 1.0
         with pytest.raises(KeyError, match='Valid cameras'): e.render('nocam')
     finally: e.close()
-    with pytest.raises(UnknownNameError, match="Did you mean 'OSC_POSE'"): make_env('robosuite/Lift', controller='OSC_POS')
+    with pytest.raises(UnknownNameError, match="Did you mean 'OSC_POSE'"):
+        make_env('robosuite/Lift', controller='OSC_POS')
     e = make_env('maniskill/PickCube-v1', control_mode='pd_ee_delta_pose', cameras=[])
     try:
         assert e.spec.action_dim == 7 and e.spec.cameras == {}

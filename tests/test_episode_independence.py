@@ -9,7 +9,8 @@ import numpy as np, pytest
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 ENVS = ['maniskill/PickCube-v1', 'maniskill/PushCube-v1', 'maniskill/StackCube-v1',
         'robosuite/Lift', 'robosuite/Stack', 'robosuite/Door', 'toy/Point']
-SEED, HISTORY, STEPS = 3002, (3002, 3000, 3001), 25   # history: the seed itself, then two others (PickCube: ends grasped)
+# history: the seed itself, then two others (PickCube: ends grasped)
+SEED, HISTORY, STEPS = 3002, (3002, 3000, 3001), 25
 ACTORS = ('expert', 'act')
 
 
@@ -25,7 +26,8 @@ def _tiny_act(d, spec) -> Path:
                                     'observation.environment_state': PolicyFeature(FeatureType.ENV, (e,))},
                     output_features={'action': PolicyFeature(FeatureType.ACTION, (a,))},
                     chunk_size=5, n_action_steps=3, dim_model=32, dim_feedforward=64, n_heads=2, n_encoder_layers=1,
-                    n_decoder_layers=1, latent_dim=8, n_vae_encoder_layers=1, pretrained_backbone_weights=None, device='cpu')
+                    n_decoder_layers=1, latent_dim=8, n_vae_encoder_layers=1, pretrained_backbone_weights=None,
+                    device='cpu')
     cfg.normalization_mapping = {**cfg.normalization_mapping, 'ENV': NormalizationMode.MEAN_STD}
     torch.manual_seed(0)
     stats = {'observation.state': {'mean': torch.zeros(s), 'std': torch.ones(s)},
@@ -85,7 +87,8 @@ def _first_difference(a: dict, b: dict, spec) -> str | None:
         where = ''
         if k in ('state', 'env_state'):
             layout = spec.state_layout if k == 'state' else spec.env_state_layout
-            where = ' ' + str([n for n, _ in layout if not np.array_equal(a[k][t][spec.slice(n, k)], b[k][t][spec.slice(n, k)])])
+            where = ' ' + str([n for n, _ in layout
+                               if not np.array_equal(a[k][t][spec.slice(n, k)], b[k][t][spec.slice(n, k)])])
         return f"{k} differs first at {'reset' if k in ('state', 'env_state') and t == 0 else f'step {t}'}{where}"
     return None
 

@@ -1,10 +1,10 @@
 """Evaluation on real simulators, through a real policy server, with kill -9 resume and worker crashes."""
-import json, os, signal, subprocess, sys, time
+import json, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
 from robobench.core import read_jsonl, read_json
-from robobench.evaluation import evaluate, compare, EvalResult
+from robobench.evaluation import evaluate, compare
 
 ROBOBENCH = str(Path(sys.executable).parent / 'robobench')
 
@@ -60,8 +60,9 @@ def test_scripted_expert_served_over_websocket(tmp_path):
     run_info.json records the server metadata (process backend)."""
     from robobench.server import http_get
     ready = tmp_path / 'bound.json'
-    proc = subprocess.Popen([ROBOBENCH, 'serve', '--policy', 'scripted', '--env', 'maniskill/PickCube-v1', '--port', '0',
-                             '--ready-file', str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([ROBOBENCH, 'serve', '--policy', 'scripted', '--env', 'maniskill/PickCube-v1',
+                             '--port', '0', '--ready-file', str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
         while time.time() - t0 < 120:
@@ -140,7 +141,8 @@ def test_workers_dying_at_start_stop_the_eval_with_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_ray_backend_matches_local(tmp_path):
-    local = evaluate('toy/Point', 'tests.eval_clients:PGain', episodes=4, client_kwargs={'gain': 0.8}, progress=False, video=False)
+    local = evaluate('toy/Point', 'tests.eval_clients:PGain', episodes=4, client_kwargs={'gain': 0.8},
+                     progress=False, video=False)
     ray_res = evaluate('toy/Point', 'tests.eval_clients:PGain', episodes=4, client_kwargs={'gain': 0.8}, backend='ray',
                        workers=2, progress=False, video=False, run_folder=tmp_path)
     key = lambda res: [(r['seed'], r['success'], r['length']) for r in res.episodes]
@@ -149,8 +151,8 @@ def test_ray_backend_matches_local(tmp_path):
     from robobench.experts import make_expert_policy
     from robobench.server import serve
     with serve(make_expert_policy('toy/Point')) as srv:
-        ws = evaluate('toy/Point', 'websocket', episodes=4, client_kwargs={'host': srv.host, 'port': srv.port}, backend='ray',
-                      workers=2, progress=False, video=False, run_folder=tmp_path / 'ws')
+        ws = evaluate('toy/Point', 'websocket', episodes=4, client_kwargs={'host': srv.host, 'port': srv.port},
+                      backend='ray', workers=2, progress=False, video=False, run_folder=tmp_path / 'ws')
     info = read_json(tmp_path / 'ws' / 'run_info.json')
     assert info['server_metadata']['checkpoint_id'] == 'scripted:toy/Point' and info['ray_address'] == 'local'
     assert info['server_metadata']['control_keys'] == ['episode_start']

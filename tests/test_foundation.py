@@ -108,7 +108,8 @@ def test_notebook_hygiene():
     for nb in nbs:
         assert nb.stat().st_size < 300_000, f'{nb} is over 300 KB'
         outs = json.dumps([c.get('outputs', []) for c in json.loads(nb.read_text())['cells']])
-        assert 'video/mp4' not in outs and 'data:video' not in outs and '<video' not in outs, f'{nb} embeds a video in an output'
+        assert 'video/mp4' not in outs and 'data:video' not in outs and '<video' not in outs, \
+            f'{nb} embeds a video in an output'
         assert len(outs) < 100_000, f'{nb} carries {len(outs)} bytes of outputs: keep documented outputs short'
 
 

@@ -1,6 +1,6 @@
 """The finetune and quickstart templates executed by papermill with tiny parameters (real kernel, real LeRobot,
 real policy servers and websocket clients), and reproducibility of the quickstart's evaluation outcomes."""
-import json, re
+import re
 from pathlib import Path
 import pytest
 from robobench.core import read_json, read_jsonl
@@ -13,9 +13,10 @@ TINY_ACT = {'dim_model': 32, 'dim_feedforward': 64, 'n_heads': 2, 'n_encoder_lay
 def test_finetune_template_on_point(tmp_path):
     from robobench.experts import collect
     collect('toy/Point', 8, tmp_path / 'data' / 'point', cameras=[], progress=False)
-    r = run('finetune', {'DATASETS': ['point'], 'ROOT': str(tmp_path / 'data'), 'ENV': 'toy/Point', 'TRAINING_STEPS': 40,
-                         'EVAL_FREQ': 20, 'EVAL_EPISODES': 3, 'BATCH_SIZE': 16, 'POLICY_KWARGS': TINY_ACT,
-                         'ACTION_CHUNK_SIZE': 5, 'N_ACTION_STEPS': 5}, name='point', root=tmp_path / 'runs')
+    r = run('finetune', {'DATASETS': ['point'], 'ROOT': str(tmp_path / 'data'), 'ENV': 'toy/Point',
+                         'TRAINING_STEPS': 40, 'EVAL_FREQ': 20, 'EVAL_EPISODES': 3, 'BATCH_SIZE': 16,
+                         'POLICY_KWARGS': TINY_ACT, 'ACTION_CHUNK_SIZE': 5, 'N_ACTION_STEPS': 5},
+            name='point', root=tmp_path / 'runs')
     assert r.status == 'done', r.error
     m = r.metrics
     assert m['steps'] == 40 and m['final_eval']['episodes'] == 3 and m['best_step'] in (20, 40)
@@ -26,8 +27,9 @@ def test_finetune_template_on_point(tmp_path):
 
 def _quick(tmp_path, name):
     return run('quickstart', {'ENV': 'toy/Point', 'DEMOS': 10, 'TRAINING_STEPS': 150, 'BATCH_SIZE': 16,
-                              'POLICY_KWARGS': TINY_ACT, 'ACTION_CHUNK_SIZE': 5, 'N_ACTION_STEPS': 5, 'EVAL_EPISODES': 8,
-                              'VIDEO_EPISODES': 3, 'SHOW_VIDEOS': 1}, name=name, root=tmp_path / 'runs')
+                              'POLICY_KWARGS': TINY_ACT, 'ACTION_CHUNK_SIZE': 5, 'N_ACTION_STEPS': 5,
+                              'EVAL_EPISODES': 8, 'VIDEO_EPISODES': 3, 'SHOW_VIDEOS': 1},
+               name=name, root=tmp_path / 'runs')
 
 
 @pytest.mark.slow
@@ -45,7 +47,8 @@ def test_quickstart_reduced_is_reproducible(tmp_path):
             assert len(list((r.run_dir / 'eval' / who / 'videos').glob('*.mp4'))) == 3
         for who in ('act', 'scripted'):   # both were evaluated through a policy server on 127.0.0.1
             assert re.fullmatch(r'127\.0\.0\.1:\d+', read_json(r.run_dir / 'eval' / who / 'params.json')['client'])
-    outcomes = [[(e['seed'], e['success'], e['length']) for e in read_jsonl(r.run_dir / 'eval' / 'act' / 'episodes.jsonl')]
+    outcomes = [[(e['seed'], e['success'], e['length'])
+                 for e in read_jsonl(r.run_dir / 'eval' / 'act' / 'episodes.jsonl')]
                 for r in (a, b)]
     assert sorted(outcomes[0]) == sorted(outcomes[1])
     assert a.metrics['success_rate'] == b.metrics['success_rate']

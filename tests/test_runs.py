@@ -1,4 +1,5 @@
-"""Papermill templates executed for real (real kernel, real envs), parameter validation, sweeps with skip/retry, the CLI."""
+"""Papermill templates executed for real (real kernel, real envs), parameter validation, sweeps with skip/retry,
+the CLI."""
 import json, subprocess, sys
 from pathlib import Path
 import pytest
@@ -30,7 +31,7 @@ def test_templates_follow_the_conventions():
             assert n.isupper() and p['comment'], (t, n)
             json.dumps(p['default'])
         src = '\n'.join(''.join(c['source']) for c in code)
-        imports = [l.split()[1] for l in src.splitlines() if l.startswith(('import ', 'from '))]
+        imports = [line.split()[1] for line in src.splitlines() if line.startswith(('import ', 'from '))]
         assert all(m == 'robobench' or m.startswith('robobench.') for m in imports), (t, imports)
         assert not any(c.get('outputs') for c in code), f'{t} has committed outputs'
 
@@ -64,7 +65,8 @@ def test_evaluate_template(evals):
         nb = json.loads(r.notebook.read_text())
         assert 'success_rate' in json.dumps(nb['cells'])                 # the success table was rendered
         import nbformat
-        from nbformat.sign import NotebookNotary   # signed for this user: JupyterLab renders its videos, no `jupyter trust`
+        # signed for this user: JupyterLab renders its videos, no `jupyter trust`
+        from nbformat.sign import NotebookNotary
         assert st['signed'] and NotebookNotary().check_signature(nbformat.read(str(r.notebook), as_version=4))
     assert a.metrics['episodes'] == 4 and a.metrics['successes'] == 4 and a.metrics['client'] == 'scripted'
     assert b.metrics['successes'] == 0 and b.metrics['wilson_95'][0] == 0 and b.metrics['wilson_95'][1] > 0.4
@@ -131,7 +133,8 @@ def test_cli_help_params_and_list():
 
 
 def test_cli_run_prints_run_dir_and_fails_with_the_error(tmp_path, capsys):
-    args = ['evaluate', '-p', 'ENV', 'toy/Point', '-p', 'EPISODES', '2', '-p', 'VIDEO', 'false', '--root', str(tmp_path)]
+    args = ['evaluate', '-p', 'ENV', 'toy/Point', '-p', 'EPISODES', '2', '-p', 'VIDEO', 'false',
+            '--root', str(tmp_path)]
     assert cli_run(args + ['--name', 'ok']) == 0
     d = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert d.name.endswith('_ok') and read_json(d / 'metrics.json')['episodes'] == 2
@@ -140,20 +143,23 @@ def test_cli_run_prints_run_dir_and_fails_with_the_error(tmp_path, capsys):
     assert "ClientSpecError: 'no_such_client' is not a host:port" in cap.err
     d = Path(cap.out.strip().splitlines()[-1])
     st = read_json(d / 'status.json')
-    assert st['status'] == 'failed' and st['error']['ename'] == 'ClientSpecError' and 'no_such_client' in st['error']['traceback']
+    assert (st['status'] == 'failed' and st['error']['ename'] == 'ClientSpecError'
+            and 'no_such_client' in st['error']['traceback'])
     assert (d / 'evaluate.ipynb').exists()                  # the executed notebook shows the failing cell
 
 
 def test_sweep_skips_completed_and_retries_failed(tmp_path, capsys):
     spec = tmp_path / 'clients.yaml'
-    spec.write_text(yaml.safe_dump({'template': 'evaluate', 'params': {'ENV': 'toy/Point', 'EPISODES': 2, 'VIDEO': False},
+    spec.write_text(yaml.safe_dump({'template': 'evaluate',
+                                    'params': {'ENV': 'toy/Point', 'EPISODES': 2, 'VIDEO': False},
                                     'grid': {'CLIENT': ['scripted', 'random', 'no_such_client']}}))
     root = tmp_path / 'runs'
     df = sweep(spec, root=root, progress=False)
     assert list(df.status) == ['done', 'done', 'failed'] and list(df.CLIENT) == ['scripted', 'random', 'no_such_client']
     assert list(df.success_rate[:2]) == [1.0, 0.0] and 'no_such_client' in df.error[2]
     csv = root / 'sweeps' / 'clients' / 'summary.csv'
-    assert Path(df.attrs['summary_csv']) == csv and csv.exists() and (root / 'sweeps' / 'clients' / 'sweep.yaml').exists()
+    assert (Path(df.attrs['summary_csv']) == csv and csv.exists()
+            and (root / 'sweeps' / 'clients' / 'sweep.yaml').exists())
     nbs = [Path(d) / 'evaluate.ipynb' for d in df.run_dir]
     mtimes = [p.stat().st_mtime_ns for p in nbs]
 

@@ -1,5 +1,5 @@
 """robobench.server against the real openpi-client over 127.0.0.1 (no mocks)."""
-import ast, os, random, signal, struct, sys, threading, time
+import ast, os, random, signal, sys, threading, time
 from pathlib import Path
 
 import msgpack
@@ -38,7 +38,8 @@ def _random_server(**kw):
 
 
 def _ok_obs():
-    return {'observation.state': np.zeros(3, np.float32), 'observation.images.front': np.zeros((8, 8, 3), np.uint8), 'task': 'x'}
+    return {'observation.state': np.zeros(3, np.float32), 'observation.images.front': np.zeros((8, 8, 3), np.uint8),
+            'task': 'x'}
 
 
 def test_metadata_infer_healthz_random():
@@ -63,7 +64,8 @@ def test_healthz_503_until_warmed_up():
     pol = Slow(2, 2, input_features={'observation.state': FeatureSpec([1])})
     from robobench.server import PolicyServer
     srv = PolicyServer(pol, port=0)
-    th = threading.Thread(target=lambda: __import__('asyncio').run(srv.serve_async(on_bound=lambda s: res.setdefault('port', s.port))))
+    th = threading.Thread(target=lambda: __import__('asyncio').run(
+        srv.serve_async(on_bound=lambda s: res.setdefault('port', s.port))))
     th.start()
     try:
         while 'port' not in res: time.sleep(0.01)
@@ -141,7 +143,8 @@ def test_step_policies_keep_state_per_connection_and_clients_flag_episodes(tmp_p
         assert srv.metadata['execution'] == 'step' and srv.metadata['n_action_steps'] == 1
         conns, got = [WebsocketClientPolicy(srv.host, srv.port) for _ in streams], [[], []]
         for i in range(6):
-            for c, st, g in zip(conns, streams, got): g.append(c.infer({**st[i], 'episode_start': i == 0})['actions'][0])
+            for c, st, g in zip(conns, streams, got):
+                g.append(c.infer({**st[i], 'episode_start': i == 0})['actions'][0])
         for g, e in zip(got, expected): np.testing.assert_allclose(np.stack(g), e, rtol=1e-5, atol=1e-5)
         for c in conns: c._ws.close()
         with pytest.raises(ValueError, match='one step per request'):
@@ -190,7 +193,8 @@ def test_unnorm_key_selects_the_stats_set(ckpt, act_server, tmp_path):
     sets = {'bridge': ([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]), 'fractal': ([-1.0, 0.0, 4.0], [0.5, 2.0, 0.1])}
     doc = {}
     for key, (m, sd) in sets.items():
-        doc.update(norm_stats_dict({'action': {'mean': np.array(m), 'std': np.array(sd), 'count': np.array([100])}}, key, 100, 2))
+        doc.update(norm_stats_dict({'action': {'mean': np.array(m), 'std': np.array(sd), 'count': np.array([100])}},
+                                   key, 100, 2))
     (d / 'norm_stats.json').write_text(json.dumps(doc))
     obs = [random_obs(np.random.default_rng(7 + i)) for i in range(2)]
     base = WebsocketClientPolicy(act_server.host, act_server.port)    # the checkpoint's own saved stats
@@ -236,15 +240,20 @@ def _malformed_frames(n, seed=0):
         lambda: msgpack_numpy.packb({**{k: v for k, v in _ok_obs().items() if k != 'observation.state'},
                                'observation.state': msgpack.ExtType(42, b'evil')}),     # ext type
         lambda: b'\x91' * 3000 + b'\x90',                                              # 3000-deep nesting
-        lambda: b'\xdd\xff\xff\xff\xff',                                                # array32 header claiming 4G items
+        # array32 header claiming 4G items
+        lambda: b'\xdd\xff\xff\xff\xff',
         lambda: msgpack_numpy.packb({**_ok_obs(), 'task': 123}),
         lambda: 'a text frame',                                                         # text instead of binary
         # decode bombs and values that only go bad on the way to the policy (issue 13)
+        # np.void: 2 GiB
         lambda: msgpack_numpy.packb({**{k: v for k, v in _ok_obs().items() if k != 'observation.state'},
-                                     'observation.state': {b'__npgeneric__': True, b'data': 2**31 - 1, b'dtype': '|V1'}}),  # np.void: 2 GiB
+                                     'observation.state': {b'__npgeneric__': True, b'data': 2**31 - 1,
+                                                           b'dtype': '|V1'}}),
         lambda: msgpack.packb({'observation.state': {b'__npgeneric__': True, b'data': b'x' * 8, b'dtype': '<f8'}}),
-        lambda: msgpack_numpy.packb({'observation.state': arr({b'dtype': '(3,)<f4', b'shape': (1,)})}),  # subarray dtype
-        lambda: msgpack_numpy.packb({**_ok_obs(), 'observation.state': np.full(3, 1e39)}),  # finite float64, inf as float32
+        # subarray dtype
+        lambda: msgpack_numpy.packb({'observation.state': arr({b'dtype': '(3,)<f4', b'shape': (1,)})}),
+        # finite float64, inf as float32
+        lambda: msgpack_numpy.packb({**_ok_obs(), 'observation.state': np.full(3, 1e39)}),
         lambda: b'\xdd' + (300_000).to_bytes(4, 'big') + b'\x80' * 300_000,             # 300 000 empty maps
     ]
     return [rng.choice(makers)() for _ in range(n)]
@@ -307,7 +316,8 @@ def test_api_key_refused_at_handshake():
 
 
 def test_cli_subprocess_random_sigterm_graceful():
-    srv = serve('random', subprocess_mode=True, action_dim=5, horizon=2, state_dim=2)  # `robobench serve --policy random`
+    # `robobench serve --policy random`
+    srv = serve('random', subprocess_mode=True, action_dim=5, horizon=2, state_dim=2)
     try:
         assert srv.metadata['action_dim'] == 5 and srv.metadata['input_features']['observation.state']['shape'] == [2]
         c = WebsocketClientPolicy(srv.host, srv.port)
@@ -338,7 +348,8 @@ def test_no_pickle_on_network_paths():
             for n in names:
                 assert n.split('.')[0] not in FORBIDDEN, f'{rel}:{node.lineno} imports {n}'
             if isinstance(node, ast.Attribute):
-                assert node.attr not in ('loads', 'load') or not (isinstance(node.value, ast.Name) and node.value.id in FORBIDDEN | {'torch'}), \
+                assert (node.attr not in ('loads', 'load')
+                        or not (isinstance(node.value, ast.Name) and node.value.id in FORBIDDEN | {'torch'})), \
                     f'{rel}:{node.lineno} deserializes with {node.value.id}.{node.attr}'
     # the wire codec is openpi's msgpack_numpy, which refuses object arrays instead of falling back to pickle
     with pytest.raises(ValueError):

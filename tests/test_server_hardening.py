@@ -1,6 +1,6 @@
 """Hardening of robobench.server (issue 13, parts 5-7): hostile frames, connection exhaustion, untrusted checkpoints and
 one-line CLI errors -- real servers on 127.0.0.1, the real openpi_client, real child processes (no mocks)."""
-import json, os, shutil, socket, subprocess, sys, threading, time
+import json, shutil, socket, subprocess, sys, time
 from pathlib import Path
 
 import msgpack
@@ -48,9 +48,11 @@ def test_nonfinite_input_after_cast_and_nonfinite_actions_are_error_replies(ckpt
     with serve(ckpt, device='cpu') as srv:  # `robobench serve -m ckpt` in a child process
         c = WebsocketClientPolicy(srv.host, srv.port)
         huge = {**obs, 'observation.state': np.array([1e39, 0, 0, 0])}  # finite float64, inf as the policy's float32
-        with pytest.raises(RuntimeError, match="'observation.state' holds NaN or inf after conversion to the policy's float32"):
+        with pytest.raises(RuntimeError,
+                           match="'observation.state' holds NaN or inf after conversion to the policy's float32"):
             c.infer(huge)
-        for v in (3e38, 1e30, -3.4e38):  # finite float32 inputs that may overflow inside the model: error or finite actions
+        # finite float32 inputs that may overflow inside the model: error or finite actions
+        for v in (3e38, 1e30, -3.4e38):
             try: a = c.infer({**obs, 'observation.state': np.full(4, v, np.float32)})['actions']
             except RuntimeError as e: assert 'non-finite actions' in str(e) or 'NaN or inf' in str(e), e
             else: assert np.isfinite(a).all(), a
@@ -71,7 +73,7 @@ def test_nonfinite_input_after_cast_and_nonfinite_actions_are_error_replies(ckpt
         c._ws.close()
 
 
-# -- (b) decode bombs: refused before allocating, quickly, with bounded memory ------------------------------------------
+# -- (b) decode bombs: refused before allocating, quickly, with bounded memory -----------------------------------------
 def _bombs():
     void = msgpack.packb({'observation.state': {b'__npgeneric__': True, b'data': 2**31 - 1, b'dtype': '|V1'}})
     assert len(void) == 58  # np.void(2**31 - 1) would be 2 GiB of zeros
@@ -81,14 +83,16 @@ def _bombs():
     nested = b'\xdc' + k.to_bytes(2, 'big') + (b'\xdd' + m.to_bytes(4, 'big') + b'\x80' * m) * k
     big_bin = msgpack.packb({'observation.state': {b'__ndarray__': True, b'data': b'\0' * 12, b'dtype': '<f4',
                                                    b'shape': [2**40]}})  # claims 4 TiB
-    sub = msgpack.packb({'observation.state': {b'__ndarray__': True, b'data': b'\0' * 12, b'dtype': '(3,)<f4', b'shape': [1]}})
+    sub = msgpack.packb({'observation.state': {b'__ndarray__': True, b'data': b'\0' * 12, b'dtype': '(3,)<f4',
+                                               b'shape': [1]}})
     return {'void 2 GiB scalar': void, '16 MiB of empty maps': flat, 'nested empty maps': nested,
             'array claiming 4 TiB': big_bin, 'subarray dtype': sub}
 
 
 @pytest.mark.slow
 def test_decode_bombs_get_quick_error_replies_and_bounded_server_memory():
-    srv = serve('random', subprocess_mode=True, action_dim=2, horizon=2, state_dim=3)  # `robobench serve --policy random`
+    # `robobench serve --policy random`
+    srv = serve('random', subprocess_mode=True, action_dim=2, horizon=2, state_dim=3)
     try:
         ws = _raw(srv)
         ok = msgpack_numpy.packb({'observation.state': np.zeros(3, np.float32)})
@@ -120,13 +124,13 @@ def test_bad_requests_are_logged_at_most_once_per_second_per_peer():
         dt = time.monotonic() - t
         time.sleep(1.1)
         ws.send(b'\xc1'); ws.recv(timeout=5)
-        lines = [l for l in srv.logs().splitlines() if 'bad request from' in l]
+        lines = [line for line in srv.logs().splitlines() if 'bad request from' in line]
         assert 1 <= len(lines) <= dt + 3, (len(lines), dt)
         assert 'similar line(s) from this peer not logged' in lines[-1]
         ws.close()
 
 
-# -- (c) connection exhaustion: caps, 503 on /healthz, idle timeout -----------------------------------------------------
+# -- (c) connection exhaustion: caps, 503 on /healthz, idle timeout ----------------------------------------------------
 def test_connection_caps_healthz_503_and_idle_timeout_frees_slots():
     pol = RandomPolicy(2, 2, input_features={'observation.state': FeatureSpec([1])})
     ok = {'observation.state': np.zeros(1, np.float32)}
@@ -171,12 +175,14 @@ def test_checkpoint_naming_an_arbitrary_class_is_refused_unless_trusted(ckpt, tm
     pre['steps'].insert(0, {'class': 'subprocess.Popen', 'config': {'args': ['touch', str(marker)]}})
     (d / 'policy_preprocessor.json').write_text(json.dumps(pre))
 
-    with pytest.raises(RobobenchError, match="class 'subprocess.Popen' is not a registered LeRobot processor step") as e:
+    with pytest.raises(RobobenchError,
+                       match="class 'subprocess.Popen' is not a registered LeRobot processor step") as e:
         LeRobotPolicy(d, device='cpu')
     assert '\n' not in str(e.value) and '--trust-remote-code' in str(e.value)
     with pytest.raises(RobobenchError, match='subprocess.Popen'):      # serve() -> a child `robobench serve -m d`
         serve(d, device='cpu', port=0)
-    r = subprocess.run(CLI + ['serve', '-m', str(d), '--port', '0', '--device', 'cpu'], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(CLI + ['serve', '-m', str(d), '--port', '0', '--device', 'cpu'], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and 'subprocess.Popen' in r.stderr, r.stderr
     time.sleep(0.5)
     assert not marker.exists()
@@ -213,14 +219,15 @@ def test_serve_cli_mistakes_exit_nonzero_with_one_line(ckpt, tmp_path):
     }
     procs = {}
     try:
-        procs = {argv: subprocess.Popen(CLI + ['serve', *argv, '--device', 'cpu'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True) for argv in cases}
+        procs = {argv: subprocess.Popen(CLI + ['serve', *argv, '--device', 'cpu'], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True) for argv in cases}
         for argv, p in procs.items():
             out, err = p.communicate(timeout=180)
             lines = err.strip().splitlines()
             assert p.returncode == 2, (argv, p.returncode, err)
             assert len(lines) == 1 and 'Traceback' not in err, (argv, err)
-            assert lines[0].startswith('robobench serve: error: ') and cases[argv] in lines[0] and 'Fix: ' in lines[0], (argv, lines)
+            assert (lines[0].startswith('robobench serve: error: ') and cases[argv] in lines[0]
+                    and 'Fix: ' in lines[0]), (argv, lines)
     finally:
         busy.close()
         for p in procs.values():

@@ -1,11 +1,11 @@
 """Numbers you can believe: errors are never failures, a server's error keeps its cause, a metadata-less server's
 assumptions are recorded, and a policy that does not fit the env stops the evaluation before the first episode."""
-import json, os, signal, subprocess, sys, threading, time, warnings
+import json, signal, subprocess, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import pytest
 from robobench.core import read_jsonl, read_json, free_port, RobobenchError
-from robobench.evaluation import evaluate, compare
+from robobench.evaluation import evaluate
 
 ROBOBENCH = str(Path(sys.executable).parent / 'robobench')
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,8 +105,8 @@ def test_metadata_less_server_assumptions_are_recorded_and_overridable(tmp_path)
         assert 'Assumed' in report(res).read_text()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            evaluate('toy/Point', f'127.0.0.1:{srv.port}', episodes=2, max_steps=12, run_folder=tmp_path / 'b', progress=False,
-                     video=False, client_kwargs={'n_action_steps': 2})
+            evaluate('toy/Point', f'127.0.0.1:{srv.port}', episodes=2, max_steps=12, run_folder=tmp_path / 'b',
+                     progress=False, video=False, client_kwargs={'n_action_steps': 2})
         info = read_json(tmp_path / 'b' / 'run_info.json')
         assert 'n_action_steps' not in info.get('assumptions', {}) and info['client_info']['n_action_steps'] == 2
 
@@ -129,21 +129,25 @@ def test_policy_that_does_not_fit_the_env_stops_before_the_first_episode(tiny_ck
     r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', str(tiny_ckpt), '--episodes', '3',
                         '--run-folder', str(tmp_path / 'b'), '--no-video', '--workers', '2'],
                        capture_output=True, text=True, timeout=300)
-    lines = [l for l in r.stderr.strip().splitlines() if l.strip() and 'it/s' not in l and 'ep/s' not in l]
-    assert r.returncode == 2 and len(lines) == 1 and 'must have shape [4]' in lines[0] and 'Traceback' not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.strip().splitlines()
+             if line.strip() and 'it/s' not in line and 'ep/s' not in line]
+    assert (r.returncode == 2 and len(lines) == 1 and 'must have shape [4]' in lines[0]
+            and 'Traceback' not in r.stderr), r.stderr
 
 
 @pytest.mark.net
 def test_mismatch_against_a_served_policy_is_found_from_its_metadata(tmp_path):
     from robobench.server import serve, RandomPolicy, FeatureSpec
     with serve(RandomPolicy(action_dim=7, horizon=4, input_features={'observation.state': FeatureSpec([9])})) as srv:
-        with pytest.raises(RobobenchError, match=r"(?s)'observation.state' must have shape \[9\], the env gives \[2\].*7-dim actions"):
-            evaluate('toy/Point', f'{srv.host}:{srv.port}', episodes=3, run_folder=tmp_path, progress=False, video=False)
+        with pytest.raises(RobobenchError,
+                           match=r"(?s)'observation.state' must have shape \[9\], the env gives \[2\].*7-dim actions"):
+            evaluate('toy/Point', f'{srv.host}:{srv.port}', episodes=3, run_folder=tmp_path, progress=False,
+                     video=False)
     assert read_jsonl(tmp_path / 'episodes.jsonl') == []
 
 
 def _one_line_error(r, *needles):
-    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and 'Traceback' not in r.stderr, (r.returncode, r.stderr[-3000:])
     assert 'Fix:' in lines[0] or 'Did you mean' in lines[0], lines[0]
     for n in needles: assert n in lines[0], lines[0]
@@ -151,19 +155,23 @@ def _one_line_error(r, *needles):
 
 def test_cli_mistakes_are_one_line_with_the_fix(tmp_path):
     "Unknown client, bad JSON, a damaged dataset: exit 2, one line naming the fix; --debug shows the traceback."
-    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '--policy.client', 'no_such_client', '--episodes', '2',
-                        '--run-folder', str(tmp_path / 'e'), '--no-video'], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '--policy.client', 'no_such_client',
+                        '--episodes', '2', '--run-folder', str(tmp_path / 'e'), '--no-video'],
+                       capture_output=True, text=True, timeout=120)
     _one_line_error(r, "'no_such_client' is not a host:port", '--policy.client NAME')
-    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '--env-kwargs', '{max_steps: 3}', '--episodes', '2',
-                        '--run-folder', str(tmp_path / 'j'), '--no-video'], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '--env-kwargs', '{max_steps: 3}',
+                        '--episodes', '2', '--run-folder', str(tmp_path / 'j'), '--no-video'],
+                       capture_output=True, text=True, timeout=120)
     _one_line_error(r, '--env-kwargs is not JSON')
     from robobench.experts import collect
     collect('toy/Point', 2, tmp_path / 'ds', cameras=[], progress=False)
     f = next((tmp_path / 'ds' / 'data').rglob('*.parquet'))
     f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])                 # a truncated download
-    r = subprocess.run([ROBOBENCH, 'inspect', str(tmp_path / 'ds'), '--stats'], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([ROBOBENCH, 'inspect', str(tmp_path / 'ds'), '--stats'], capture_output=True, text=True,
+                       timeout=120)
     _one_line_error(r, 'is damaged', str(f), 'download or copy the dataset again')
-    r = subprocess.run([ROBOBENCH, 'inspect', str(tmp_path / 'ds'), '--stats', '--debug'], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([ROBOBENCH, 'inspect', str(tmp_path / 'ds'), '--stats', '--debug'], capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode != 0 and 'Traceback' in r.stderr
 
 
@@ -214,12 +222,14 @@ def test_local_eval_refuses_untrusted_and_broken_checkpoints_in_one_line(tiny_ck
     trunc = tmp_path / 'trunc'; shutil.copytree(tiny_ckpt, trunc)
     w = (trunc / 'model.safetensors').read_bytes(); (trunc / 'model.safetensors').write_bytes(w[:len(w) // 2])
     for d, needle in ((evil, 'subprocess.Popen'), (trunc, 'truncated')):
-        r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', str(d), '--episodes', '1', '--no-video',
-                            '--run-folder', str(tmp_path / f'run_{d.name}')], capture_output=True, text=True, timeout=300)
+        r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', str(d), '--episodes', '1',
+                            '--no-video', '--run-folder', str(tmp_path / f'run_{d.name}')],
+                           capture_output=True, text=True, timeout=300)
         _one_line_error(r, needle)
     assert not marker.exists()
-    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', str(evil), '--episodes', '1', '--no-video',
-                        '--trust-remote-code', '--run-folder', str(tmp_path / 'trusted')], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', str(evil), '--episodes', '1',
+                        '--no-video', '--trust-remote-code', '--run-folder', str(tmp_path / 'trusted')],
+                       capture_output=True, text=True, timeout=300)
     deadline = time.monotonic() + 10   # the refusal is lifted: LeRobot really instantiates what the file names
     while not marker.exists() and time.monotonic() < deadline: time.sleep(0.1)
     assert marker.exists() and 'robobench eval: error: subprocess.Popen' not in r.stderr, r.stderr[-2000:]

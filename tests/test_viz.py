@@ -12,7 +12,8 @@ class _Gain:
 
 
 def test_default_videos_every_failure_and_some_successes(tmp_path):
-    res = evaluate('toy/Point', _Gain(), episodes=6, max_steps=8, run_folder=tmp_path, progress=False, video_successes=1)
+    res = evaluate('toy/Point', _Gain(), episodes=6, max_steps=8, run_folder=tmp_path, progress=False,
+                   video_successes=1)
     fails, wins = select_episodes(res, 'failure'), select_episodes(res, 'success')
     assert len(fails) == 3 and len(wins) == 3
     assert all(r.get('video') for r in fails)                        # every failure has its video
@@ -27,7 +28,7 @@ def test_gallery_opens_on_a_failure_and_show_says_what_has_no_video(tmp_path, ca
     outcome, seed = g.children[1], g.children[2]
     fails = select_episodes(res, 'failure')
     assert outcome.value == 'failure' and seed.value is not None and seed.value in [r['seed'] for r in fails]
-    assert [l for l, _ in outcome.options][1] == f'failure ({len(fails)})'
+    assert [label for label, _ in outcome.options][1] == f'failure ({len(fails)})'
     missing = [r for r in fails if not r.get('video')]
     assert missing and all('no video' in lbl for lbl, s in seed.options if s in [r['seed'] for r in missing])
     shown = show_episodes(res, 'failure')
