@@ -184,6 +184,16 @@ def _backbone_cached(weights: str) -> bool:
         return (Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]).exists()
     except Exception: return False
 
+def _config_with_sizes(make, policy: str, kw: dict, action_chunk_size, n_obs_steps, n_action_steps, error):
+    "The policy config built with the sizes given (under the policy's own chunk field), when its checks need them."
+    sizes = {k: int(v) for k, v in (('n_obs_steps', n_obs_steps), ('n_action_steps', n_action_steps)) if v is not None}
+    for name in CHUNK_FIELDS:
+        chunk = {name: int(action_chunk_size)} if action_chunk_size is not None else {}
+        try: return make(policy, **{**kw, **sizes, **chunk})
+        except TypeError: continue   # not this policy's chunk field
+        except (ValueError, NotImplementedError) as e: raise ValueError(f"policy '{policy}': {e}") from None
+    raise ValueError(f"policy '{policy}': {error}") from error
+
 def make_policy_config(policy: str, features: dict, policy_kwargs: dict | None = None,
                        pretrained_path: str | None = None, action_chunk_size=None, n_obs_steps=None,
                        n_action_steps=None, device: str = 'cpu'):
@@ -199,6 +209,8 @@ def make_policy_config(policy: str, features: dict, policy_kwargs: dict | None =
     else:
         try: cfg = lr_make_config(policy, **kw)
         except TypeError as e: raise ValueError(f"bad policy_kwargs for '{policy}': {e}") from e
+        except (ValueError, NotImplementedError) as e:   # e.g. ACT's temporal ensembling wants n_action_steps=1 here
+            cfg = _config_with_sizes(lr_make_config, policy, kw, action_chunk_size, n_obs_steps, n_action_steps, e)
     pf = dataset_to_policy_features(features)
     cfg.output_features = {k: f for k, f in pf.items() if f.type is FeatureType.ACTION}
     cfg.input_features = {k: f for k, f in pf.items() if k not in cfg.output_features}
