@@ -222,8 +222,8 @@ class EvalResult:
 
     def __getattr__(self, name: str):
         "The views (`show`, `browse`, `report`) are attached by `robobench.viz` (this module never imports it)."
-        hint = ('; it is added by robobench.viz: `import robobench.viz` first (`import robobench` and '
-                '`robobench.evaluate(...)` do it for you)') if name in VIEWS else ''
+        hint = ('; it is added by robobench.viz: `import robobench.viz` first (the package API, e.g. '
+                '`robobench.evaluate(...)`, does it for you)') if name in VIEWS else ''
         raise AttributeError(f'{type(self).__name__!r} object has no attribute {name!r}{hint}')
 
     @property
