@@ -11,11 +11,11 @@ from typing import Any, Iterable
 
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT', 'STATE',
-           'ENV_STATE', 'ACTION', 'IMAGES', 'to_jsonable', 'atomic_write_text', 'atomic_write_json', 'read_json',
-           'append_jsonl', 'read_jsonl', 'seed_everything', 'pick_device', 'UnknownNameError', 'did_you_mean',
-           'Registry', 'require', 'parse_value', 'import_object', 'quiet_datasets', 'init_ray', 'RobobenchError',
-           'debug_enabled', 'one_line_error', 'package_version', 'git_info', 'run_info', 'make_run_dir', 'free_port',
-           'offline', 'image_key', 'feature_dim_names']
+           'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'to_jsonable', 'atomic_write_text', 'atomic_write_json',
+           'read_json', 'append_jsonl', 'read_jsonl', 'seed_everything', 'pick_device', 'UnknownNameError',
+           'did_you_mean', 'Registry', 'require', 'parse_value', 'import_object', 'quiet_datasets', 'init_ray',
+           'RobobenchError', 'debug_enabled', 'one_line_error', 'package_version', 'git_info', 'run_info',
+           'make_run_dir', 'free_port', 'offline', 'image_key', 'feature_dim_names']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -337,6 +337,7 @@ def offline() -> bool:
 # %% ../nbs/00_core.ipynb #76b75c1b
 STATE, ENV_STATE, ACTION = 'observation.state', 'observation.environment_state', 'action'
 IMAGES = 'observation.images.'   # + camera name
+BOOKKEEPING = ('timestamp', 'frame_index', 'episode_index', 'index', 'task_index')   # columns LeRobot adds itself
 
 def image_key(camera: str) -> str:
     "The LeRobot feature name of `camera`'s images: 'observation.images.<camera>'."

@@ -10,17 +10,16 @@ from typing import Any, Iterable
 import numpy as np
 from fastcore.basics import patch
 from .core import atomic_write_json, import_object, offline, read_json, to_jsonable
-from .core import ACTION, ENV_STATE, IMAGES, STATE, feature_dim_names  # noqa: F401 (data's names)
+from .core import ACTION, BOOKKEEPING, ENV_STATE, IMAGES, STATE, feature_dim_names  # noqa: F401 (data's names)
 
 log = logging.getLogger('robobench.data')
 
 # %% auto #0
-__all__ = ['log', 'BOOKKEEPING', 'SUCCESS_KEYS', 'STATS_KEYS', 'DATASET_FORMATS', 'is_camera', 'vector_keys', 'vector_stats',
-           'norm_stats_dict', 'compare_stats', 'check_data', 'EpisodeData', 'LeRobotData', 'lerobot_home',
-           'register_dataset_format', 'dataset_format', 'open_dataset', 'unreadable_parquet_files', 'cli_inspect']
+__all__ = ['log', 'SUCCESS_KEYS', 'STATS_KEYS', 'DATASET_FORMATS', 'is_camera', 'vector_keys', 'vector_stats', 'norm_stats_dict',
+           'compare_stats', 'check_data', 'EpisodeData', 'LeRobotData', 'lerobot_home', 'register_dataset_format',
+           'dataset_format', 'open_dataset', 'unreadable_parquet_files', 'cli_inspect']
 
 # %% ../nbs/03_data.ipynb #200f6e52
-BOOKKEEPING = ('timestamp', 'frame_index', 'episode_index', 'index', 'task_index')
 SUCCESS_KEYS = ('success', 'next.success', 'episode_success', 'is_success')
 STATS_KEYS = (STATE, ENV_STATE, ACTION)
 

@@ -5,14 +5,13 @@
 # %% ../nbs/02b_writer.ipynb #415090be
 from __future__ import annotations
 from pathlib import Path
-from .core import append_jsonl, atomic_write_text, quiet_datasets, read_jsonl
+from .core import BOOKKEEPING, append_jsonl, atomic_write_text, quiet_datasets, read_jsonl
 
 # %% auto #0
-__all__ = ['LEDGER', 'DEFAULT_FEATURES', 'finished_episodes', 'reconcile_ledger', 'EpisodeWriter']
+__all__ = ['LEDGER', 'finished_episodes', 'reconcile_ledger', 'EpisodeWriter']
 
 # %% ../nbs/02b_writer.ipynb #5b185f98
 LEDGER = 'robobench_episodes.jsonl'
-DEFAULT_FEATURES = ('timestamp', 'frame_index', 'episode_index', 'index', 'task_index')   # LeRobot adds these
 
 def finished_episodes(root) -> int:
     "How many episodes a (possibly interrupted) LeRobot v3 dataset at `root` holds in finalized metadata."
@@ -54,7 +53,7 @@ class EpisodeWriter:
         if self.resumed:
             self.ledger = reconcile_ledger(self.root, held)
             self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root)
-            have = set(self.dataset.meta.features) - set(DEFAULT_FEATURES)
+            have = set(self.dataset.meta.features) - set(BOOKKEEPING)
             if have != set(features):
                 self.dataset.finalize()
                 raise ValueError(f'{self.root} holds a dataset with features {sorted(have)}; this writer writes '
