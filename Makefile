@@ -38,6 +38,7 @@ nbcheck: setup
 	@echo "nbdev_clean / nbdev_export: no diff"
 	@$(BIN)/python scripts/lint.py
 	@$(BIN)/python scripts/import_cycles.py && echo "import cycles: none"
+	@$(BIN)/python scripts/sim_names.py
 
 nbtest: setup
 	$(BIN)/nbdev_test --n_workers 2 --flags "slow sim"   # every cell, the simulator and slow ones included

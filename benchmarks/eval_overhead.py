@@ -64,7 +64,8 @@ def main():
     print(f'(b) episodes/s, steady state (first to last finished episode): 1 process worker {med(one, 3):.2f}, '
           f'2 workers {med(two, 3):.2f} -> ratio {med(two, 3) / med(one, 3):.2f} (goal >= 1.7); incl. worker start-up: '
           f'{med(one, 2):.2f} vs {med(two, 2):.2f} -> ratio {med(two, 2) / med(one, 2):.2f}')
-    from robobench.server import serve, RandomPolicy
+    from robobench.policies import RandomPolicy
+    from robobench.server import serve
     env = make_env(a.env, **ek); dim = env.spec.action_dim; env.close()
     pol = dict(action_dim=dim, horizon=8, seed=0)
     local, remote = [], []

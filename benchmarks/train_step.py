@@ -20,7 +20,7 @@ ACT = {'dim_model': 128, 'dim_feedforward': 512}
 
 
 def collect_demos(root: Path, n: int, video: bool):
-    from robobench.experts import collect
+    from robobench.collect import collect
     t0 = time.perf_counter()
     kw = dict(cameras=['base_camera'], video=True) if video else {}
     collect('maniskill/PickCube-v1', n, root / 'demos', progress=False, **kw)

@@ -14,13 +14,16 @@ _LAZY = {
     # doctor
     'doctor': 'doctor',
     # envs
-    'make_env': 'envs', 'list_envs': 'envs', 'EnvSpec': 'envs',
-    'make_expert': 'experts', 'collect': 'experts', 'measure_expert': 'experts', 'make_expert_policy': 'experts',
-    'export_rlds': 'experts', 'CollectConfig': 'experts', 'EpisodeWriter': 'writer',
+    'make_env': 'envs', 'list_envs': 'envs', 'EnvSpec': 'envs', 'Backend': 'envs', 'Task': 'envs',
+    'register_backend': 'envs', 'backends': 'envs',
+    'make_expert': 'experts', 'collect': 'collect', 'measure_expert': 'experts', 'make_expert_policy': 'policies',
+    'export_rlds': 'rlds', 'CollectConfig': 'collect', 'EpisodeWriter': 'writer',
+    'register_layout': 'layouts', 'get_layout': 'layouts',
     # datasets (a dataset's own browser is `ds.browse()`)
     'open_dataset': 'data', 'convert_rlds_to_lerobot': 'rlds', 'mix_datasets': 'mixing', 'dagger_filter': 'mixing',
     # serving and clients
-    'serve': 'server', 'RandomPolicy': 'policies', 'LeRobotPolicy': 'policies',
+    'serve': 'server', 'RandomPolicy': 'policies', 'LeRobotPolicy': 'policies', 'Policy': 'policies',
+    'ExpertPolicy': 'policies',
     'InferenceClient': 'clients', 'make_client': 'clients', 'PolicyArgs': 'clients',
     # evaluation and viz
     'evaluate': 'evaluation', 'EvalConfig': 'evaluation', 'EvalResult': 'evaluation', 'compare': 'evaluation',

@@ -5,6 +5,7 @@
 # %% ../nbs/07a_batches.ipynb #5ec3ab2f
 from __future__ import annotations
 import numpy as np
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['episode_bounds', 'window_indices', 'batch_indices', 'RamCache']
@@ -12,29 +13,57 @@ __all__ = ['episode_bounds', 'window_indices', 'batch_indices', 'RamCache']
 # %% ../nbs/07a_batches.ipynb #4d96043c
 def episode_bounds(episode_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Per frame: first index of its episode and one past the last (frames grouped by episode)."
-    ep = np.asarray(episode_index).reshape(-1)
-    change = np.r_[True, ep[1:] != ep[:-1]]
+    episodes = np.asarray(episode_index).reshape(-1)
+    change = np.r_[True, episodes[1:] != episodes[:-1]]
     starts = np.flatnonzero(change)
-    ends = np.r_[starts[1:], len(ep)]
+    ends = np.r_[starts[1:], len(episodes)]
     run = np.cumsum(change) - 1
     return starts[run], ends[run]
 
+# %% ../nbs/07a_batches.ipynb #36677116
 def window_indices(n: int, deltas, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "LeRobot's delta-timestamp rule for all frames at once: clamped indices [n, len(deltas)] and is_pad flags."
-    q = np.arange(n)[:, None] + np.asarray(deltas, dtype=np.int64)[None, :]
-    pad = (q < lo[:, None]) | (q >= hi[:, None])
-    return np.clip(q, lo[:, None], hi[:, None] - 1), pad
+    wanted = np.arange(n)[:, None] + np.asarray(deltas, dtype=np.int64)[None, :]
+    pad = (wanted < lo[:, None]) | (wanted >= hi[:, None])
+    return np.clip(wanted, lo[:, None], hi[:, None] - 1), pad
 
 # %% ../nbs/07a_batches.ipynb #cbb70c35
 def batch_indices(weights, batch_size: int, seed: int, step: int):
     "Sample indices of batch `step`: a pure function of (weights, seed, step), so resumed runs see the same batches."
     import torch
-    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
-    return torch.multinomial(weights, int(batch_size), replacement=True, generator=g)
+    gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+    return torch.multinomial(weights, int(batch_size), replacement=True, generator=gen)
 
+# %% ../nbs/07a_batches.ipynb #b3be639c
 def _frame_images(view, cam: str) -> np.ndarray:
     return np.concatenate([view.episode(i, cameras=[cam])[cam] for i in range(view.num_episodes)])
 
+def _view_columns(view, kept, keys: list[str], delta_indices: dict) -> tuple[dict, list[str], set]:
+    "The kept frames of one dataset: {key: array} (windows and `<key>_is_pad` for `delta_indices`), tasks, cameras."
+    cols = view.columns()
+    num_frames = view.num_frames
+    episodes = (cols['episode_index'] if 'episode_index' in cols
+                else np.repeat(np.arange(view.num_episodes), view.episode_lengths))
+    lo, hi = episode_bounds(episodes)
+    sel = np.arange(num_frames) if kept is None else np.asarray(kept)
+    parts, images = {}, set()
+    for key in keys:
+        if key in view.cameras:
+            arr = _frame_images(view, key); images.add(key)
+        elif key in cols: arr = cols[key]
+        else: raise KeyError(f"dataset '{view.name}' has no feature '{key}' (it has: {', '.join(sorted(cols))})")
+        if arr.dtype.kind == 'f': arr = arr.astype(np.float32, copy=False)
+        if key in delta_indices:
+            idx, pad = window_indices(num_frames, delta_indices[key], lo, hi)
+            parts[key], parts[f'{key}_is_pad'] = arr[idx[sel]], pad[sel]
+        else: parts[key] = arr[sel]
+    parts['episode_index'] = np.asarray(episodes)[sel].astype(np.int64)
+    parts['frame_index'] = (np.arange(num_frames) - lo)[sel].astype(np.int64)
+    parts['index'] = sel.astype(np.int64)
+    task_index = cols.get('task_index', np.zeros(num_frames, np.int64)).reshape(-1)[sel]
+    return parts, [view.task_names.get(int(t), '') for t in task_index], images
+
+# %% ../nbs/07a_batches.ipynb #49392fd0
 class RamCache:
     "All training items of several LeRobot datasets as tensors; `batch(idx)` = collated `LeRobotDataset` items."
     def __init__(self, views: list, keep: list, delta_indices: dict, keys: list[str], progress: bool = True):
@@ -44,39 +73,25 @@ class RamCache:
         parts: dict[str, list] = {}
         tasks, self.images = [], set()
         for view, kept in tqdm(list(zip(views, keep)), desc='caching datasets in RAM', disable=not progress):
-            cols = view._columns()
-            n = view.num_frames
-            ep = (cols['episode_index'] if 'episode_index' in cols
-                  else np.repeat(np.arange(view.num_episodes), view.episode_lengths))
-            lo, hi = episode_bounds(ep)
-            sel = np.arange(n) if kept is None else np.asarray(kept)
-            for k in self.keys:
-                if k in view.cameras:
-                    arr = _frame_images(view, k); self.images.add(k)
-                elif k in cols: arr = cols[k]
-                else: raise KeyError(f"dataset '{view.name}' has no feature '{k}' (it has: {', '.join(sorted(cols))})")
-                if arr.dtype.kind == 'f': arr = arr.astype(np.float32, copy=False)
-                if k in delta_indices:
-                    q, pad = window_indices(n, delta_indices[k], lo, hi)
-                    parts.setdefault(k, []).append(arr[q[sel]]); parts.setdefault(f'{k}_is_pad', []).append(pad[sel])
-                else: parts.setdefault(k, []).append(arr[sel])
-            parts.setdefault('episode_index', []).append(np.asarray(ep)[sel].astype(np.int64))
-            parts.setdefault('frame_index', []).append((np.arange(n) - lo)[sel].astype(np.int64))
-            parts.setdefault('index', []).append(sel.astype(np.int64))
-            ti = cols.get('task_index', np.zeros(n, np.int64)).reshape(-1)[sel]
-            tasks.extend(view.task_names.get(int(t), '') for t in ti)
+            cols, view_tasks, images = _view_columns(view, kept, self.keys, delta_indices)
+            for key, arr in cols.items(): parts.setdefault(key, []).append(arr)
+            tasks.extend(view_tasks); self.images |= images
         self.data = {k: torch.from_numpy(np.ascontiguousarray(np.concatenate(v))) for k, v in parts.items()}
         self.tasks = tasks
         self.nbytes = sum(t.numel() * t.element_size() for t in self.data.values())
 
-    def __len__(self): return len(self.tasks)
+# %% ../nbs/07a_batches.ipynb #92080e08
+@patch
+def __len__(self: RamCache): return len(self.tasks)
 
-    def batch(self, idx) -> dict:
-        out = {}
-        for k, t in self.data.items():
-            b = t[idx]
-            if k in self.images:  # uint8 HWC -> float CHW in [0, 1], like LeRobot
-                b = b.movedim(-1, -3).float().div_(255.0)
-            out[k] = b
-        out['task'] = [self.tasks[i] for i in idx.tolist()]
-        return out
+# %% ../nbs/07a_batches.ipynb #a5c2b27d
+@patch
+def batch(self: RamCache, idx) -> dict:
+    out = {}
+    for key, tensor in self.data.items():
+        items = tensor[idx]
+        if key in self.images:  # uint8 HWC -> float CHW in [0, 1], like LeRobot
+            items = items.movedim(-1, -3).float().div_(255.0)
+        out[key] = items
+    out['task'] = [self.tasks[i] for i in idx.tolist()]
+    return out

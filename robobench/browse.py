@@ -5,6 +5,7 @@
 # %% ../nbs/03a_data_browse.ipynb #fdc038e5
 from __future__ import annotations
 import numpy as np
+from fastcore.basics import patch
 from .core import ACTION, STATE, ENV_STATE, IMAGES, feature_dim_names
 
 # %% auto #0
@@ -26,6 +27,7 @@ class EpisodeList:
         if n is None: n = next((int(np.prod(np.shape(e[key])[1:])) for e in self.episodes if key in e), 0)
         return feature_dim_names(self._dim_names.get(key), n, key)
 
+# %% ../nbs/03a_data_browse.ipynb #7c0d4fbc
 def _demo_episodes(n=2, T=12, seed=0) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [{'observation.state': np.cumsum(rng.normal(size=(T, 4)), 0).astype(np.float32),
@@ -37,18 +39,20 @@ def _demo_episodes(n=2, T=12, seed=0) -> list[dict]:
 # %% ../nbs/03a_data_browse.ipynb #c0b0deda
 def _series(ep: dict) -> list[tuple[str, np.ndarray]]:
     out = []
-    for k in (STATE, ENV_STATE, ACTION):
-        if k in ep and np.asarray(ep[k]).size:
-            v = np.asarray(ep[k], dtype=np.float64)
-            out.append((k, v.reshape(len(v), -1)))
+    for key in (STATE, ENV_STATE, ACTION):
+        if key in ep and np.asarray(ep[key]).size:
+            values = np.asarray(ep[key], dtype=np.float64)
+            out.append((key, values.reshape(len(values), -1)))
     return out
 
+# %% ../nbs/03a_data_browse.ipynb #887b6ad1
 def _dim_names(ds, key: str, n: int) -> list[str]:
     "Dimension names from the dataset view (`dim_names`: LeRobot info.json, or given), else `<key>_<i>`."
-    f = getattr(ds, 'dim_names', None)
-    names = f(key, n) if f is not None else None
+    view_names = getattr(ds, 'dim_names', None)
+    names = view_names(key, n) if view_names is not None else None
     return list(names) if names is not None and len(names) == n else feature_dim_names(None, n, key)
 
+# %% ../nbs/03a_data_browse.ipynb #12924566
 def _colors(n: int) -> list:
     "n distinguishable line colours (tab10, else tab20 + tab20b + tab20c, cycled)."
     import matplotlib
@@ -56,26 +60,30 @@ def _colors(n: int) -> list:
     pal = [matplotlib.colormaps[c](i) for c in ('tab20', 'tab20b', 'tab20c') for i in range(20)]
     return [pal[i % len(pal)] for i in range(n)]
 
+# %% ../nbs/03a_data_browse.ipynb #afd398ff
 _LEGEND_ROWS = 12
 def _plot_series(ax, key: str, v: np.ndarray, names: list[str], T: int):
     "Plot a (T, D) series on `ax` with one legend entry per named dimension, legend outside on the right."
-    for j, (c, nm) in enumerate(zip(_colors(v.shape[1]), names)): ax.plot(v[:, j], lw=1, color=c, label=nm)
+    for dim, (color, nm) in enumerate(zip(_colors(v.shape[1]), names)): ax.plot(v[:, dim], lw=1, color=color, label=nm)
     from matplotlib.ticker import MaxNLocator
     ax.set_ylabel(key.split('.')[-1], fontsize=8); ax.set_xlim(0, max(T - 1, 1)); ax.tick_params(labelsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc='upper left', bbox_to_anchor=(1.005, 1.0), fontsize=6.5, ncol=-(-len(names) // _LEGEND_ROWS),
               frameon=False, handlelength=1.2, borderaxespad=0.0, columnspacing=0.8, labelspacing=0.2)
 
+# %% ../nbs/03a_data_browse.ipynb #6f439601
 def _series_figsize(series, width: float = 7.0) -> tuple[float, float]:
     cols = max([-(-v.shape[1] // _LEGEND_ROWS) for _, v in series] + [1])
     return width + 1.1 * cols, sum(max(1.6, 0.14 * min(v.shape[1], _LEGEND_ROWS) + 0.4) for _, v in series) or 1.6
 
+# %% ../nbs/03a_data_browse.ipynb #e506d528
 def _title(ep: dict, i: int) -> str:
     succ = ep.get('success')
     outcome = '' if succ is None else ('  ✓ success' if succ else '  ✗ failure')
-    T = len(next((v for k, v in ep.items() if isinstance(v, np.ndarray) and v.ndim >= 1), []))
-    return f"episode {i}  ({T} frames){outcome}\n{ep.get('task') or ''}"
+    n_frames = len(next((v for k, v in ep.items() if isinstance(v, np.ndarray) and v.ndim >= 1), []))
+    return f"episode {i}  ({n_frames} frames){outcome}\n{ep.get('task') or ''}"
 
+# %% ../nbs/03a_data_browse.ipynb #03531a6b
 _FigureClass = None
 def _figure_class():
     """A `Figure` that a notebook shows exactly once: displayed (as the cell's value, or by the inline backend's
@@ -89,10 +97,11 @@ def _figure_class():
                 import matplotlib.pyplot as plt
                 from IPython.display import Image, display
                 plt.close(self)
-                b = io.BytesIO(); self.savefig(b, format='png', bbox_inches='tight'); display(Image(b.getvalue()))
+                buf = io.BytesIO(); self.savefig(buf, format='png', bbox_inches='tight'); display(Image(buf.getvalue()))
         _FigureClass = EpisodeFigure
     return _FigureClass
 
+# %% ../nbs/03a_data_browse.ipynb #f99a4c7c
 def render_episode(ds, episode: int = 0, n_frames: int = 6, path=None, dpi: int = 80):
     """A matplotlib figure of one episode: filmstrip of `n_frames` frames per camera, then state/action curves with
     the dimension names in the legends. In a notebook it shows once, whether it is the cell's value or not; with
@@ -102,22 +111,23 @@ def render_episode(ds, episode: int = 0, n_frames: int = 6, path=None, dpi: int 
     ep = ds.episode(episode)
     cams = [c for c in ds.cameras if c in ep and len(ep[c])]
     series = _series(ep)
-    T = max([len(ep[c]) for c in cams] + [len(v) for _, v in series] + [1])
-    idx = np.unique(np.linspace(0, T - 1, min(n_frames, T)).round().astype(int))
+    length = max([len(ep[c]) for c in cams] + [len(v) for _, v in series] + [1])
+    idx = np.unique(np.linspace(0, length - 1, min(n_frames, length)).round().astype(int))
     rows = len(cams) + len(series)
-    w, h = _series_figsize(series, 2 * max(len(idx), 3))
-    fig = plt.figure(figsize=(w, 1.9 * len(cams) + h + 0.6), dpi=dpi, layout='constrained', FigureClass=_figure_class())
+    width, height = _series_figsize(series, 2 * max(len(idx), 3))
+    fig = plt.figure(figsize=(width, 1.9 * len(cams) + height + 0.6), dpi=dpi, layout='constrained',
+                     FigureClass=_figure_class())
     gs = fig.add_gridspec(max(rows, 1), len(idx),
-                          height_ratios=[1.9] * len(cams) + [h / max(len(series), 1)] * len(series) or None)
-    for r, c in enumerate(cams):
-        for j, t in enumerate(idx):
-            ax = fig.add_subplot(gs[r, j]); ax.imshow(ep[c][t]); ax.set_xticks([]); ax.set_yticks([])
-            if j == 0: ax.set_ylabel(c.removeprefix(IMAGES), fontsize=8)
-            if r == 0: ax.set_title(f't={t}', fontsize=8)
-    for r, (k, v) in enumerate(series, start=len(cams)):
-        ax = fig.add_subplot(gs[r, :])
-        _plot_series(ax, k, v, _dim_names(ds, k, v.shape[1]), T)
-        for t in idx: ax.axvline(t, color='k', lw=0.4, alpha=0.3)
+                          height_ratios=[1.9] * len(cams) + [height / max(len(series), 1)] * len(series) or None)
+    for row, cam in enumerate(cams):
+        for col, frame in enumerate(idx):
+            ax = fig.add_subplot(gs[row, col]); ax.imshow(ep[cam][frame]); ax.set_xticks([]); ax.set_yticks([])
+            if col == 0: ax.set_ylabel(cam.removeprefix(IMAGES), fontsize=8)
+            if row == 0: ax.set_title(f't={frame}', fontsize=8)
+    for row, (key, values) in enumerate(series, start=len(cams)):
+        ax = fig.add_subplot(gs[row, :])
+        _plot_series(ax, key, values, _dim_names(ds, key, values.shape[1]), length)
+        for frame in idx: ax.axvline(frame, color='k', lw=0.4, alpha=0.3)
     fig.suptitle(_title(ep, episode), fontsize=9)
     if path is not None: fig.savefig(path)
     if path is not None or get_ipython() is None: plt.close(fig)
@@ -128,15 +138,17 @@ def _encode(img: np.ndarray, fmt: str = 'png') -> bytes:
     "An image array as PNG (fast zlib level) or JPEG bytes."
     import io
     from PIL import Image
-    a = np.asarray(img)
-    if a.dtype != np.uint8: a = np.clip(a, 0, 255).astype(np.uint8)
-    im, b = Image.fromarray(a), io.BytesIO()
-    if fmt in ('jpeg', 'jpg'): im.convert('RGB').save(b, format='JPEG', quality=90)
-    else: im.save(b, format='PNG', compress_level=1)
-    return b.getvalue()
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8: arr = np.clip(arr, 0, 255).astype(np.uint8)
+    im, buf = Image.fromarray(arr), io.BytesIO()
+    if fmt in ('jpeg', 'jpg'): im.convert('RGB').save(buf, format='JPEG', quality=90)
+    else: im.save(buf, format='PNG', compress_level=1)
+    return buf.getvalue()
 
+# %% ../nbs/03a_data_browse.ipynb #a5541188
 def _hex(c) -> str: return '#%02x%02x%02x' % tuple(int(round(255 * x)) for x in c[:3])
 
+# %% ../nbs/03a_data_browse.ipynb #19f8bf85
 class EpisodeBrowser:
     """Widget state for `browse`: `.widget` is the ipywidgets box; `.show(episode, frame)` changes episode,
     `.fr_slider.value = t` steps frames. `.plot` is the one plot image, `.readout` the values at the frame by name."""
@@ -158,79 +170,89 @@ class EpisodeBrowser:
         self.fr_slider.observe(lambda ch: None if self._quiet else self._frame(ch['new']), names='value')
         self.show(episode, frame)
 
-    def show(self, episode: int, frame: int = 0):
-        "Load episode `episode` and redraw the plot once (with its names), then go to `frame`."
-        from matplotlib.figure import Figure
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        self.episode_index, self.ep = episode, self.ds.episode(episode)
-        series = _series(self.ep)
-        self.n_frames = max([len(self.ep[c]) for c in self.images if c in self.ep]
-                            + [len(v) for _, v in series] + [1])
-        succ = self.ep.get('success')
-        outcome = ('unknown' if succ is None
-                   else '<b style="color:green">success</b>' if succ else '<b style="color:red">failure</b>')
-        self.info.value = (f"<b>instruction:</b> {self.ep.get('task') or '(none)'} &nbsp; "
-                           f"<b>outcome:</b> {outcome} &nbsp; <b>frames:</b> {self.n_frames}")
-        self._img_cache = {}
-        self._lines = [(k, v, _dim_names(self.ds, k, v.shape[1]), [_hex(c) for c in _colors(v.shape[1])])
-                       for k, v in series]
-        self._canvas, self._axes, self._cursors = None, [], []
-        if series:
-            fig = Figure(figsize=_series_figsize(series), dpi=self.dpi, layout='constrained')
-            canvas = FigureCanvasAgg(fig)
-            axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
-            for ax, (k, v, names, _) in zip(axes, self._lines):
-                _plot_series(ax, k, v, names, self.n_frames)
-                self._cursors.append(ax.axvline(0, color='k', lw=1, animated=True))
-            axes[-1].set_xlabel('frame', fontsize=8)
-            canvas.draw()  # the one full draw for this episode
-            fig.set_layout_engine('none')  # keep the layout fixed for the blits
-            self._fig, self._canvas, self._axes, self._bg = fig, canvas, list(axes), canvas.copy_from_bbox(fig.bbox)
-        self.plot.layout.display = None if series else 'none'
-        self._quiet = True
-        try:
-            self.fr_slider.max = max(self.n_frames - 1, 0)
-            self.fr_slider.value = int(min(max(frame, 0), self.n_frames - 1))
-        finally: self._quiet = False
-        self._frame(self.fr_slider.value)
+# %% ../nbs/03a_data_browse.ipynb #d65e46aa
+@patch
+def _camera(self: EpisodeBrowser, c: str, t: int) -> bytes:
+    key = (c, t)
+    if key not in self._img_cache:
+        if len(self._img_cache) > 512: self._img_cache.clear()
+        self._img_cache[key] = _encode(self.ep[c][t], self.image_format)
+    return self._img_cache[key]
 
-    def _camera(self, c: str, t: int) -> bytes:
-        key = (c, t)
-        if key not in self._img_cache:
-            if len(self._img_cache) > 512: self._img_cache.clear()
-            self._img_cache[key] = _encode(self.ep[c][t], self.image_format)
-        return self._img_cache[key]
+# %% ../nbs/03a_data_browse.ipynb #543871dd
+@patch
+def _readout(self: EpisodeBrowser, t: int) -> str:
+    """HTML table of every dimension's value at frame `t`, by name, with its line colour;
+    hovering a value shows `feature[i]: name`."""
+    import html
+    rows = [f'<div style="font-size:11px;line-height:1.35"><b>frame {t}</b> / {self.n_frames - 1}']
+    for key, values, names, cols in self._lines:
+        row, width = values[min(t, len(values) - 1)], max(len(n) for n in names) + 14
+        cells = ''.join(f'<span style="display:inline-block;min-width:{width}ch;font-family:monospace" '
+                        f'title="{key}[{j}]: {html.escape(n)}">'
+                        f'<span style="color:{c}">&#9632;</span> {html.escape(n)} = {row[j]:.4g}</span>'
+                        for j, (n, c) in enumerate(zip(names, cols)))
+        rows.append(f'<div><b>{key.split(".")[-1]}</b><br>{cells}</div>')
+    return ''.join(rows) + '</div>'
 
-    def _frame(self, t: int):
-        "Go to frame `t`: swap the camera images, move the cursors (blit), update the readout. No replot."
-        self.frame = t = int(min(max(t, 0), self.n_frames - 1))
-        for c, im in self.images.items():
-            if c in self.ep and len(self.ep[c]): im.value = self._camera(c, min(t, len(self.ep[c]) - 1))
-        if self._canvas is not None:
-            self._canvas.restore_region(self._bg)
-            for ax, cur in zip(self._axes, self._cursors):
-                cur.set_xdata([t, t]); ax.draw_artist(cur)
-            self.plot.value = _encode(np.asarray(self._canvas.buffer_rgba()), 'png')
-        self.readout.value = self._readout(t)
+# %% ../nbs/03a_data_browse.ipynb #4f1db3fc
+@patch
+def _frame(self: EpisodeBrowser, t: int):
+    "Go to frame `t`: swap the camera images, move the cursors (blit), update the readout. No replot."
+    self.frame = frame = int(min(max(t, 0), self.n_frames - 1))
+    for cam, im in self.images.items():
+        if cam in self.ep and len(self.ep[cam]): im.value = self._camera(cam, min(frame, len(self.ep[cam]) - 1))
+    if self._canvas is not None:
+        self._canvas.restore_region(self._bg)
+        for ax, cur in zip(self._axes, self._cursors):
+            cur.set_xdata([frame, frame]); ax.draw_artist(cur)
+        self.plot.value = _encode(np.asarray(self._canvas.buffer_rgba()), 'png')
+    self.readout.value = self._readout(frame)
 
-    def _readout(self, t: int) -> str:
-        """HTML table of every dimension's value at frame `t`, by name, with its line colour;
-        hovering a value shows `feature[i]: name`."""
-        import html
-        rows = [f'<div style="font-size:11px;line-height:1.35"><b>frame {t}</b> / {self.n_frames - 1}']
-        for k, v, names, cols in self._lines:
-            x, w = v[min(t, len(v) - 1)], max(len(n) for n in names) + 14
-            cells = ''.join(f'<span style="display:inline-block;min-width:{w}ch;font-family:monospace" '
-                            f'title="{k}[{j}]: {html.escape(n)}">'
-                            f'<span style="color:{c}">&#9632;</span> {html.escape(n)} = {x[j]:.4g}</span>'
-                            for j, (n, c) in enumerate(zip(names, cols)))
-            rows.append(f'<div><b>{k.split(".")[-1]}</b><br>{cells}</div>')
-        return ''.join(rows) + '</div>'
+@patch
+def show(self: EpisodeBrowser, episode: int, frame: int = 0):
+    "Load episode `episode` and redraw the plot once (with its names), then go to `frame`."
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    self.episode_index, self.ep = episode, self.ds.episode(episode)
+    series = _series(self.ep)
+    self.n_frames = max([len(self.ep[c]) for c in self.images if c in self.ep]
+                        + [len(v) for _, v in series] + [1])
+    succ = self.ep.get('success')
+    outcome = ('unknown' if succ is None
+               else '<b style="color:green">success</b>' if succ else '<b style="color:red">failure</b>')
+    self.info.value = (f"<b>instruction:</b> {self.ep.get('task') or '(none)'} &nbsp; "
+                       f"<b>outcome:</b> {outcome} &nbsp; <b>frames:</b> {self.n_frames}")
+    self._img_cache = {}
+    self._lines = [(k, v, _dim_names(self.ds, k, v.shape[1]), [_hex(c) for c in _colors(v.shape[1])])
+                   for k, v in series]
+    self._canvas, self._axes, self._cursors = None, [], []
+    if series:
+        fig = Figure(figsize=_series_figsize(series), dpi=self.dpi, layout='constrained')
+        canvas = FigureCanvasAgg(fig)
+        axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, (key, values, names, _) in zip(axes, self._lines):
+            _plot_series(ax, key, values, names, self.n_frames)
+            self._cursors.append(ax.axvline(0, color='k', lw=1, animated=True))
+        axes[-1].set_xlabel('frame', fontsize=8)
+        canvas.draw()  # the one full draw for this episode
+        fig.set_layout_engine('none')  # keep the layout fixed for the blits
+        self._fig, self._canvas, self._axes, self._bg = fig, canvas, list(axes), canvas.copy_from_bbox(fig.bbox)
+    self.plot.layout.display = None if series else 'none'
+    self._quiet = True
+    try:
+        self.fr_slider.max = max(self.n_frames - 1, 0)
+        self.fr_slider.value = int(min(max(frame, 0), self.n_frames - 1))
+    finally: self._quiet = False
+    self._frame(self.fr_slider.value)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+# %% ../nbs/03a_data_browse.ipynb #61372245
+@patch
+def _ipython_display_(self: EpisodeBrowser):
+    from IPython.display import display
+    display(self.widget)
 
+# %% ../nbs/03a_data_browse.ipynb #e24a172e
 def browse(ds, episode: int = 0, frame: int = 0, width: int = 256, image_format: str = 'jpeg') -> EpisodeBrowser:
     "An interactive episode browser for `ds` (any robobench dataset view, or `EpisodeList`)."
     if ds.num_episodes == 0: raise ValueError('the dataset has no episodes to browse')

@@ -11,33 +11,17 @@ import numpy as np
 from .core import RobobenchError, atomic_write_json, did_you_mean, read_json
 
 # %% auto #0
-__all__ = ['COMPLETE', 'PROCESSOR_FILES', 'atomic_dir', 'swap_in', 'is_complete', 'latest_checkpoint', 'clean_partial',
+__all__ = ['COMPLETE', 'PROCESSOR_FILES', 'is_complete', 'swap_in', 'atomic_dir', 'latest_checkpoint', 'clean_partial',
            'save_training_state', 'load_training_state', 'safetensors_problem', 'check_checkpoint', 'norm_stats_hash',
            'find_fps', 'stats_set_to_lerobot', 'load_stats_sets', 'select_stats']
 
 # %% ../nbs/03b_checkpoints.ipynb #692dd572
 COMPLETE = '.complete'
 
-def _fsync_tree(d: Path):
-    for p in sorted(d.rglob('*')):
-        if p.is_file():
-            with open(p, 'rb') as f: os.fsync(f.fileno())
-    for p in [d, *[q for q in d.rglob('*') if q.is_dir()]]:
-        fd = os.open(p, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
+# %% ../nbs/03b_checkpoints.ipynb #e51ab0e1
+def is_complete(d) -> bool: return (Path(d) / COMPLETE).exists()
 
-def atomic_dir(final: Path, write: Callable[[Path], Any], marker: dict | None = None) -> Path:
-    "Build a directory with `write(tmp)`, fsync it, add the completeness marker, then rename it to `final`."
-    final = Path(final); final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f'.tmp-{final.name}-{os.getpid()}'
-    if tmp.exists(): shutil.rmtree(tmp)
-    tmp.mkdir()
-    write(tmp)
-    _fsync_tree(tmp)
-    atomic_write_json(tmp / COMPLETE, marker or {})
-    return swap_in(tmp, final)
-
+# %% ../nbs/03b_checkpoints.ipynb #66a35709
 def swap_in(src: Path, final: Path) -> Path:
     """Move the complete directory `src` to `final` (same filesystem), replacing any old `final`
     (kept as `.old-*` meanwhile)."""
@@ -54,28 +38,49 @@ def swap_in(src: Path, final: Path) -> Path:
     if old is not None: shutil.rmtree(old, ignore_errors=True)
     return final
 
-def is_complete(d) -> bool: return (Path(d) / COMPLETE).exists()
+# %% ../nbs/03b_checkpoints.ipynb #3308feba
+def _fsync_tree(d: Path):
+    for path in sorted(d.rglob('*')):
+        if path.is_file():
+            with open(path, 'rb') as fh: os.fsync(fh.fileno())
+    for path in [d, *[q for q in d.rglob('*') if q.is_dir()]]:
+        fd = os.open(path, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
 
+def atomic_dir(final: Path, write: Callable[[Path], Any], marker: dict | None = None) -> Path:
+    "Build a directory with `write(tmp)`, fsync it, add the completeness marker, then rename it to `final`."
+    final = Path(final); final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f'.tmp-{final.name}-{os.getpid()}'
+    if tmp.exists(): shutil.rmtree(tmp)
+    tmp.mkdir()
+    write(tmp)
+    _fsync_tree(tmp)
+    atomic_write_json(tmp / COMPLETE, marker or {})
+    return swap_in(tmp, final)
+
+# %% ../nbs/03b_checkpoints.ipynb #3ac3eb5d
 def latest_checkpoint(out) -> Path | None:
     "The complete `checkpoint_<step>` dir with the highest step (incomplete or temp dirs are ignored)."
     best = None
-    for d in Path(out).glob('checkpoint_*'):
-        m = re.fullmatch(r'checkpoint_(\d+)', d.name)
-        if m and d.is_dir() and is_complete(d) and (d / 'training_state').is_dir():
-            if best is None or int(m.group(1)) > best[0]: best = (int(m.group(1)), d)
+    for ckpt in Path(out).glob('checkpoint_*'):
+        found = re.fullmatch(r'checkpoint_(\d+)', ckpt.name)
+        if found and ckpt.is_dir() and is_complete(ckpt) and (ckpt / 'training_state').is_dir():
+            if best is None or int(found.group(1)) > best[0]: best = (int(found.group(1)), ckpt)
     return best[1] if best else None
 
+# %% ../nbs/03b_checkpoints.ipynb #0b9a5062
 def clean_partial(out) -> list[str]:
     "Remove temp dirs a killed save left behind; restore an `.old-*` dir whose replacement never landed."
     out, removed = Path(out), []
     if not out.exists(): return removed
-    for d in out.glob('.old-*'):
-        name = re.sub(r'^\.old-(.*)-\d+$', r'\1', d.name)
-        if not (out / name).exists(): os.replace(d, out / name)
-        else: shutil.rmtree(d, ignore_errors=True)
-        removed.append(d.name)
-    for d in out.glob('.tmp-*'):
-        shutil.rmtree(d, ignore_errors=True); removed.append(d.name)
+    for old in out.glob('.old-*'):
+        name = re.sub(r'^\.old-(.*)-\d+$', r'\1', old.name)
+        if not (out / name).exists(): os.replace(old, out / name)
+        else: shutil.rmtree(old, ignore_errors=True)
+        removed.append(old.name)
+    for tmp in out.glob('.tmp-*'):
+        shutil.rmtree(tmp, ignore_errors=True); removed.append(tmp.name)
     return removed
 
 # %% ../nbs/03b_checkpoints.ipynb #8a99eac6
@@ -90,6 +95,7 @@ def save_training_state(d: Path, step: int, optimizer, scheduler, extra: dict):
     save_rng_state(ts)
     atomic_write_json(ts / 'training_step.json', {'step': int(step), **extra})
 
+# %% ../nbs/03b_checkpoints.ipynb #acad48cb
 def load_training_state(d: Path, optimizer, scheduler) -> dict:
     "Restore what `save_training_state` wrote into `optimizer` and `scheduler` (and the RNGs); returns the step record."
     from lerobot.optim.optimizers import load_optimizer_state
@@ -101,46 +107,44 @@ def load_training_state(d: Path, optimizer, scheduler) -> dict:
     load_rng_state(ts)
     return read_json(ts / 'training_step.json')
 
-
 # %% ../nbs/03b_checkpoints.ipynb #d0d404fc
 PROCESSOR_FILES = ('policy_preprocessor.json', 'policy_postprocessor.json')  # what make_pre_post_processors loads
-# config fields LeRobot hands to transformers with trust_remote_code=True
-# (a value other than the default is remote code)
-_REMOTE_CODE_FIELDS = {'pi0_fast': ('action_tokenizer_name', 'text_tokenizer_name'),
-                       'gaussian_actor': ('vision_encoder_name',),
-                       'wall_x': ('action_tokenizer_path',)}
-_CKPT_FIX = ('pass the directory that policy.save_pretrained(dir) wrote '
-             '(config.json, model.safetensors, policy_*processor.json)')
 
+# %% ../nbs/03b_checkpoints.ipynb #28e6e43e
 def safetensors_problem(path) -> str | None:
     """None if `path` holds a complete safetensors header and exactly the data it declares; else what is wrong
     (reads the header only)."""
-    p = Path(path)
-    size = p.stat().st_size
+    path = Path(path)
+    size = path.stat().st_size
     if size < 8: return f'is truncated ({size} bytes, not even a header)'
-    with open(p, 'rb') as f:
-        n = int.from_bytes(f.read(8), 'little')
-        if n > size - 8 or n > 100 * 2**20:
-            return f'is truncated or corrupt (its header claims {n} bytes; the file has {size})'
-        try: hdr = json.loads(f.read(n))
+    with open(path, 'rb') as fh:
+        n_header = int.from_bytes(fh.read(8), 'little')
+        if n_header > size - 8 or n_header > 100 * 2**20:
+            return f'is truncated or corrupt (its header claims {n_header} bytes; the file has {size})'
+        try: hdr = json.loads(fh.read(n_header))
         except ValueError: return 'is corrupt (its header is not JSON)'
     if not isinstance(hdr, dict): return 'is corrupt (its header is not a map)'
     end = 0
-    for k, v in hdr.items():
-        if k == '__metadata__': continue
-        try: end = max(end, int(v['data_offsets'][1]))
-        except (TypeError, KeyError, IndexError, ValueError): return f'is corrupt (tensor {k!r} has no data_offsets)'
-    if 8 + n + end != size:
-        return (f'is truncated ({size} bytes; its header declares {8 + n + end})' if 8 + n + end > size
-                else f'is corrupt ({size - 8 - n - end} bytes beyond the data its header declares)')
+    for name, tensor in hdr.items():
+        if name == '__metadata__': continue
+        try: end = max(end, int(tensor['data_offsets'][1]))
+        except (TypeError, KeyError, IndexError, ValueError): return f'is corrupt (tensor {name!r} has no data_offsets)'
+    if 8 + n_header + end != size:
+        return (f'is truncated ({size} bytes; its header declares {8 + n_header + end})' if 8 + n_header + end > size
+                else f'is corrupt ({size - 8 - n_header - end} bytes beyond the data its header declares)')
     return None
 
-def _read_ckpt_json(f: Path):
-    try: return json.loads(f.read_text())
+# %% ../nbs/03b_checkpoints.ipynb #c0c8c0c2
+_CKPT_FIX = ('pass the directory that policy.save_pretrained(dir) wrote '
+             '(config.json, model.safetensors, policy_*processor.json)')
+
+def _read_ckpt_json(path: Path):
+    try: return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise RobobenchError(f'{f} is not valid JSON ({type(e).__name__}: {str(e)[:80]}).',
+        raise RobobenchError(f'{path} is not valid JSON ({type(e).__name__}: {str(e)[:80]}).',
                              'restore the file from the training run or save the checkpoint again') from None
 
+# %% ../nbs/03b_checkpoints.ipynb #89195792
 def _step_problems(st: dict, registry: dict, registered_paths: set) -> list[str]:
     out = []
     cls = None
@@ -161,23 +165,30 @@ def _step_problems(st: dict, registry: dict, registered_paths: set) -> list[str]
         out.append(f'state_file {str(sf)[:80]!r} points outside the checkpoint dir')
     return out
 
+# %% ../nbs/03b_checkpoints.ipynb #cedbd749
+# config fields LeRobot hands to transformers with trust_remote_code=True
+# (a value other than the default is remote code)
+_REMOTE_CODE_FIELDS = {'pi0_fast': ('action_tokenizer_name', 'text_tokenizer_name'),
+                       'gaussian_actor': ('vision_encoder_name',),
+                       'wall_x': ('action_tokenizer_path',)}
+
 def check_checkpoint(path, trust_remote_code: bool = False) -> list[str]:
     """Check a LeRobot checkpoint dir before anything in it is imported or loaded; raise `RobobenchError` (one line,
     with the fix) for a missing dir or `config.json`, invalid JSON, an unknown policy type, missing processors, a
     truncated or corrupt `model.safetensors`, or -- unless `trust_remote_code` -- any processor step that is not a class
     LeRobot registers (a dotted `"class"` path would be imported and instantiated) or that loads remote code.
     Returns the untrusted items that `trust_remote_code=True` let through (empty for a plain LeRobot checkpoint)."""
-    p = Path(path)
-    if not p.exists(): raise RobobenchError(f'checkpoint {p} does not exist.', _CKPT_FIX)
-    if not p.is_dir(): raise RobobenchError(f'checkpoint {p} is not a directory.', _CKPT_FIX)
-    if not (p/'config.json').is_file():
-        empty = not any(p.iterdir())
-        raise RobobenchError(f'{p} is not a LeRobot checkpoint dir ({"it is empty" if empty else "no config.json"}).',
-                             _CKPT_FIX)
-    cfg = _read_ckpt_json(p/'config.json')
+    ckpt = Path(path)
+    if not ckpt.exists(): raise RobobenchError(f'checkpoint {ckpt} does not exist.', _CKPT_FIX)
+    if not ckpt.is_dir(): raise RobobenchError(f'checkpoint {ckpt} is not a directory.', _CKPT_FIX)
+    if not (ckpt/'config.json').is_file():
+        empty = not any(ckpt.iterdir())
+        raise RobobenchError(f'{ckpt} is not a LeRobot checkpoint dir '
+                             f'({"it is empty" if empty else "no config.json"}).', _CKPT_FIX)
+    cfg = _read_ckpt_json(ckpt/'config.json')
     ptype = cfg.get('type') if isinstance(cfg, dict) else None
     if not isinstance(ptype, str):
-        raise RobobenchError(f"{p/'config.json'} names no policy 'type'.",
+        raise RobobenchError(f"{ckpt/'config.json'} names no policy 'type'.",
                              'save the checkpoint with policy.save_pretrained(dir)')
     import importlib, dataclasses
     from lerobot.configs.policies import PreTrainedConfig
@@ -186,24 +197,24 @@ def check_checkpoint(path, trust_remote_code: bool = False) -> list[str]:
     known = PreTrainedConfig.get_known_choices()
     if ptype not in known:
         import lerobot
-        raise RobobenchError(f"{did_you_mean(ptype[:80], sorted(known), 'policy type')} (config.json of {p}).",
+        raise RobobenchError(f"{did_you_mean(ptype[:80], sorted(known), 'policy type')} (config.json of {ckpt}).",
                              f'this lerobot ({getattr(lerobot, "__version__", "?")}) cannot load it: '
                              'check the checkpoint or upgrade lerobot')
     untrusted = []
     fields = {f.name: f.default for f in dataclasses.fields(known[ptype])}
-    for k in _REMOTE_CODE_FIELDS.get(ptype, ()):
-        if k in cfg and k in fields and cfg[k] != fields[k]:
-            untrusted.append(f'config.json {k}={str(cfg[k])[:80]!r} is loaded from the Hub with trust_remote_code')
+    for key in _REMOTE_CODE_FIELDS.get(ptype, ()):
+        if key in cfg and key in fields and cfg[key] != fields[key]:
+            untrusted.append(f'config.json {key}={str(cfg[key])[:80]!r} is loaded from the Hub with trust_remote_code')
     docs = {}
     for fn in PROCESSOR_FILES:
-        if not (p/fn).is_file():
-            raise RobobenchError(f'{p} has no saved processors ({fn}).',
+        if not (ckpt/fn).is_file():
+            raise RobobenchError(f'{ckpt} has no saved processors ({fn}).',
                                  'save them next to the policy: preprocessor.save_pretrained(dir); '
                                  'postprocessor.save_pretrained(dir)')
-        doc = _read_ckpt_json(p/fn)
+        doc = _read_ckpt_json(ckpt/fn)
         if (not isinstance(doc, dict) or not isinstance(doc.get('steps'), list)
                 or not all(isinstance(s, dict) for s in doc['steps'])):
-            raise RobobenchError(f'{p/fn} is not a LeRobot processor file (no "steps" list of maps).',
+            raise RobobenchError(f'{ckpt/fn} is not a LeRobot processor file (no "steps" list of maps).',
                                  'save it again with processor.save_pretrained(dir)')
         docs[fn] = doc['steps']
     names = {s.get('registry_name') for steps in docs.values() for s in steps} - {None}
@@ -213,23 +224,24 @@ def check_checkpoint(path, trust_remote_code: bool = False) -> list[str]:
     registry = dict(ProcessorStepRegistry._registry)
     registered_paths = {f'{c.__module__}.{c.__qualname__}' for c in registry.values()}
     for fn, steps in docs.items():
-        for i, st in enumerate(steps):
-            untrusted += [f'{fn} step {i}: {w}' for w in _step_problems(st, registry, registered_paths)]
+        for index, st in enumerate(steps):
+            untrusted += [f'{fn} step {index}: {w}' for w in _step_problems(st, registry, registered_paths)]
     if untrusted and not trust_remote_code:
         more = f' (and {len(untrusted) - 2} more)' if len(untrusted) > 2 else ''
-        raise RobobenchError(f'refusing to load {p}: ' + '; '.join(untrusted[:2]) + more + '.',
+        raise RobobenchError(f'refusing to load {ckpt}: ' + '; '.join(untrusted[:2]) + more + '.',
                              'serve only checkpoints you trust; if you trust this one, pass --trust-remote-code '
                              '(trust_remote_code=True)')
-    if not (p/'model.safetensors').is_file():
-        raise RobobenchError(f'{p} has no model.safetensors (the weights).', _CKPT_FIX)
-    state_files = [p/s['state_file'] for steps in docs.values() for s in steps if isinstance(s.get('state_file'), str)]
-    for f in [p/'model.safetensors'] + state_files:
-        if f.is_file() and (why := safetensors_problem(f)):
-            raise RobobenchError(f'{f} {why}.', 'copy the checkpoint again '
+    if not (ckpt/'model.safetensors').is_file():
+        raise RobobenchError(f'{ckpt} has no model.safetensors (the weights).', _CKPT_FIX)
+    state_files = [ckpt/s['state_file'] for steps in docs.values() for s in steps
+                   if isinstance(s.get('state_file'), str)]
+    for weights in [ckpt/'model.safetensors'] + state_files:
+        if weights.is_file() and (why := safetensors_problem(weights)):
+            raise RobobenchError(f'{weights} {why}.', 'copy the checkpoint again '
                                  '(an interrupted download or copy leaves a short file) or re-save it')
     if untrusted:
         logging.getLogger('robobench.server').warning('trust_remote_code: loading %s although %s',
-                                                      p, '; '.join(untrusted))
+                                                      ckpt, '; '.join(untrusted))
     return untrusted
 
 # %% ../nbs/03b_checkpoints.ipynb #94fa7944
@@ -237,19 +249,21 @@ def norm_stats_hash(ckpt_dir) -> str | None:
     "sha256 (first 16 hex) over the saved processor state files (normalization stats) in `ckpt_dir`."
     files = sorted(p for p in Path(ckpt_dir).glob('*processor*.safetensors'))
     if not files: return None
-    h = hashlib.sha256()
-    for p in files: h.update(p.name.encode()); h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in files: digest.update(path.name.encode()); digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
+# %% ../nbs/03b_checkpoints.ipynb #d31f0483
 def find_fps(d: Path) -> float | None:
     "The fps a checkpoint was trained at: robobench.json, config.json or train_config.json (None if none says)."
     for name, path in (('robobench.json', ('fps',)), ('config.json', ('fps',)), ('train_config.json', ('env', 'fps'))):
-        try: v = read_json(d/name)
+        try: value = read_json(d/name)
         except (OSError, ValueError): continue
-        for k in path: v = v.get(k) if isinstance(v, dict) else None
-        if isinstance(v, (int, float)): return float(v)
+        for key in path: value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)): return float(value)
     return None
 
+# %% ../nbs/03b_checkpoints.ipynb #521eb819
 _OPENVLA_KEYS = {'action': 'action', 'proprio': 'observation.state'}
 _NOT_FEATURES = ('num_transitions', 'num_trajectories')
 
@@ -257,12 +271,13 @@ def stats_set_to_lerobot(entry: dict) -> dict:
     """One normalization stats set → LeRobot's `{feature: {mean, std, min, max, ...}}`. Takes OpenVLA-style
     entries (`action`, `proprio`, as `robobench inspect --stats-out` writes them) or LeRobot-style feature keys."""
     out = {}
-    for k, v in entry.items():
-        if k in _NOT_FEATURES or not isinstance(v, dict): continue
-        out[_OPENVLA_KEYS.get(k, k)] = {n: np.asarray(x, np.float32) for n, x in v.items()
-                                        if n != 'mask' and isinstance(x, (list, tuple, int, float, np.ndarray))}
+    for key, stats in entry.items():
+        if key in _NOT_FEATURES or not isinstance(stats, dict): continue
+        out[_OPENVLA_KEYS.get(key, key)] = {n: np.asarray(x, np.float32) for n, x in stats.items()
+                                            if n != 'mask' and isinstance(x, (list, tuple, int, float, np.ndarray))}
     return out
 
+# %% ../nbs/03b_checkpoints.ipynb #dc3cf50c
 def load_stats_sets(ckpt_dir, norm_stats=None) -> dict[str, dict]:
     """Named normalization stats sets of a checkpoint: `norm_stats` (a JSON file `{key: stats}` or a dir of
     `<key>.json`), else `<ckpt>/norm_stats.json` and `<ckpt>/norm_stats/<key>.json`.
@@ -272,12 +287,13 @@ def load_stats_sets(ckpt_dir, norm_stats=None) -> dict[str, dict]:
     for src in srcs:
         if src.is_file(): sets.update({k: v for k, v in read_json(src).items() if isinstance(v, dict)})
         elif src.is_dir():
-            for f in sorted(src.glob('*.json')):
-                d = read_json(f)
-                sets[f.stem] = d[f.stem] if set(d) == {f.stem} else d
+            for path in sorted(src.glob('*.json')):
+                info = read_json(path)
+                sets[path.stem] = info[path.stem] if set(info) == {path.stem} else info
         elif norm_stats: raise FileNotFoundError(f'norm stats {src} do not exist')
     return {k: stats_set_to_lerobot(v) for k, v in sets.items()}
 
+# %% ../nbs/03b_checkpoints.ipynb #073c0485
 def select_stats(sets: dict, unnorm_key: str, where: str = 'this checkpoint') -> dict:
     "The stats set named `unnorm_key`; a clear error listing the keys otherwise."
     if unnorm_key in sets: return sets[unnorm_key]

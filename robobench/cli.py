@@ -14,29 +14,32 @@ __all__ = ['VERBS', 'available_verbs', 'usage', 'main']
 # verb -> (module, function, one-line help): the static verb table, dispatched lazily (no heavy import for --help)
 VERBS = {
     'doctor':  ('robobench.doctor', 'cli_doctor', 'check this machine: packages, ffmpeg, EGL, Vulkan, simulators'),
-    'collect': ('robobench.experts', 'cli_collect', 'run a scripted expert and write a LeRobot dataset'),
+    'collect': ('robobench.collect', 'cli_collect', 'run a scripted expert and write a LeRobot dataset'),
     'inspect': ('robobench.data', 'cli_inspect', 'summarize / check a LeRobot or RLDS dataset'),
     'convert': ('robobench.rlds', 'cli_convert', 'convert an RLDS dataset to LeRobot v3'),
     'serve':   ('robobench.server', 'cli_serve', 'serve a policy over the openpi websocket protocol'),
-    'eval':    ('robobench.evaluation', 'cli_eval', 'evaluate a policy in ManiSkill3 / robosuite'),
+    'eval':    ('robobench.evaluation', 'cli_eval', 'evaluate a policy in any simulator robobench knows'),
     'train':   ('robobench.training', 'cli_train', 'finetune a LeRobot policy'),
     'run':     ('robobench.runs', 'cli_run', 'execute a papermill template into papermill_runs/'),
     'sweep':   ('robobench.runs', 'cli_sweep', 'run a grid of papermill jobs'),
 }
 
+# %% ../nbs/10_cli.ipynb #6d175492
 def available_verbs() -> dict[str, tuple]:
     """The verbs of this install: the static table above (tests/test_foundation.py checks every entry points at a real
     function)."""
     return dict(VERBS)
 
+# %% ../nbs/10_cli.ipynb #3ee5baec
 def usage() -> str:
-    vs = available_verbs()
-    w = max(map(len, vs), default=0)
+    verbs = available_verbs()
+    width = max(map(len, verbs), default=0)
     from robobench import __version__
     return '\n'.join([f'robobench {__version__}: the robot-policy workbench', '',
                       'usage: robobench <verb> [options]   (robobench <verb> --help for its options)', '', 'verbs:',
-                      *[f'  {v:{w}}  {t[2]}' for v, t in vs.items()]])
+                      *[f'  {v:{width}}  {t[2]}' for v, t in verbs.items()]])
 
+# %% ../nbs/10_cli.ipynb #a9094e35
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `robobench` console script. Expected mistakes print one line (what, why, the fix) and exit 2;
     anything else prints one line and exits 1; `--debug` (anywhere) or `ROBOBENCH_DEBUG=1` shows the traceback."""
@@ -48,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in ('-V', '--version'):
         from robobench import __version__; print(__version__); return 0
     verb, rest = argv[0], argv[1:]
-    vs = available_verbs()
-    if verb not in vs:
-        print(f'robobench: {did_you_mean(verb, vs, "verb")}', file=sys.stderr); return 2
-    mod, fn, _ = vs[verb]
+    verbs = available_verbs()
+    if verb not in verbs:
+        print(f'robobench: {did_you_mean(verb, verbs, "verb")}', file=sys.stderr); return 2
+    mod, fn, _ = verbs[verb]
     try:
         return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
     except KeyboardInterrupt:

@@ -17,9 +17,9 @@ from .policies import FeatureSpec, LeRobotPolicy, RandomPolicy, check_actions, v
 from .rollout import SPLAT_CAMERAS, SplatView  # noqa: F401 (PolaRiS's obs['splat'] lives with the rollout loop)
 
 # %% auto #0
-__all__ = ['PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch',
+__all__ = ['CLIENTS', 'PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch',
            'compat_problems', 'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable', 'ServerTimeout',
-           'ServerError', 'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'make_client', 'ClientSpecError']
+           'ServerError', 'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'ClientSpecError', 'make_client']
 
 # %% ../nbs/05_clients.ipynb #6b6a531d
 @dataclasses.dataclass
@@ -31,9 +31,10 @@ class PolicyArgs:
     api_key: str | None = None
     open_loop_horizon: int | None = None
 
+# %% ../nbs/05_clients.ipynb #1b1d5905
 class InferenceClient(abc.ABC):
     "Abstract policy client: `infer(obs, instruction, return_viz=False) -> (action, viz|None)`, `reset()`, `rerender`."
-    _registry = Registry('client')
+    _registry = Registry('client', group='robobench.clients', coerce=lambda name, obj: _client_class(name, obj))
 
     @classmethod
     def register(cls, client_name: str | None = None, overwrite: bool = True):
@@ -80,14 +81,24 @@ class InferenceClient(abc.ABC):
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
 
+# %% ../nbs/05_clients.ipynb #3ebf29f1
+def _client_class(name: str, obj) -> type:
+    "What a `robobench.clients` entry point names: an `InferenceClient` subclass (registered under its name)."
+    if not (isinstance(obj, type) and issubclass(obj, InferenceClient)):
+        raise TypeError(f'expected an InferenceClient subclass, got {obj!r}')
+    if not getattr(obj, 'client_name', None): obj.client_name = name
+    return obj
+
+CLIENTS = InferenceClient._registry   # every client by name: registered in code or by installed packages
+
 # %% ../nbs/05_clients.ipynb #b739d4fc
 def env_obs_to_request(obs: dict, instruction: str | None = None, features=None,
                        camera_map: dict | None = None) -> dict:
     "Env obs contract → wire request with LeRobot feature names (only `features` if given; `task` always)."
     camera_map = camera_map or {}
     req = {}
-    for k, v in obs.items():
-        if k.startswith('observation.') or k == 'task': req[k] = v
+    for key, value in obs.items():
+        if key.startswith('observation.') or key == 'task': req[key] = value
     if obs.get('state') is not None: req['observation.state'] = np.asarray(obs['state'], np.float32)
     if obs.get('env_state') is not None: req['observation.environment_state'] = np.asarray(obs['env_state'], np.float32)
     for cam, img in (obs.get('images') or {}).items():
@@ -103,6 +114,7 @@ def env_obs_to_request(obs: dict, instruction: str | None = None, features=None,
         req = {k: v for k, v in req.items() if k in features or k == 'task'}
     return req
 
+# %% ../nbs/05_clients.ipynb #d29ac660
 def scale_action(action: np.ndarray, scale=1.0) -> np.ndarray:
     "Default `mapping_function`: `action * scale` (scale: number or per-dimension array)."
     if np.isscalar(scale) and scale == 1.0: return action
@@ -111,34 +123,16 @@ def scale_action(action: np.ndarray, scale=1.0) -> np.ndarray:
 # %% ../nbs/05_clients.ipynb #8bb576bb
 def _json_option(name: str, text: str, kind):
     "A client option given as text (CLI, papermill): parsed by `core.parse_value`, which must give a `kind`."
-    v = parse_value(text)
-    if isinstance(v, kind): return v
+    value = parse_value(text)
+    if isinstance(value, kind): return value
     example = '{"base_camera": "front"}' if kind is dict else '[1, 1, 1, 0.5]'
     raise RobobenchError(f'--policy.{name} {text!r} is not JSON of a {"map" if kind is dict else "list or number"}.',
                          f"e.g. --policy.{name} '{example}'")
 
+# %% ../nbs/05_clients.ipynb #9610e406
 class ChunkedClient(InferenceClient):
     "Base for built-in clients: obs mapping → `infer_chunk` → open-loop queue of `n_action_steps` → `mapping_function`."
     features: list[str] | None = None
-    def __init__(self, n_action_steps: int | None = None, camera_map: dict | None = None,
-                 obs_map: Callable[[dict, str], dict] | None = None,
-                 mapping_function: Callable[[np.ndarray, Any], np.ndarray] | None = None, scale=1.0,
-                 control_mode: str | None = None, layout: str | dict | None = None):
-        if n_action_steps is not None and n_action_steps < 1: raise ValueError('n_action_steps must be >= 1')
-        # from the CLI / papermill these arrive as text: JSON for maps and lists, package.module:name for code
-        if isinstance(camera_map, str): camera_map = _json_option('camera_map', camera_map, dict)
-        if isinstance(scale, str): scale = _json_option('scale', scale, (list, int, float))
-        if isinstance(obs_map, str): obs_map = import_object(obs_map, 'obs_map')
-        if isinstance(mapping_function, str): mapping_function = import_object(mapping_function, 'mapping_function')
-        self.n_action_steps, self.camera_map, self.obs_map = n_action_steps, camera_map, obs_map
-        self.mapping_function, self.scale, self.control_mode = mapping_function or scale_action, scale, control_mode
-        # the request keys the server expects (robobench.layouts); None: LeRobot feature names
-        self.layout = None if layout in (None, 'lerobot') else get_layout(layout)
-        self.layout_name = 'lerobot' if self.layout is None else self.layout['name']
-        self.env_spec = None   # set by check_env / the rollout loop: layouts read named state entries from it
-        self._queue: collections.deque = collections.deque()
-        self.n_inferences, self.last_chunk, self.last_request = 0, None, None
-        self._episode_start = True
 
     @abc.abstractmethod
     def infer_chunk(self, request: dict) -> np.ndarray: "Request (LeRobot feature names) → [horizon, action_dim]."
@@ -159,8 +153,8 @@ class ChunkedClient(InferenceClient):
                                      f"{self.env_spec.action_dim} (control_mode {self.env_spec.control_mode!r}).",
                                      'choose the env controller the layout names (--env-kwargs), '
                                      'or map actions with --policy.mapping_function.')
-            n = min(self.n_action_steps or len(chunk), len(chunk))
-            self._queue.extend(chunk[:n])
+            n_run = min(self.n_action_steps or len(chunk), len(chunk))
+            self._queue.extend(chunk[:n_run])
             self.n_inferences += 1; self.last_chunk, self.last_request = chunk, req
         action = self.mapping_function(self._queue.popleft(), self.scale)
         viz = None
@@ -171,6 +165,28 @@ class ChunkedClient(InferenceClient):
 
     def reset(self) -> None: self._queue.clear(); self._episode_start = True
 
+# %% ../nbs/05_clients.ipynb #0ba05044
+@patch
+def __init__(self: ChunkedClient, n_action_steps: int | None = None, camera_map: dict | None = None,
+             obs_map: Callable[[dict, str], dict] | None = None,
+             mapping_function: Callable[[np.ndarray, Any], np.ndarray] | None = None, scale=1.0,
+             control_mode: str | None = None, layout: str | dict | None = None):
+    if n_action_steps is not None and n_action_steps < 1: raise ValueError('n_action_steps must be >= 1')
+    # from the CLI / papermill these arrive as text: JSON for maps and lists, package.module:name for code
+    if isinstance(camera_map, str): camera_map = _json_option('camera_map', camera_map, dict)
+    if isinstance(scale, str): scale = _json_option('scale', scale, (list, int, float))
+    if isinstance(obs_map, str): obs_map = import_object(obs_map, 'obs_map')
+    if isinstance(mapping_function, str): mapping_function = import_object(mapping_function, 'mapping_function')
+    self.n_action_steps, self.camera_map, self.obs_map = n_action_steps, camera_map, obs_map
+    self.mapping_function, self.scale, self.control_mode = mapping_function or scale_action, scale, control_mode
+    # the request keys the server expects (robobench.layouts); None: LeRobot feature names
+    self.layout = None if layout in (None, 'lerobot') else get_layout(layout)
+    self.layout_name = 'lerobot' if self.layout is None else self.layout['name']
+    self.env_spec = None   # set by check_env / the rollout loop: layouts read named state entries from it
+    self._queue: collections.deque = collections.deque()
+    self.n_inferences, self.last_chunk, self.last_request = 0, None, None
+    self._episode_start = True
+
 # %% ../nbs/05_clients.ipynb #c1eaa85c
 @patch
 def make_request(self: ChunkedClient, obs: dict, instruction: str | None) -> dict:
@@ -178,11 +194,12 @@ def make_request(self: ChunkedClient, obs: dict, instruction: str | None) -> dic
     if self.layout is not None: return layout_request(self.layout, obs, instruction, self.env_spec)
     return env_obs_to_request(obs, instruction, self.features, self.camera_map)
 
-# %% ../nbs/05_clients.ipynb #a5fc31a9
+# %% ../nbs/05_clients.ipynb #06c1c753
 @patch(as_prop=True)
-def rerender(self: ChunkedClient) -> bool:
-    "Render camera images for the next step only when a new chunk is due and the policy takes images (if known)."
-    return not self._queue and self.needs_images
+def control_keys(self: ChunkedClient) -> list:
+    """The per-request flags the policy understands (from its metadata): `episode_start` goes with an episode's
+    first request."""
+    return list((getattr(self, 'metadata', None) or {}).get('control_keys') or [])
 
 # %% ../nbs/05_clients.ipynb #aae7410b
 @patch(as_prop=True)
@@ -192,12 +209,11 @@ def needs_images(self: ChunkedClient) -> bool:
     if feats is None: return True   # unknown: render
     return any(FeatureSpec.from_dict(f).kind == 'uint8' for f in feats.values())
 
-# %% ../nbs/05_clients.ipynb #06c1c753
+# %% ../nbs/05_clients.ipynb #a5fc31a9
 @patch(as_prop=True)
-def control_keys(self: ChunkedClient) -> list:
-    """The per-request flags the policy understands (from its metadata): `episode_start` goes with an episode's
-    first request."""
-    return list((getattr(self, 'metadata', None) or {}).get('control_keys') or [])
+def rerender(self: ChunkedClient) -> bool:
+    "Render camera images for the next step only when a new chunk is due and the policy takes images (if known)."
+    return not self._queue and self.needs_images
 
 # %% ../nbs/05_clients.ipynb #99442965
 @patch
@@ -221,6 +237,51 @@ def info(self: ChunkedClient) -> dict:
             'mapping_function': getattr(self.mapping_function, '__name__', repr(self.mapping_function)),
             **({'assumptions': dict(self.assumptions)} if getattr(self, 'assumptions', None) else {})}
 
+# %% ../nbs/05_clients.ipynb #813330e1
+class PolicyEnvMismatch(RobobenchError):
+    "The policy's inputs or actions do not fit the env (found before any episode runs)."
+
+# %% ../nbs/05_clients.ipynb #0be38c0d
+def _zeros_obs(spec) -> dict:
+    "An observation of `spec`'s shapes (zeros), for checking a request before running anything."
+    return {'images': {c: np.zeros((int(h), int(w), 3), np.uint8) for c, (h, w) in spec.cameras.items()},
+            'state': np.zeros(spec.state_dim, np.float32), 'env_state': np.zeros(spec.env_state_dim, np.float32),
+            'instruction': spec.instruction}
+
+# %% ../nbs/05_clients.ipynb #7b3a3ace
+def compat_problems(client, spec) -> list[str]:
+    """Differences between what `client`'s policy metadata wants and what an env of `spec` gives and takes ([] if none
+    or unknown)."""
+    md = getattr(client, 'metadata', None)
+    if not isinstance(md, dict) or not md: return []
+    out = []
+    feats = md.get('input_features') if getattr(client, 'layout', None) is None else None   # a layout speaks other keys
+    if feats:
+        specs = {k: FeatureSpec.from_dict(v) for k, v in feats.items()}
+        try: req = client.make_request(_zeros_obs(spec), spec.instruction)
+        except (KeyError, ValueError, TypeError) as e: out.append(str(e).strip('"')); req = None
+        if req is not None:
+            gives = {k: list(np.shape(v)) for k, v in req.items() if k != 'task'}
+            for name, want in specs.items():
+                if name not in req:
+                    out.append(f"the policy needs {name!r} {list(want.shape)}, "
+                               f"the env gives {sorted(gives) or 'nothing'}")
+                elif list(np.shape(req[name])) != list(want.shape):
+                    out.append(f"{name!r} must have shape {list(want.shape)}, "
+                               f"the env gives {list(np.shape(req[name]))}")
+                elif want.kind == 'uint8' and np.asarray(req[name]).dtype != np.uint8:
+                    out.append(f"{name!r} must be uint8, the env gives {np.asarray(req[name]).dtype}")
+    adim = md.get('action_dim')
+    if adim:
+        try: mapped = np.asarray(client.mapping_function(np.zeros(int(adim), np.float32), client.scale)).reshape(-1)
+        except Exception as e:
+            out.append(f'mapping_function failed on a {adim}-dim action: {type(e).__name__}: {e}'); mapped = None
+        if mapped is not None and mapped.size != spec.action_dim:
+            out.append(f"the policy answers {int(adim)}-dim actions"
+                       + (f" ({mapped.size} after mapping_function)" if mapped.size != int(adim) else '')
+                       + f", the env takes {spec.action_dim} (control_mode {spec.control_mode!r})")
+    return out
+
 # %% ../nbs/05_clients.ipynb #86556c68
 @patch
 def check_env(self: ChunkedClient, spec) -> None:
@@ -238,47 +299,6 @@ def check_env(self: ChunkedClient, spec) -> None:
                                 'observations and actions with --policy.camera_map / --policy.obs_map / '
                                 '--policy.mapping_function.')
 
-# %% ../nbs/05_clients.ipynb #813330e1
-class PolicyEnvMismatch(RobobenchError):
-    "The policy's inputs or actions do not fit the env (found before any episode runs)."
-
-def _zeros_obs(spec) -> dict:
-    "An observation of `spec`'s shapes (zeros), for checking a request before running anything."
-    return {'images': {c: np.zeros((int(h), int(w), 3), np.uint8) for c, (h, w) in spec.cameras.items()},
-            'state': np.zeros(spec.state_dim, np.float32), 'env_state': np.zeros(spec.env_state_dim, np.float32),
-            'instruction': spec.instruction}
-
-def compat_problems(client, spec) -> list[str]:
-    """Differences between what `client`'s policy metadata wants and what an env of `spec` gives and takes ([] if none
-    or unknown)."""
-    md = getattr(client, 'metadata', None)
-    if not isinstance(md, dict) or not md: return []
-    out = []
-    feats = md.get('input_features') if getattr(client, 'layout', None) is None else None   # a layout speaks other keys
-    if feats:
-        specs = {k: FeatureSpec.from_dict(v) for k, v in feats.items()}
-        try: req = client.make_request(_zeros_obs(spec), spec.instruction)
-        except (KeyError, ValueError, TypeError) as e: out.append(str(e).strip('"')); req = None
-        if req is not None:
-            gives = {k: list(np.shape(v)) for k, v in req.items() if k != 'task'}
-            for k, s in specs.items():
-                if k not in req:
-                    out.append(f"the policy needs {k!r} {list(s.shape)}, the env gives {sorted(gives) or 'nothing'}")
-                elif list(np.shape(req[k])) != list(s.shape):
-                    out.append(f"{k!r} must have shape {list(s.shape)}, the env gives {list(np.shape(req[k]))}")
-                elif s.kind == 'uint8' and np.asarray(req[k]).dtype != np.uint8:
-                    out.append(f"{k!r} must be uint8, the env gives {np.asarray(req[k]).dtype}")
-    adim = md.get('action_dim')
-    if adim:
-        try: mapped = np.asarray(client.mapping_function(np.zeros(int(adim), np.float32), client.scale)).reshape(-1)
-        except Exception as e:
-            out.append(f'mapping_function failed on a {adim}-dim action: {type(e).__name__}: {e}'); mapped = None
-        if mapped is not None and mapped.size != spec.action_dim:
-            out.append(f"the policy answers {int(adim)}-dim actions"
-                       + (f" ({mapped.size} after mapping_function)" if mapped.size != int(adim) else '')
-                       + f", the env takes {spec.action_dim} (control_mode {spec.control_mode!r})")
-    return out
-
 # %% ../nbs/05_clients.ipynb #ec8675d8
 @InferenceClient.register(client_name='random')
 class RandomClient(ChunkedClient):
@@ -289,6 +309,7 @@ class RandomClient(ChunkedClient):
     def reset(self):
         super().reset()
 
+# %% ../nbs/05_clients.ipynb #4d55bc24
 @InferenceClient.register(client_name='local')
 class LocalClient(ChunkedClient):
     "A LeRobot checkpoint in this process: the server's `LeRobotPolicy` and request validation, no network."
@@ -306,6 +327,7 @@ class LocalClient(ChunkedClient):
     def reset(self):
         super().reset(); self._target.reset()
 
+# %% ../nbs/05_clients.ipynb #22626ff0
 @InferenceClient.register(client_name='scripted')
 class ScriptedClient(InferenceClient):
     "A scripted expert from `robobench.experts` (looked up lazily: `make_expert(env, **kw)` → object with `act(obs)`)."
@@ -325,8 +347,12 @@ class ScriptedClient(InferenceClient):
 # %% ../nbs/05_clients.ipynb #c7814b55
 class ServerUnavailable(ConnectionError):
     "The policy server cannot be reached or dropped the connection."
+
+# %% ../nbs/05_clients.ipynb #6850c9a2
 class ServerTimeout(TimeoutError):
     "The policy server did not answer within the client's timeout."
+
+# %% ../nbs/05_clients.ipynb #8d4b2b61
 class ServerError(RuntimeError):
     """The policy server answered a request with an error (openpi's servers send a text frame, usually a traceback).
     `remote_traceback` keeps all of it; the message names the remote exception (its last line)."""
@@ -336,12 +362,14 @@ class ServerError(RuntimeError):
         self.remote_error = lines[-1] if lines else '(the server sent an empty error)'
         super().__init__(f"policy server {url + ' ' if url else ''}failed on this request: {self.remote_error}")
 
+# %% ../nbs/05_clients.ipynb #ff85032a
 def parse_host_port(spec: str) -> tuple[str, int] | None:
     "'10.0.0.5:8000' / 'localhost:8000' / '[::1]:8000' / 'ws://h:p' → (host, port); else None."
-    m = re.fullmatch(r'(?:wss?://)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})/?', str(spec).strip())
-    if not m or not (0 < int(m.group(2)) < 65536): return None
-    return m.group(1).strip('[]'), int(m.group(2))
+    match = re.fullmatch(r'(?:wss?://)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})/?', str(spec).strip())
+    if not match or not (0 < int(match.group(2)) < 65536): return None
+    return match.group(1).strip('[]'), int(match.group(2))
 
+# %% ../nbs/05_clients.ipynb #020a77cf
 class OpenpiConnection:
     """One connection speaking openpi's websocket protocol, with deadlines: the handshake (with openpi's
     `Authorization: Api-Key` header) and the metadata frame within `connect_timeout`, each reply within `timeout`.
@@ -362,16 +390,19 @@ class OpenpiConnection:
         try: self.metadata = msgpack_numpy.unpackb(self.ws.recv(timeout=connect_timeout))
         except BaseException: self.close(); raise
 
-    def infer(self, obs: dict) -> dict:
-        self.ws.send(self._packer.pack(obs))
-        reply = self.ws.recv(timeout=self.timeout)
-        if isinstance(reply, str): raise ServerError(reply, self.url)
-        return self._mp.unpackb(reply)
-
     def close(self):
         try: self.ws.close()
         except Exception: pass
 
+# %% ../nbs/05_clients.ipynb #5878c6f5
+@patch
+def infer(self: OpenpiConnection, obs: dict) -> dict:
+    self.ws.send(self._packer.pack(obs))
+    reply = self.ws.recv(timeout=self.timeout)
+    if isinstance(reply, str): raise ServerError(reply, self.url)
+    return self._mp.unpackb(reply)
+
+# %% ../nbs/05_clients.ipynb #6d25d0b8
 @InferenceClient.register(client_name='websocket')
 class WebsocketClient(ChunkedClient):
     "A policy server over the openpi websocket protocol (openpi-client inside, with connect/receive timeouts)."
@@ -379,62 +410,15 @@ class WebsocketClient(ChunkedClient):
                  api_key: str | None = None, connect_timeout: float = 10.0, timeout: float = 30.0,
                  n_action_steps: int | None = None, **kw):
         if url is not None:
-            hp = parse_host_port(url)
-            if hp is None: raise ValueError(f'cannot parse {url!r} as ws://host:port')
-            host, port = hp
+            host_port = parse_host_port(url)
+            if host_port is None: raise ValueError(f'cannot parse {url!r} as ws://host:port')
+            host, port = host_port
         self.host, self.port, self.api_key = host, int(port), api_key or os.environ.get('ROBOBENCH_API_KEY') or None
         self.connect_timeout, self.timeout = connect_timeout, timeout
         self._client, self.metadata = None, {}
         super().__init__(n_action_steps=n_action_steps, **kw)
         self._user_steps = n_action_steps
         self.connect()
-
-    def connect(self) -> dict:
-        "(Re)connect and read the metadata frame; returns the metadata."
-        self.close()
-        import websockets.exceptions as wse
-        t0 = time.monotonic()
-        try:
-            self._client = OpenpiConnection(self.host, self.port, self.api_key, self.connect_timeout, self.timeout)
-        except wse.InvalidStatus as e:
-            code = e.response.status_code
-            if code == 401:
-                raise PermissionError(f'policy server ws://{self.host}:{self.port} '
-                                      'refused the API key (HTTP 401)') from None
-            raise ServerUnavailable(f'policy server ws://{self.host}:{self.port} answered HTTP {code}: '
-                                    f'{e.response.body.decode(errors="replace").strip()}') from None
-        except TimeoutError as e:
-            raise ServerTimeout(f'no answer from ws://{self.host}:{self.port} '
-                                f'within {self.connect_timeout:.1f}s (connect)') from e
-        except (OSError, wse.WebSocketException) as e:
-            raise ServerUnavailable(f'cannot reach policy server ws://{self.host}:{self.port} '
-                                    f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}') from e
-        self.metadata = self._client.metadata
-        if not isinstance(self.metadata, dict): self.metadata = {}
-        self.assumptions = {}
-        if self._user_steps is None and self.metadata.get('n_action_steps'):
-            self.n_action_steps = int(self.metadata['n_action_steps'])
-        elif self._user_steps is None and (self.layout or {}).get('n_action_steps'):
-            self.n_action_steps = int(self.layout['n_action_steps'])   # what the layout's own client runs
-        elif self._user_steps is None:   # e.g. openpi's own server, which sends {} by default
-            self.assumptions['n_action_steps'] = ('whole chunk: the server sent no n_action_steps in its metadata; '
-                                                  'pass --policy.n_action_steps N (n_action_steps=N) '
-                                                  'to execute N actions per request')
-        if not self.metadata.get('input_features'):
-            self.assumptions['input_features'] = ('unknown: every observation key is sent, '
-                                                  'images rendered at every request')
-        if self.assumptions and not getattr(self, '_warned', False):
-            self._warned = True
-            warnings.warn(f"policy server ws://{self.host}:{self.port} sent "
-                          f"{'no metadata' if not self.metadata else 'incomplete metadata'}; "
-                          "assuming " + '; '.join(f'{k} = {v}' for k, v in self.assumptions.items()),
-                          RuntimeWarning, stacklevel=2)
-        self.check_execution(self._user_steps)
-        f = self.metadata.get('input_features') if isinstance(self.metadata, dict) else None
-        self.features = list(f) if f else None
-        return self.metadata
-
-    reconnect = connect
 
     def infer_chunk(self, request):
         import websockets.exceptions as wse
@@ -460,11 +444,66 @@ class WebsocketClient(ChunkedClient):
             if key in out: return out[key]
         raise ServerError(f"the reply has no 'actions' (keys: {sorted(out)})", f'ws://{self.host}:{self.port}')
 
-    def close(self):
-        if getattr(self, '_client', None) is not None: self._client.close()
-        self._client = None
+# %% ../nbs/05_clients.ipynb #eb1feaae
+@patch
+def connect(self: WebsocketClient) -> dict:
+    "(Re)connect and read the metadata frame; returns the metadata."
+    self.close()
+    import websockets.exceptions as wse
+    t0 = time.monotonic()
+    try:
+        self._client = OpenpiConnection(self.host, self.port, self.api_key, self.connect_timeout, self.timeout)
+    except wse.InvalidStatus as e:
+        code = e.response.status_code
+        if code == 401:
+            raise PermissionError(f'policy server ws://{self.host}:{self.port} '
+                                  'refused the API key (HTTP 401)') from None
+        raise ServerUnavailable(f'policy server ws://{self.host}:{self.port} answered HTTP {code}: '
+                                f'{e.response.body.decode(errors="replace").strip()}') from None
+    except TimeoutError as e:
+        raise ServerTimeout(f'no answer from ws://{self.host}:{self.port} '
+                            f'within {self.connect_timeout:.1f}s (connect)') from e
+    except (OSError, wse.WebSocketException) as e:
+        raise ServerUnavailable(f'cannot reach policy server ws://{self.host}:{self.port} '
+                                f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}') from e
+    self.metadata = self._client.metadata
+    if not isinstance(self.metadata, dict): self.metadata = {}
+    self.assumptions = {}
+    if self._user_steps is None and self.metadata.get('n_action_steps'):
+        self.n_action_steps = int(self.metadata['n_action_steps'])
+    elif self._user_steps is None and (self.layout or {}).get('n_action_steps'):
+        self.n_action_steps = int(self.layout['n_action_steps'])   # what the layout's own client runs
+    elif self._user_steps is None:   # e.g. openpi's own server, which sends {} by default
+        self.assumptions['n_action_steps'] = ('whole chunk: the server sent no n_action_steps in its metadata; '
+                                              'pass --policy.n_action_steps N (n_action_steps=N) '
+                                              'to execute N actions per request')
+    if not self.metadata.get('input_features'):
+        self.assumptions['input_features'] = ('unknown: every observation key is sent, '
+                                              'images rendered at every request')
+    if self.assumptions and not getattr(self, '_warned', False):
+        self._warned = True
+        warnings.warn(f"policy server ws://{self.host}:{self.port} sent "
+                      f"{'no metadata' if not self.metadata else 'incomplete metadata'}; "
+                      "assuming " + '; '.join(f'{k} = {v}' for k, v in self.assumptions.items()),
+                      RuntimeWarning, stacklevel=2)
+    self.check_execution(self._user_steps)
+    feats = self.metadata.get('input_features') if isinstance(self.metadata, dict) else None
+    self.features = list(feats) if feats else None
+    return self.metadata
+
+WebsocketClient.reconnect = WebsocketClient.connect
+
+# %% ../nbs/05_clients.ipynb #60672125
+@patch
+def close(self: WebsocketClient):
+    if getattr(self, '_client', None) is not None: self._client.close()
+    self._client = None
 
 # %% ../nbs/05_clients.ipynb #5bc6cc47
+class ClientSpecError(RobobenchError, ValueError):
+    "A client spec that names nothing: not a server address, a checkpoint dir, or a registered client."
+
+# %% ../nbs/05_clients.ipynb #a7483ba5
 def make_client(spec, **kw) -> InferenceClient:
     """A client from `spec`: an `InferenceClient` (returned as is), a registered name (`'random'`, `'MyPolicy'`),
     `'host:port'` / `'ws://host:port'` (→ `websocket`), or a checkpoint directory (→ `local`)."""
@@ -473,14 +512,11 @@ def make_client(spec, **kw) -> InferenceClient:
     if not isinstance(spec, str):
         raise TypeError(f'make_client takes a name, host:port or checkpoint path; got {type(spec).__name__}')
     if spec in InferenceClient._registry: return InferenceClient.make(spec, **kw)
-    hp = parse_host_port(spec)
-    if hp is not None and (spec.startswith(('ws://', 'wss://')) or not Path(spec).exists()):
-        return InferenceClient.make('websocket', host=hp[0], port=hp[1], **kw)
+    host_port = parse_host_port(spec)
+    if host_port is not None and (spec.startswith(('ws://', 'wss://')) or not Path(spec).exists()):
+        return InferenceClient.make('websocket', host=host_port[0], port=host_port[1], **kw)
     if Path(spec).is_dir(): return InferenceClient.make('local', path=spec, **kw)
     raise ClientSpecError(f"{spec!r} is not a host:port, an existing checkpoint directory, or a client name: "
                           + did_you_mean(spec, InferenceClient.names(), 'client'),
                           "pass -m HOST:PORT (a policy server), -m CHECKPOINT_DIR, or --policy.client NAME "
                           "(a registered name, or package.module:ClassName to import your own).")
-
-class ClientSpecError(RobobenchError, ValueError):
-    "A client spec that names nothing: not a server address, a checkpoint dir, or a registered client."

@@ -14,27 +14,28 @@ __all__ = ['POLICY_PREFIX', 'split_policy_args', 'field_types', 'field_help', 'c
 # %% ../nbs/00b_config.ipynb #949e7f92
 POLICY_PREFIX = '--policy.'
 
+# %% ../nbs/00b_config.ipynb #208a80a0
 def split_policy_args(argv: list[str], prefix: str = POLICY_PREFIX) -> tuple[dict, list[str]]:
     """The one parser of `--policy.<name> VALUE` / `--policy.<name>=VALUE` options (LeRobot's and the PolaRiS
     clients' spelling): returns ({name: value}, the other arguments). Values are JSON, else text (`parse_value`);
     a bare `--policy.<name>` is `true`."""
-    options, rest, i = {}, [], 0
+    options, rest, pos = {}, [], 0
     argv = list(argv)
-    while i < len(argv):
-        arg = argv[i]
+    while pos < len(argv):
+        arg = argv[pos]
         if arg.startswith(prefix):
             name, eq, value = arg[len(prefix):].partition('=')
             if not eq:   # `--policy.name VALUE`, or a bare `--policy.name` flag meaning true
-                if i + 1 < len(argv) and not argv[i + 1].startswith('--'):
-                    i += 1
-                    value = argv[i]
+                if pos + 1 < len(argv) and not argv[pos + 1].startswith('--'):
+                    pos += 1
+                    value = argv[pos]
                 else: value = 'true'
             options[name.replace('-', '_')] = parse_value(value)
         else: rest.append(arg)
-        i += 1
+        pos += 1
     return options, rest
 
-# %% ../nbs/00b_config.ipynb #b3e8bc45
+# %% ../nbs/00b_config.ipynb #99e088af
 def _base_type(annotation):
     "(base type, optional): `int | None` -> (int, True); `Any` -> (str, False)."
     args = typing.get_args(annotation)
@@ -43,6 +44,12 @@ def _base_type(annotation):
     origin = typing.get_origin(annotation) or annotation
     return (origin if origin in (bool, int, float, str, dict, list) else str), optional
 
+def field_types(cls) -> dict[str, tuple[type, bool]]:
+    "`{field: (base type, optional)}` of dataclass `cls` (string annotations resolved)."
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints.get(f.name, str)) for f in dataclasses.fields(cls)}
+
+# %% ../nbs/00b_config.ipynb #b3e8bc45
 def _json_value(kind: type, flag: str):
     "An argparse `type` for dict/list fields: JSON (lists may also be comma-separated)."
     def convert(text: str):
@@ -58,17 +65,13 @@ def _json_value(kind: type, flag: str):
         return value
     return convert
 
-def field_types(cls) -> dict[str, tuple[type, bool]]:
-    "`{field: (base type, optional)}` of dataclass `cls` (string annotations resolved)."
-    hints = typing.get_type_hints(cls)
-    return {f.name: _base_type(hints.get(f.name, str)) for f in dataclasses.fields(cls)}
-
 # %% ../nbs/00b_config.ipynb #d1939a5e
 def field_help(cls) -> dict[str, str]:
     "Each field's comment in the class body (fastcore's `docments`): the documentation of its flag."
     from fastcore.docments import docments
     return {k: v for k, v in docments(cls).items() if k != 'return' and v}
 
+# %% ../nbs/00b_config.ipynb #6e35ebd0
 def _flag(name: str) -> str: return '--' + name.replace('_', '-')
 
 def config_parser(cls, prog: str, description: str | None = None, epilog: str | None = None,
@@ -78,20 +81,21 @@ def config_parser(cls, prog: str, description: str | None = None, epilog: str | 
     `--flag/--no-flag` for booleans, JSON for dicts, JSON or comma-separated for lists. Help is the field comment."""
     ap = parser or argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     helps, types, aliases = field_help(cls), field_types(cls), aliases or {}
-    for f in dataclasses.fields(cls):
-        if f.name in skip: continue
-        kind, _ = types[f.name]
-        flags = [_flag(f.name)] + [a for a in aliases.get(f.name, []) if a != _flag(f.name)]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    for fld in dataclasses.fields(cls):
+        if fld.name in skip: continue
+        kind, _ = types[fld.name]
+        flags = [_flag(fld.name)] + [a for a in aliases.get(fld.name, []) if a != _flag(fld.name)]
+        default = fld.default if fld.default is not dataclasses.MISSING else (
+            fld.default_factory() if fld.default_factory is not dataclasses.MISSING else None)
         shown = '' if default in (None, {}, []) or kind is bool else f' (default: {default})'
-        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=(helps.get(f.name) or '') + shown)
-        if f.name in required: kw['required'] = True
+        kw = dict(dest=fld.name, default=argparse.SUPPRESS, help=(helps.get(fld.name) or '') + shown)
+        if fld.name in required: kw['required'] = True
         if kind is bool: ap.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
         elif kind in (dict, list): ap.add_argument(*flags, type=_json_value(kind, flags[0]), metavar='JSON', **kw)
-        else: ap.add_argument(*flags, type=kind, metavar=f.name.upper(), **kw)
+        else: ap.add_argument(*flags, type=kind, metavar=fld.name.upper(), **kw)
     return ap
 
+# %% ../nbs/00b_config.ipynb #0871e6d6
 def parse_config(cls, argv: list[str], parser: argparse.ArgumentParser, **fixed) -> tuple[Any, dict]:
     """(`cls` built from the fields given in `argv` plus `fixed`, the parser's other values). Fields not on the
     command line keep the dataclass defaults."""

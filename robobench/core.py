@@ -8,14 +8,15 @@ import dataclasses, datetime as _dt, difflib, importlib, importlib.metadata as _
 import socket, subprocess, sys, tempfile
 from pathlib import Path
 from typing import Any, Iterable
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT', 'STATE',
            'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'to_jsonable', 'atomic_write_text', 'atomic_write_json',
            'read_json', 'append_jsonl', 'read_jsonl', 'seed_everything', 'pick_device', 'UnknownNameError',
            'did_you_mean', 'Registry', 'require', 'parse_value', 'import_object', 'quiet_datasets', 'init_ray',
-           'RobobenchError', 'debug_enabled', 'one_line_error', 'package_version', 'git_info', 'run_info',
-           'make_run_dir', 'free_port', 'offline', 'image_key', 'feature_dim_names']
+           'RobobenchError', 'debug_enabled', 'one_line_error', 'record_packages', 'package_version', 'git_info',
+           'run_info', 'make_run_dir', 'free_port', 'offline', 'image_key', 'feature_dim_names']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -30,7 +31,7 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, 'item') and hasattr(obj, 'dtype'): return obj.item()
     return obj
 
-# %% ../nbs/00_core.ipynb #f217067d
+# %% ../nbs/00_core.ipynb #8faa5d37
 def _fsync_dir(d: Path):
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -44,7 +45,7 @@ def _umask() -> int:
         for line in open('/proc/self/status'):
             if line.startswith('Umask:'): return int(line.split()[1], 8)
     except OSError: pass
-    m = os.umask(0o22); os.umask(m); return m
+    mask = os.umask(0o22); os.umask(mask); return mask
 
 def atomic_write_text(path, text: str) -> Path:
     """Write `text` to `path` atomically: temp file in the same dir, fsync, rename, fsync the dir. The file gets the
@@ -53,8 +54,8 @@ def atomic_write_text(path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, 'w') as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
+        with os.fdopen(fd, 'w') as file:
+            file.write(text); file.flush(); os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
@@ -62,28 +63,31 @@ def atomic_write_text(path, text: str) -> Path:
     _fsync_dir(path.parent)
     return path
 
+# %% ../nbs/00_core.ipynb #89ea2592
 def atomic_write_json(path, obj: Any, indent: int = 2) -> Path:
     "Serialize `obj` (via `to_jsonable`) and write it atomically to `path`."
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=indent, sort_keys=False) + '\n')
 
+# %% ../nbs/00_core.ipynb #5808e43f
 def read_json(path, default: Any = ...) -> Any:
     "Read a JSON file; return `default` when it does not exist (raise if no default given)."
     path = Path(path)
     if not path.exists() and default is not ...: return default
     return json.loads(path.read_text())
 
-# %% ../nbs/00_core.ipynb #13c74d6a
+# %% ../nbs/00_core.ipynb #de0926b4
 def append_jsonl(path, record: dict) -> None:
     "Append one JSON record as a line to `path`, then flush and fsync."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(to_jsonable(record)) + '\n'
-    with open(path, 'a+b') as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b'\n': line = '\n' + line  # a torn line from a killed writer: start fresh
-        f.write(line.encode()); f.flush(); os.fsync(f.fileno())
+    with open(path, 'a+b') as file:
+        file.seek(0, os.SEEK_END)
+        if file.tell() > 0:
+            file.seek(-1, os.SEEK_END)
+            if file.read(1) != b'\n': line = '\n' + line  # a torn line from a killed writer: start fresh
+        file.write(line.encode()); file.flush(); os.fsync(file.fileno())
 
+# %% ../nbs/00_core.ipynb #bd42717c
 def read_jsonl(path) -> list[dict]:
     "Read every complete JSON record from `path` (missing file -> []); torn or corrupt lines are skipped."
     path = Path(path)
@@ -96,7 +100,10 @@ def read_jsonl(path) -> list[dict]:
         except json.JSONDecodeError: continue
     return out
 
-# %% ../nbs/00_core.ipynb #7e871fed
+# %% ../nbs/00_core.ipynb #fd8318e3
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
 def seed_everything(seed: int, deterministic: bool = False) -> int:
     "Seed python, numpy and (if installed) torch. Returns the seed."
     seed = int(seed)
@@ -112,9 +119,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         if deterministic: torch.use_deterministic_algorithms(True, warn_only=True)
     return seed
 
-def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
+# %% ../nbs/00_core.ipynb #c8be9fcf
 def pick_device(prefer: str | None = None) -> str:
     "`prefer` if given (or `$ROBOBENCH_DEVICE`), else cuda -> mps -> cpu, whichever torch can use."
     prefer = prefer or os.environ.get('ROBOBENCH_DEVICE') or 'auto'
@@ -133,11 +138,12 @@ def pick_device(prefer: str | None = None) -> str:
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return 'mps'
     return 'cpu'
 
-# %% ../nbs/00_core.ipynb #34ace5ec
+# %% ../nbs/00_core.ipynb #7b5aae03
 class UnknownNameError(KeyError):
     "Raised for a name a `Registry` does not know; the message lists valid names and the nearest match."
     def __str__(self): return self.args[0] if self.args else ''
 
+# %% ../nbs/00_core.ipynb #82c88d9e
 def did_you_mean(name: str, choices: Iterable[str], what: str = 'name') -> str:
     "An error message for an unknown `name`: the nearest choices and the full list."
     choices = sorted(choices)
@@ -149,9 +155,14 @@ def did_you_mean(name: str, choices: Iterable[str], what: str = 'name') -> str:
     if close: msg += f" Did you mean {' or '.join(repr(c) for c in close)}?"
     return msg + f" Valid {what}s: {', '.join(choices) if choices else '(none registered)'}"
 
+# %% ../nbs/00_core.ipynb #240afcae
 class Registry:
-    "A string -> object registry. `register` works as a decorator; `get` raises `UnknownNameError` with suggestions."
-    def __init__(self, what: str = 'name'): self.what, self._items = what, {}
+    """A string -> object registry. `register` works as a decorator; `get` raises `UnknownNameError` with suggestions.
+    With `group`, installed distributions add entries through that entry-point group (loaded on first use; `coerce`
+    turns what an entry point names into an entry). `discover` (optional) runs once before the first lookup."""
+    def __init__(self, what: str = 'name', group: str | None = None, coerce=None, discover=None):
+        self.what, self.group, self.coerce, self._discover = what, group, coerce, discover
+        self._items, self._plugins = {}, None
     def register(self, name: str | None = None, obj: Any = None, overwrite: bool = False):
         def deco(o):
             key = name or getattr(o, '__name__', None)
@@ -162,16 +173,34 @@ class Registry:
             return o
         return deco(obj) if obj is not None else deco
     def get(self, name: str) -> Any:
+        self._ready()
         if name in self._items: return self._items[name]
-        raise UnknownNameError(did_you_mean(name, self._items, self.what))
+        if name in self.plugins(): return self.load_plugin(name)
+        raise UnknownNameError(did_you_mean(name, self.names(), self.what))
     __getitem__ = get
-    def __contains__(self, name): return name in self._items
-    def __iter__(self): return iter(sorted(self._items))
-    def __len__(self): return len(self._items)
-    def names(self) -> list[str]: return sorted(self._items)
+    def __contains__(self, name): self._ready(); return name in self._items or name in self.plugins()
+    def __iter__(self): return iter(self.names())
+    def __len__(self): return len(self.names())
+    def names(self) -> list[str]: self._ready(); return sorted(set(self._items) | set(self.plugins()))
     def __repr__(self): return f"Registry({self.what}: {', '.join(self.names())})"
 
-# %% ../nbs/00_core.ipynb #c5285147
+# %% ../nbs/00_core.ipynb #80016697
+@patch
+def _ready(self: Registry):
+    "Run the one-time `discover` hook (e.g. import the built-in simulator modules) before the first lookup."
+    if self._discover is not None:
+        hook, self._discover = self._discover, None
+        hook()
+
+# %% ../nbs/00_core.ipynb #d841d138
+@patch
+def plugins(self: Registry) -> dict:
+    "{name: entry point} of installed distributions in `group` that code has not registered (scanned once)."
+    if self.group is None: return {}
+    if self._plugins is None: self._plugins = {ep.name: ep for ep in _md.entry_points(group=self.group)}
+    return {name: ep for name, ep in self._plugins.items() if name not in self._items}
+
+# %% ../nbs/00_core.ipynb #43450a00
 def require(module: str, hint: str | None = None):
     "Import and return `module`, or raise `ImportError` saying how to install it."
     try: return importlib.import_module(module)
@@ -179,6 +208,7 @@ def require(module: str, hint: str | None = None):
         raise ImportError(f"robobench needs {module!r} for this ({e}). "
                           f"{hint or 'Run `make setup` (or `robobench doctor` to see what is missing).'}") from e
 
+# %% ../nbs/00_core.ipynb #3fc6dfac
 def parse_value(text: str, yaml: bool = False):
     """The one parser of option values (`--policy.<name> VALUE`, `robobench run -p NAME VALUE`): JSON (numbers,
     true/false, null, lists, maps), else the text itself. With `yaml`, text that is not JSON is read as YAML, as
@@ -192,6 +222,7 @@ def parse_value(text: str, yaml: bool = False):
         except _yaml.YAMLError: return text
     return text
 
+# %% ../nbs/00_core.ipynb #c6c4ff30
 def import_object(spec: str, what: str = 'object'):
     "The object named by 'package.module:name' (imports the module; the current dir is importable, as for uvicorn)."
     if not isinstance(spec, str) or ':' not in spec:
@@ -209,6 +240,7 @@ def import_object(spec: str, what: str = 'object'):
         obj = getattr(obj, part)
     return obj
 
+# %% ../nbs/00_core.ipynb #98ef702e
 class quiet_datasets:
     """Context manager: no Hugging Face `datasets` progress bars inside (LeRobot's `save_episode` draws a 'Map' bar
     per episode). robobench's own loops (collect, failed-episode dumps, RLDS conversion) show one bar of their own
@@ -222,6 +254,7 @@ class quiet_datasets:
     def __exit__(self, *exc):
         if self.dl is not None and self.was: self.dl.enable_progress_bar()
 
+# %% ../nbs/00_core.ipynb #e02615aa
 def init_ray(address: str | None = None, num_cpus: int = 1):
     """The `ray` module, initialised once: join the cluster at `address`, or start a local Ray with `num_cpus` whose
     workers see this process's `sys.path` (so clients and templates from the user's own modules import there)."""
@@ -234,7 +267,7 @@ def init_ray(address: str | None = None, num_cpus: int = 1):
         ray.init(address=address, log_to_driver=False, ignore_reinit_error=True, **local)
     return ray
 
-# %% ../nbs/00_core.ipynb #2683faf3
+# %% ../nbs/00_core.ipynb #4d048144
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EPISODE_ERRORS = 0, 1, 2, 3
 EXIT_CODES = {EXIT_OK: 'success', EXIT_FAILED: 'unexpected error (a bug or a crash: rerun with --debug)',
               EXIT_USAGE: 'an expected mistake (bad argument, missing or broken file, port in use...): '
@@ -243,6 +276,7 @@ EXIT_CODES = {EXIT_OK: 'success', EXIT_FAILED: 'unexpected error (a bug or a cra
                                    '(not counted as failures); rerun the same command to retry them',
               130: 'interrupted (Ctrl-C); rerun the same command to resume'}
 
+# %% ../nbs/00_core.ipynb #dc38675f
 class RobobenchError(Exception):
     """An expected mistake. `str()` is one line: what went wrong (and why), then the fix.
     CLI verbs print it without a traceback and exit with `exit_code` (default `EXIT_USAGE`)."""
@@ -253,11 +287,13 @@ class RobobenchError(Exception):
         if exit_code is not None: self.exit_code = exit_code
     def __str__(self): return ' '.join(self.what.split()) + (f" Fix: {' '.join(self.fix.split())}" if self.fix else '')
 
+# %% ../nbs/00_core.ipynb #05518764
 def debug_enabled(argv: list | None = None) -> bool:
     "True if tracebacks were asked for: `--debug` in `argv` or `ROBOBENCH_DEBUG=1`."
     return (os.environ.get('ROBOBENCH_DEBUG', '').strip().lower() not in ('', '0', 'false', 'no')
             or '--debug' in (argv or []))
 
+# %% ../nbs/00_core.ipynb #10e4b752
 def one_line_error(e: BaseException, limit: int = 600) -> str:
     "How a CLI shows `e`: our own errors as they are, anything else as `Type: first line`."
     if isinstance(e, (RobobenchError, UnknownNameError)): msg = str(e)
@@ -267,16 +303,36 @@ def one_line_error(e: BaseException, limit: int = 600) -> str:
     msg = ' '.join(msg.split())
     return msg if len(msg) <= limit else msg[:limit - 3] + '...'
 
-# %% ../nbs/00_core.ipynb #e0d2fe31
-KEY_PACKAGES = ('robobench', 'numpy', 'torch', 'lerobot', 'mani-skill', 'sapien', 'robosuite', 'mujoco',
-                'openpi-client', 'tensorflow-cpu', 'tensorflow-datasets', 'gymnasium', 'papermill', 'nbdev',
-                'websockets')
+# %% ../nbs/00_core.ipynb #2d87ddff
+@patch
+def load_plugin(self: Registry, name: str) -> Any:
+    "Import entry point `name` of `group`, register what it names (through `coerce`) and return it."
+    ep = self.plugins()[name]
+    dist = getattr(getattr(ep, 'dist', None), 'name', None) or 'an installed distribution'
+    try:
+        obj = ep.load()
+        if self.coerce is not None: obj = self.coerce(name, obj)
+    except Exception as e:
+        raise RobobenchError(f"{self.what} plugin {name!r} ({ep.value}) from distribution {dist!r} failed to load: "
+                             f"{type(e).__name__}: {e}", f"fix or reinstall {dist} (`pip show {dist}`), "
+                             f"or uninstall it (`pip uninstall {dist}`).") from e
+    return self.register(name, obj=obj, overwrite=True)
 
+# %% ../nbs/00_core.ipynb #03ca3d2a
+KEY_PACKAGES = ['robobench', 'numpy', 'torch', 'lerobot', 'openpi-client', 'tensorflow-cpu', 'tensorflow-datasets',
+                'gymnasium', 'papermill', 'nbdev', 'websockets']   # simulators add theirs when registered
+
+def record_packages(*dists: str):
+    "Add distributions whose versions every `run_info()` records (a simulator backend adds its own)."
+    KEY_PACKAGES.extend(d for d in dists if d not in KEY_PACKAGES)
+
+# %% ../nbs/00_core.ipynb #31c1f457
 def package_version(dist: str) -> str | None:
     "Installed version of distribution `dist`, or None."
     try: return _md.version(dist)
     except _md.PackageNotFoundError: return None
 
+# %% ../nbs/00_core.ipynb #18921b18
 def git_info(path='.') -> dict:
     "Commit, branch and dirty flag of the git checkout holding `path` (empty dict outside git)."
     def git(*a):
@@ -288,6 +344,7 @@ def git_info(path='.') -> dict:
                 'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
     except (OSError, subprocess.SubprocessError): return {}
 
+# %% ../nbs/00_core.ipynb #27c9e420
 def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd()
 
@@ -301,7 +358,7 @@ def run_info(**extra) -> dict:
         'packages': {p: v for p in KEY_PACKAGES if (v := package_version(p))},
         **extra})
 
-# %% ../nbs/00_core.ipynb #c294a9b5
+# %% ../nbs/00_core.ipynb #0f6f4b10
 RUNS_ROOT = 'papermill_runs'
 
 def _slug(s: str) -> str:
@@ -313,36 +370,38 @@ def make_run_dir(kind: str, name: str | None = None, root=None, params: dict | N
     root = Path(root or os.environ.get('ROBOBENCH_RUNS', RUNS_ROOT))
     now = now or _dt.datetime.now()
     base = root/_slug(kind)/now.strftime('%Y-%m-%d')/(now.strftime('%H-%M-%S') + (f'_{_slug(name)}' if name else ''))
-    d, i = base, 1
+    run_dir, attempt = base, 1
     while True:
-        try: d.mkdir(parents=True, exist_ok=False); break
-        except FileExistsError: i += 1; d = base.with_name(f'{base.name}-{i}')
-    if params is not None: atomic_write_json(d/'params.json', params)
-    atomic_write_json(d/'run_info.json', run_info(kind=kind, name=name, **(info or {})))
-    return d
+        try: run_dir.mkdir(parents=True, exist_ok=False); break
+        except FileExistsError: attempt += 1; run_dir = base.with_name(f'{base.name}-{attempt}')
+    if params is not None: atomic_write_json(run_dir/'params.json', params)
+    atomic_write_json(run_dir/'run_info.json', run_info(kind=kind, name=name, **(info or {})))
+    return run_dir
 
 # %% ../nbs/00_core.ipynb #3aa47a23
 def free_port(host: str = '127.0.0.1') -> int:
     "A TCP port that is free on `host` right now."
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0)); return s.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0)); return sock.getsockname()[1]
 
 # %% ../nbs/00_core.ipynb #18b3923b
 def offline() -> bool:
     """True when the Hugging Face hub is switched off for this process: `HF_HUB_OFFLINE` (else `TRANSFORMERS_OFFLINE`)
     set to 1/true/yes/on, read as huggingface_hub reads it. Callers fail fast instead of waiting on retries."""
-    v = os.environ.get('HF_HUB_OFFLINE') or os.environ.get('TRANSFORMERS_OFFLINE') or ''
-    return v.strip().lower() in ('1', 'true', 'yes', 'on')
+    value = os.environ.get('HF_HUB_OFFLINE') or os.environ.get('TRANSFORMERS_OFFLINE') or ''
+    return value.strip().lower() in ('1', 'true', 'yes', 'on')
 
-# %% ../nbs/00_core.ipynb #76b75c1b
+# %% ../nbs/00_core.ipynb #d42ffa2f
 STATE, ENV_STATE, ACTION = 'observation.state', 'observation.environment_state', 'action'
 IMAGES = 'observation.images.'   # + camera name
 BOOKKEEPING = ('timestamp', 'frame_index', 'episode_index', 'index', 'task_index')   # columns LeRobot adds itself
 
+# %% ../nbs/00_core.ipynb #e35f3be7
 def image_key(camera: str) -> str:
     "The LeRobot feature name of `camera`'s images: 'observation.images.<camera>'."
     return IMAGES + camera
 
+# %% ../nbs/00_core.ipynb #261f7fce
 def feature_dim_names(names, n: int, key: str = 'dim') -> list[str]:
     """One name per dimension from a LeRobot feature's `names` (list, nested lists, dict of lists, or None),
     else `<key>_<i>`."""
@@ -350,10 +409,10 @@ def feature_dim_names(names, n: int, key: str = 'dim') -> list[str]:
     def walk(x):
         if x is None: return
         if isinstance(x, dict):
-            for v in x.values(): walk(v)
+            for value in x.values(): walk(value)
         elif hasattr(x, 'tolist') and not isinstance(x, str): walk(x.tolist())   # numpy arrays
         elif isinstance(x, (list, tuple)):
-            for v in x: walk(v)
+            for value in x: walk(value)
         else: flat.append(str(x))
     walk(names)
     if len(flat) == n: return flat

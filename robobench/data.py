@@ -12,22 +12,27 @@ from fastcore.basics import patch
 from .core import atomic_write_json, import_object, offline, read_json, to_jsonable
 from .core import ACTION, BOOKKEEPING, ENV_STATE, IMAGES, STATE, feature_dim_names  # noqa: F401 (data's names)
 
-log = logging.getLogger('robobench.data')
-
 # %% auto #0
 __all__ = ['log', 'SUCCESS_KEYS', 'STATS_KEYS', 'DATASET_FORMATS', 'is_camera', 'vector_keys', 'vector_stats', 'norm_stats_dict',
            'compare_stats', 'check_data', 'EpisodeData', 'LeRobotData', 'lerobot_home', 'register_dataset_format',
            'dataset_format', 'open_dataset', 'unreadable_parquet_files', 'cli_inspect']
 
+# %% ../nbs/03_data.ipynb #dd051b4e
+log = logging.getLogger('robobench.data')
+
 # %% ../nbs/03_data.ipynb #200f6e52
 SUCCESS_KEYS = ('success', 'next.success', 'episode_success', 'is_success')
+
+# %% ../nbs/03_data.ipynb #81c0fe44
 STATS_KEYS = (STATE, ENV_STATE, ACTION)
 
+# %% ../nbs/03_data.ipynb #4a938e82
 def is_camera(name: str, feature: dict | None = None) -> bool:
     "True for image/video features (by dtype, else by name)."
     if feature is not None and feature.get('dtype') in ('image', 'video'): return True
     return name.startswith(IMAGES)
 
+# %% ../nbs/03_data.ipynb #a8428166
 def vector_keys(features: dict) -> list[str]:
     "Numeric non-camera, non-bookkeeping features (the ones we compute stats and checks on)."
     return [k for k, f in features.items() if f.get('dtype') not in ('image', 'video', 'string', 'language')
@@ -36,115 +41,140 @@ def vector_keys(features: dict) -> list[str]:
 # %% ../nbs/03_data.ipynb #a7b49ad4
 def vector_stats(x, quantiles=(0.01, 0.99)) -> dict[str, np.ndarray]:
     "Per-dimension mean/std/min/max/q01/q99/count of `x` (frames × dims, or 1-d frames)."
-    x = np.asarray(x)
-    if x.ndim == 1: x = x[:, None]
-    x = x.reshape(len(x), -1).astype(np.float64, copy=False)
-    if len(x) == 0: raise ValueError('cannot compute stats of 0 frames')
-    out = {'mean': x.mean(0), 'std': x.std(0), 'min': x.min(0), 'max': x.max(0)}
-    qs = np.quantile(x, list(quantiles), axis=0)
-    for q, v in zip(quantiles, qs): out[f'q{round(q * 100):02d}'] = v
-    out['count'] = np.array([len(x)])
+    arr = np.asarray(x)
+    if arr.ndim == 1: arr = arr[:, None]
+    arr = arr.reshape(len(arr), -1).astype(np.float64, copy=False)
+    if len(arr) == 0: raise ValueError('cannot compute stats of 0 frames')
+    out = {'mean': arr.mean(0), 'std': arr.std(0), 'min': arr.min(0), 'max': arr.max(0)}
+    qs = np.quantile(arr, list(quantiles), axis=0)
+    for quant, value in zip(quantiles, qs): out[f'q{round(quant * 100):02d}'] = value
+    out['count'] = np.array([len(arr)])
     return out
 
 # %% ../nbs/03_data.ipynb #5d0fdb1b
 def norm_stats_dict(stats: dict, unnorm_key: str, num_frames: int, num_episodes: int) -> dict:
     "OpenVLA-style normalization dict `{unnorm_key: {action, proprio, num_transitions, num_trajectories}}`."
     def one(s):
-        d = {k: np.asarray(v).tolist() for k, v in s.items() if k != 'count'}
-        d['mask'] = [True] * len(d['mean'])
-        return d
+        out = {k: np.asarray(v).tolist() for k, v in s.items() if k != 'count'}
+        out['mask'] = [True] * len(out['mean'])
+        return out
     entry = {}
     if ACTION in stats: entry['action'] = one(stats[ACTION])
     if STATE in stats: entry['proprio'] = one(stats[STATE])
-    for k in stats:
-        if k not in (ACTION, STATE): entry[k] = one(stats[k])
+    for key in stats:
+        if key not in (ACTION, STATE): entry[key] = one(stats[key])
     entry.update(num_transitions=int(num_frames), num_trajectories=int(num_episodes))
     return {unnorm_key: entry}
 
+# %% ../nbs/03_data.ipynb #d4f71e14
 def compare_stats(ours: dict, theirs: dict, keys: Iterable[str] | None = None, rtol: float = 1e-3,
                   qtol: float = 0.05, stats: Iterable[str] = ('mean', 'std', 'min', 'max', 'q01', 'q99')) -> list[dict]:
     """Mismatches between two stats dicts (feature -> stat -> array). mean/std/min/max must agree within
     `rtol` of the feature's range; quantiles (estimated differently by LeRobot) within `qtol` of the range."""
     out = []
-    for k in (keys or ours):
-        if k not in ours or k not in theirs:
-            out.append({'key': k, 'stat': None,
-                        'message': f'{k!r} missing from {"ours" if k not in ours else "theirs"}'}); continue
-        a, b = ours[k], theirs[k]
-        scale = np.maximum(np.asarray(a['max'], float).ravel() - np.asarray(a['min'], float).ravel(), 1e-8)
+    for key in (keys or ours):
+        if key not in ours or key not in theirs:
+            out.append({'key': key, 'stat': None,
+                        'message': f'{key!r} missing from {"ours" if key not in ours else "theirs"}'}); continue
+        mine, other = ours[key], theirs[key]
+        scale = np.maximum(np.asarray(mine['max'], float).ravel() - np.asarray(mine['min'], float).ravel(), 1e-8)
         for st in stats:
-            if st not in a or st not in b: continue
-            x, y = np.asarray(a[st], float).ravel(), np.asarray(b[st], float).ravel()
-            if x.shape != y.shape:
-                out.append({'key': k, 'stat': st, 'message': f'{k}.{st}: shape {x.shape} vs {y.shape}'}); continue
+            if st not in mine or st not in other: continue
+            left, right = np.asarray(mine[st], float).ravel(), np.asarray(other[st], float).ravel()
+            if left.shape != right.shape:
+                out.append({'key': key, 'stat': st, 'message': f'{key}.{st}: shape {left.shape} vs {right.shape}'})
+                continue
             tol = (qtol if st.startswith('q') else rtol) * scale
-            bad = np.nonzero(np.abs(x - y) > tol)[0]
+            bad = np.nonzero(np.abs(left - right) > tol)[0]
             if len(bad):
-                out.append({'key': k, 'stat': st, 'dims': bad.tolist(),
-                            'ours': x[bad].tolist(), 'theirs': y[bad].tolist(),
-                            'message': f'{k}.{st} differs in dims {bad.tolist()}: ours {np.round(x[bad], 5).tolist()} '
-                                       f'vs theirs {np.round(y[bad], 5).tolist()}'})
+                out.append({'key': key, 'stat': st, 'dims': bad.tolist(),
+                            'ours': left[bad].tolist(), 'theirs': right[bad].tolist(),
+                            'message': f'{key}.{st} differs in dims {bad.tolist()}: '
+                                       f'ours {np.round(left[bad], 5).tolist()} '
+                                       f'vs theirs {np.round(right[bad], 5).tolist()}'})
     return out
 
 # %% ../nbs/03_data.ipynb #fff3150b
-def check_data(columns: dict[str, np.ndarray], episode_lengths, features: dict | None = None,
-               stored_stats: dict | None = None, const_tol: float = 1e-6, range_tol: float = 1e-3,
-               min_frames: int = 5, min_fraction: float = 0.1) -> list[dict]:
-    """Flag NaN/inf, near-constant dims, ranges disagreeing with `stored_stats`, 0/1-frame episodes, shape mismatches,
-    and suspiciously short episodes: fewer than max(`min_frames`, `min_fraction` × median length) frames and under
-    half the median."""
+def _finding(level: str, code: str, key: str | None, msg: str, **kw) -> dict:
+    return {'level': level, 'code': code, 'key': key, 'message': msg, **kw}
+
+def _length_findings(lens: np.ndarray, min_frames: int, min_fraction: float) -> list[dict]:
+    "Findings about episode lengths: 0/1-frame episodes, and suspiciously short ones (see `check_data`)."
     out = []
-    def add(level, code, key, msg, **kw): out.append({'level': level, 'code': code, 'key': key, 'message': msg, **kw})
-    lens = np.asarray(episode_lengths)
-    for i in np.nonzero(lens <= 1)[0]:
-        add('error' if lens[i] == 0 else 'warning', 'short_episode', None, f'episode {i} has {lens[i]} frame(s)',
-            episode=int(i))
+    for ep in np.nonzero(lens <= 1)[0]:
+        out.append(_finding('error' if lens[ep] == 0 else 'warning', 'short_episode', None,
+                            f'episode {ep} has {lens[ep]} frame(s)', episode=int(ep)))
     if len(lens) > 1:
         med = float(np.median(lens)); thr = max(float(min_frames), min_fraction * med)
         short = np.nonzero((lens > 1) & (lens < thr) & (lens < 0.5 * med))[0]
         if len(short):
             shown = (', '.join(f'{i} ({lens[i]})' for i in short[:20])
                      + (f', ... ({len(short)} in all)' if len(short) > 20 else ''))
-            add('warning', 'suspiciously_short', None,
-                f'{len(short)} episode(s) shorter than {thr:g} frames (median {med:g}), '
-                f'truncated or failed recordings? episode (frames): {shown}',
-                episodes=short.tolist(), lengths=lens[short].tolist(), threshold=thr)
-    n = int(lens.sum())
-    for k, x in columns.items():
-        x = np.asarray(x)
-        if len(x) != n: add('error', 'length_mismatch', k, f'{k} has {len(x)} rows but episodes hold {n} frames')
-        if features and k in features:
-            want = tuple(features[k].get('shape') or ())
-            got = x.shape[1:] if x.ndim > 1 else (1,)
-            if want and tuple(got) != want and not (want == (1,) and got == ()):
-                add('error', 'shape_mismatch', k, f'{k}: feature says shape {want}, data has {tuple(got)}',
-                    expected=list(want), got=list(got))
-        if x.size == 0 or x.dtype.kind not in 'fiub': continue
-        x2 = x.reshape(len(x), -1).astype(np.float64, copy=False)
-        if x.dtype.kind == 'f':
-            bad = ~np.isfinite(x2)
-            if bad.any():
-                dims = np.nonzero(bad.any(0))[0].tolist()
-                add('error', 'nan', k, f'{k}: {int(bad.sum())} NaN/inf values in dims {dims}', dims=dims)
-                x2 = np.where(bad, np.nan, x2)
-        with np.errstate(all='ignore'):
-            lo, hi = np.nanmin(x2, 0), np.nanmax(x2, 0)
-        const = np.nonzero((hi - lo) <= const_tol * np.maximum(1, np.abs(hi)))[0].tolist()
-        if const and x.dtype.kind == 'f' and len(x2) > 1:
-            add('warning', 'constant', k, f'{k}: dims {const} are (near-)constant (normalizing them divides by ~0)',
-                dims=const)
-        if stored_stats and k in stored_stats and 'min' in stored_stats[k]:
-            smin = np.asarray(stored_stats[k]['min'], float).ravel()
-            smax = np.asarray(stored_stats[k]['max'], float).ravel()
-            if smin.shape != lo.shape:
-                add('error', 'stats_shape', k, f'{k}: stored stats have {smin.shape[0]} dims, data {lo.shape[0]}')
-            else:
-                tol = range_tol * np.maximum(hi - lo, 1e-6)
-                bad = np.nonzero((np.abs(lo - smin) > tol) | (np.abs(hi - smax) > tol))[0].tolist()
-                if bad:
-                    add('warning', 'stats_range', k, f'{k}: stored stats range disagrees with data in dims {bad}: '
-                        f'data [{lo[bad].round(4).tolist()}, {hi[bad].round(4).tolist()}] vs stats '
-                        f'[{smin[bad].round(4).tolist()}, {smax[bad].round(4).tolist()}]', dims=bad)
+            out.append(_finding('warning', 'suspiciously_short', None,
+                                f'{len(short)} episode(s) shorter than {thr:g} frames (median {med:g}), '
+                                f'truncated or failed recordings? episode (frames): {shown}',
+                                episodes=short.tolist(), lengths=lens[short].tolist(), threshold=thr))
+    return out
+
+# %% ../nbs/03_data.ipynb #5c9e1db5
+def _column_findings(key: str, col, n_frames: int, features: dict | None, stored_stats: dict | None,
+                     const_tol: float, range_tol: float) -> list[dict]:
+    "Findings about one column of all frames (see `check_data`)."
+    out = []
+    col = np.asarray(col)
+    if len(col) != n_frames:
+        out.append(_finding('error', 'length_mismatch', key,
+                            f'{key} has {len(col)} rows but episodes hold {n_frames} frames'))
+    if features and key in features:
+        want = tuple(features[key].get('shape') or ())
+        got = col.shape[1:] if col.ndim > 1 else (1,)
+        if want and tuple(got) != want and not (want == (1,) and got == ()):
+            out.append(_finding('error', 'shape_mismatch', key,
+                                f'{key}: feature says shape {want}, data has {tuple(got)}',
+                                expected=list(want), got=list(got)))
+    if col.size == 0 or col.dtype.kind not in 'fiub': return out
+    x2 = col.reshape(len(col), -1).astype(np.float64, copy=False)
+    if col.dtype.kind == 'f':
+        bad = ~np.isfinite(x2)
+        if bad.any():
+            dims = np.nonzero(bad.any(0))[0].tolist()
+            out.append(_finding('error', 'nan', key, f'{key}: {int(bad.sum())} NaN/inf values in dims {dims}',
+                                dims=dims))
+            x2 = np.where(bad, np.nan, x2)
+    with np.errstate(all='ignore'):
+        lo, hi = np.nanmin(x2, 0), np.nanmax(x2, 0)
+    const = np.nonzero((hi - lo) <= const_tol * np.maximum(1, np.abs(hi)))[0].tolist()
+    if const and col.dtype.kind == 'f' and len(x2) > 1:
+        out.append(_finding('warning', 'constant', key,
+                            f'{key}: dims {const} are (near-)constant (normalizing them divides by ~0)', dims=const))
+    if stored_stats and key in stored_stats and 'min' in stored_stats[key]:
+        smin = np.asarray(stored_stats[key]['min'], float).ravel()
+        smax = np.asarray(stored_stats[key]['max'], float).ravel()
+        if smin.shape != lo.shape:
+            out.append(_finding('error', 'stats_shape', key,
+                                f'{key}: stored stats have {smin.shape[0]} dims, data {lo.shape[0]}'))
+        else:
+            tol = range_tol * np.maximum(hi - lo, 1e-6)
+            bad = np.nonzero((np.abs(lo - smin) > tol) | (np.abs(hi - smax) > tol))[0].tolist()
+            if bad:
+                out.append(_finding('warning', 'stats_range', key,
+                                    f'{key}: stored stats range disagrees with data in dims {bad}: '
+                                    f'data [{lo[bad].round(4).tolist()}, {hi[bad].round(4).tolist()}] vs stats '
+                                    f'[{smin[bad].round(4).tolist()}, {smax[bad].round(4).tolist()}]', dims=bad))
+    return out
+
+# %% ../nbs/03_data.ipynb #1b67b7e2
+def check_data(columns: dict[str, np.ndarray], episode_lengths, features: dict | None = None,
+               stored_stats: dict | None = None, const_tol: float = 1e-6, range_tol: float = 1e-3,
+               min_frames: int = 5, min_fraction: float = 0.1) -> list[dict]:
+    """Flag NaN/inf, near-constant dims, ranges disagreeing with `stored_stats`, 0/1-frame episodes, shape mismatches,
+    and suspiciously short episodes: fewer than max(`min_frames`, `min_fraction` × median length) frames and under
+    half the median."""
+    lens = np.asarray(episode_lengths)
+    out = _length_findings(lens, min_frames, min_fraction)
+    n_frames = int(lens.sum())
+    for key, col in columns.items():
+        out += _column_findings(key, col, n_frames, features, stored_stats, const_tol, range_tol)
     return out
 
 # %% ../nbs/03_data.ipynb #e55be129
@@ -156,45 +186,6 @@ class EpisodeData:
         return f'{type(self).__name__}({self.path}, episodes={self.num_episodes}, frames={self.num_frames})'
 
     _dim_names: dict | None = None
-    def dim_names(self, key: str, n: int | None = None) -> list[str]:
-        """One name per dimension of feature `key`: names given with `set_dim_names`, else info.json's `names`,
-        else `<key>_<i>`."""
-        f = self.features.get(key) or {}
-        names = (self._dim_names or {}).get(key, f.get('names'))
-        if n is None: n = int(np.prod(f.get('shape') or [1]))
-        return feature_dim_names(names, n, key)
-
-    def set_dim_names(self, names: dict[str, list]) -> 'EpisodeData':
-        """Give dimension names for features (`{'action': ['x', 'y', 'z', 'gripper']}`), e.g. for RLDS data that
-        has none."""
-        self._dim_names = {**(self._dim_names or {}), **names}
-        return self
-
-    def stats(self, keys: Iterable[str] | None = None, names: bool = False) -> dict[str, dict[str, np.ndarray]]:
-        """Per-dimension mean/std/min/max/q01/q99 of state, environment state and action (all frames, vectorized).
-        With `names=True` each entry also has `names`, one per dimension (see `dim_names`)."""
-        cols = self._columns()
-        keys = [k for k in (keys or STATS_KEYS) if k in cols]
-        out = {k: vector_stats(cols[k]) for k in keys}
-        if names:
-            for k, st in out.items(): st['names'] = self.dim_names(k, len(st['mean']))
-        return out
-
-    def check(self, keys: Iterable[str] | None = None) -> list[dict]:
-        """Findings: NaNs, near-constant dims, stats/range disagreements, 0/1-frame and suspiciously short episodes,
-        feature shape mismatches."""
-        cols = self._columns()
-        if keys: cols = {k: v for k, v in cols.items() if k in keys}
-        return check_data(cols, self.episode_lengths, self.features, self.stored_stats)
-
-    def save_norm_stats(self, path, unnorm_key: str | None = None) -> Path:
-        """Write OpenVLA-style normalization stats keyed by `unnorm_key` (default: dataset name) to JSON; merges with
-        an existing file."""
-        unnorm_key = unnorm_key or self.name
-        path = Path(path)
-        cur = read_json(path, default={})
-        cur.update(norm_stats_dict(self.stats(), unnorm_key, self.num_frames, self.num_episodes))
-        return atomic_write_json(path, cur)
 
     def compare_stats(self, other: dict | None = None, **kw) -> list[dict]:
         "Compare `stats()` with `other` (default: the dataset's stored stats, i.e. LeRobot's `meta.stats`)."
@@ -203,29 +194,86 @@ class EpisodeData:
         ours = self.stats()
         return compare_stats(ours, other, keys=list(ours), **kw)
 
-    def browse(self, **kw):
-        "An ipywidgets episode browser (see `robobench.browse`)."
-        from robobench.browse import browse
-        return browse(self, **kw)
-
-    def render(self, episode: int = 0, **kw):
-        "A static matplotlib figure of one episode: filmstrip of every camera + state/action plots."
-        from robobench.browse import render_episode
-        return render_episode(self, episode, **kw)
-
-    def _summary_common(self) -> dict:
-        succ = self.episode_success
-        return {'format': self.kind, 'path': str(self.path), 'name': self.name, 'episodes': self.num_episodes,
-                'frames': self.num_frames, 'fps': self.fps,
-                'episode_length': ({'min': int(np.min(self.episode_lengths)), 'max': int(np.max(self.episode_lengths)),
-                                    'mean': float(np.mean(self.episode_lengths))} if self.num_episodes else None),
-                'features': {k: {'dtype': f.get('dtype'), 'shape': list(f.get('shape') or [])}
-                             for k, f in self.features.items()},
-                'cameras': self.cameras, 'tasks': self.tasks,
-                'success': None if succ is None else {'successful': int(np.sum(succ)), 'episodes': len(succ),
-                                                       'rate': float(np.mean(succ)) if len(succ) else None}}
-
     def summary(self) -> dict: return self._summary_common()
+
+# %% ../nbs/03_data.ipynb #4ca4a444
+@patch
+def dim_names(self: EpisodeData, key: str, n: int | None = None) -> list[str]:
+    """One name per dimension of feature `key`: names given with `set_dim_names`, else info.json's `names`,
+    else `<key>_<i>`."""
+    feat = self.features.get(key) or {}
+    names = (self._dim_names or {}).get(key, feat.get('names'))
+    if n is None: n = int(np.prod(feat.get('shape') or [1]))
+    return feature_dim_names(names, n, key)
+
+# %% ../nbs/03_data.ipynb #8b172845
+@patch
+def set_dim_names(self: EpisodeData, names: dict[str, list]) -> 'EpisodeData':
+    """Give dimension names for features (`{'action': ['x', 'y', 'z', 'gripper']}`), e.g. for RLDS data that
+    has none."""
+    self._dim_names = {**(self._dim_names or {}), **names}
+    return self
+
+# %% ../nbs/03_data.ipynb #84af4d51
+@patch
+def stats(self: EpisodeData, keys: Iterable[str] | None = None,
+          names: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Per-dimension mean/std/min/max/q01/q99 of state, environment state and action (all frames, vectorized).
+    With `names=True` each entry also has `names`, one per dimension (see `dim_names`)."""
+    cols = self.columns()
+    keys = [k for k in (keys or STATS_KEYS) if k in cols]
+    out = {k: vector_stats(cols[k]) for k in keys}
+    if names:
+        for key, st in out.items(): st['names'] = self.dim_names(key, len(st['mean']))
+    return out
+
+# %% ../nbs/03_data.ipynb #dbb73431
+@patch
+def check(self: EpisodeData, keys: Iterable[str] | None = None) -> list[dict]:
+    """Findings: NaNs, near-constant dims, stats/range disagreements, 0/1-frame and suspiciously short episodes,
+    feature shape mismatches."""
+    cols = self.columns()
+    if keys: cols = {k: v for k, v in cols.items() if k in keys}
+    return check_data(cols, self.episode_lengths, self.features, self.stored_stats)
+
+# %% ../nbs/03_data.ipynb #0092f5b9
+@patch
+def save_norm_stats(self: EpisodeData, path, unnorm_key: str | None = None) -> Path:
+    """Write OpenVLA-style normalization stats keyed by `unnorm_key` (default: dataset name) to JSON; merges with
+    an existing file."""
+    unnorm_key = unnorm_key or self.name
+    path = Path(path)
+    cur = read_json(path, default={})
+    cur.update(norm_stats_dict(self.stats(), unnorm_key, self.num_frames, self.num_episodes))
+    return atomic_write_json(path, cur)
+
+# %% ../nbs/03_data.ipynb #8486cd66
+@patch
+def browse(self: EpisodeData, **kw):
+    "An ipywidgets episode browser (see `robobench.browse`)."
+    from robobench.browse import browse
+    return browse(self, **kw)
+
+# %% ../nbs/03_data.ipynb #9115649d
+@patch
+def render(self: EpisodeData, episode: int = 0, **kw):
+    "A static matplotlib figure of one episode: filmstrip of every camera + state/action plots."
+    from robobench.browse import render_episode
+    return render_episode(self, episode, **kw)
+
+# %% ../nbs/03_data.ipynb #0188a3d9
+@patch
+def _summary_common(self: EpisodeData) -> dict:
+    succ = self.episode_success
+    return {'format': self.kind, 'path': str(self.path), 'name': self.name, 'episodes': self.num_episodes,
+            'frames': self.num_frames, 'fps': self.fps,
+            'episode_length': ({'min': int(np.min(self.episode_lengths)), 'max': int(np.max(self.episode_lengths)),
+                                'mean': float(np.mean(self.episode_lengths))} if self.num_episodes else None),
+            'features': {k: {'dtype': f.get('dtype'), 'shape': list(f.get('shape') or [])}
+                         for k, f in self.features.items()},
+            'cameras': self.cameras, 'tasks': self.tasks,
+            'success': None if succ is None else {'successful': int(np.sum(succ)), 'episodes': len(succ),
+                                                   'rate': float(np.mean(succ)) if len(succ) else None}}
 
 # %% ../nbs/03_data.ipynb #e9b51f4e
 def _to_numpy(col) -> np.ndarray:
@@ -236,30 +284,33 @@ def _to_numpy(col) -> np.ndarray:
     while pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
         if pa.types.is_fixed_size_list(col.type): shape.append(col.type.list_size)
         else:
-            n = len(col); shape.append((len(col.flatten()) // n) if n else 0)
+            rows = len(col); shape.append((len(col.flatten()) // rows) if rows else 0)
         col = col.flatten()
     arr = col.to_numpy(zero_copy_only=False)
     return arr.reshape(-1, *shape) if shape else arr
 
-def _decode_png(b) -> np.ndarray:
+# %% ../nbs/03_data.ipynb #3a7472a6
+def _decode_png(data) -> np.ndarray:
     import io
     from PIL import Image
-    return np.asarray(Image.open(io.BytesIO(b)).convert('RGB'))
+    return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
 
+# %% ../nbs/03_data.ipynb #e5b0c4c8
 def _decode_video(path, t0: float, t1: float, fps: float) -> np.ndarray:
     "RGB frames of `path` with timestamps in [t0, t1) (half-frame tolerance), decoded with PyAV."
     import av
     out, eps = [], 0.5 / fps
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        if t0 > 0: c.seek(max(0, int((t0 - 1.0) / s.time_base)), stream=s, backward=True)
-        for fr in c.decode(s):
-            t = float(fr.pts * s.time_base)
-            if t < t0 - eps: continue
-            if t >= t1 - eps: break
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if t0 > 0: container.seek(max(0, int((t0 - 1.0) / stream.time_base)), stream=stream, backward=True)
+        for fr in container.decode(stream):
+            ts = float(fr.pts * stream.time_base)
+            if ts < t0 - eps: continue
+            if ts >= t1 - eps: break
             out.append(fr.to_ndarray(format='rgb24'))
     return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
+# %% ../nbs/03_data.ipynb #58a4855a
 class LeRobotData(EpisodeData):
     "A LeRobot v3 dataset root, read with pyarrow (no torch)."
     kind = 'lerobot'
@@ -314,15 +365,15 @@ def data_files(self: LeRobotData): return sorted((self.root/'data').glob('*/*.pa
 
 # %% ../nbs/03_data.ipynb #b0f7ec6f
 @patch
-def _columns(self: LeRobotData) -> dict[str, np.ndarray]:
+def columns(self: LeRobotData) -> dict[str, np.ndarray]:
     "All numeric columns of all frames (cached), plus episode_index/task_index."
     if self._cols is None:
         import pyarrow.parquet as pq, pyarrow as pa
         keys = vector_keys(self.features) + [k for k in ('episode_index', 'task_index') if k in self.features]
         tabs = [pq.read_table(f, columns=[k for k in keys if k in pq.read_schema(f).names])
                 for f in self.data_files]
-        t = pa.concat_tables(tabs) if tabs else None
-        self._cols = {k: _to_numpy(t.column(k)) for k in (t.column_names if t is not None else [])}
+        table = pa.concat_tables(tabs) if tabs else None
+        self._cols = {k: _to_numpy(table.column(k)) for k in (table.column_names if table is not None else [])}
         if 'episode_index' in self._cols:  # keep frames in episode order
             order = np.argsort(self._cols['episode_index'], kind='stable')
             if not np.all(order[:-1] < order[1:]): self._cols = {k: v[order] for k, v in self._cols.items()}
@@ -331,12 +382,12 @@ def _columns(self: LeRobotData) -> dict[str, np.ndarray]:
 # %% ../nbs/03_data.ipynb #09f3b33e
 @patch(as_prop=True)
 def episode_success(self: LeRobotData):
-    cols = self._columns()
+    cols = self.columns()
     key = next((k for k in SUCCESS_KEYS if k in cols), None)
     if key is None or 'episode_index' not in cols: return None
     ends = np.cumsum(self.episode_lengths) - 1
-    v = cols[key].reshape(len(cols[key]), -1)[:, 0]
-    return v[ends].astype(bool) if len(v) else np.zeros(0, bool)
+    flags = cols[key].reshape(len(cols[key]), -1)[:, 0]
+    return flags[ends].astype(bool) if len(flags) else np.zeros(0, bool)
 
 # %% ../nbs/03_data.ipynb #f84ca652
 @patch
@@ -345,42 +396,43 @@ def episode(self: LeRobotData, i: int, cameras: bool | Iterable[str] = True) -> 
     import pyarrow.parquet as pq
     if not 0 <= i < self.num_episodes:
         raise IndexError(f'episode {i} out of range: dataset has {self.num_episodes} episodes')
-    cols = self._columns()
-    m = self.episodes_meta.iloc[i]
-    s, e = int(m['dataset_from_index']), int(m['dataset_to_index'])
+    cols = self.columns()
+    meta = self.episodes_meta.iloc[i]
+    from_idx, to_idx = int(meta['dataset_from_index']), int(meta['dataset_to_index'])
     starts = np.concatenate([[0], np.cumsum(self.episode_lengths)])
-    a, b = int(starts[i]), int(starts[i + 1])
-    out = {k: v[a:b] for k, v in cols.items()}
-    tasks = list(m['tasks']) if 'tasks' in m and m['tasks'] is not None else []
+    lo, hi = int(starts[i]), int(starts[i + 1])
+    out = {k: v[lo:hi] for k, v in cols.items()}
+    tasks = list(meta['tasks']) if 'tasks' in meta and meta['tasks'] is not None else []
     out['task'] = tasks[0] if tasks else (self.task_names.get(int(out['task_index'][0]))
                                           if 'task_index' in out and len(out['task_index']) else None)
     succ = self.episode_success
     out['success'] = None if succ is None else bool(succ[i])
     cams = self.cameras if cameras is True else ([] if cameras is False else list(cameras))
     for cam in cams:
-        f = self.features[cam]
-        if f['dtype'] == 'image':
-            ci, fi = int(m.get('data/chunk_index', 0)), int(m.get('data/file_index', 0))
-            p = self.root/self.info['data_path'].format(chunk_index=ci, file_index=fi)
-            t = pq.read_table(p, columns=[cam, 'index'], filters=[('index', '>=', s), ('index', '<', e)])
+        feat = self.features[cam]
+        if feat['dtype'] == 'image':
+            ci, fi = int(meta.get('data/chunk_index', 0)), int(meta.get('data/file_index', 0))
+            path = self.root/self.info['data_path'].format(chunk_index=ci, file_index=fi)
+            table = pq.read_table(path, columns=[cam, 'index'],
+                                  filters=[('index', '>=', from_idx), ('index', '<', to_idx)])
             imgs = [_decode_png(d['bytes']) if d.get('bytes')
                     else _decode_png(open(self.root/d['path'], 'rb').read())
-                    for d in t.column(cam).to_pylist()]
-            out[cam] = np.stack(imgs) if imgs else np.zeros((0, *f['shape']), np.uint8)
+                    for d in table.column(cam).to_pylist()]
+            out[cam] = np.stack(imgs) if imgs else np.zeros((0, *feat['shape']), np.uint8)
         else:
-            ci, fi = int(m[f'videos/{cam}/chunk_index']), int(m[f'videos/{cam}/file_index'])
-            p = self.root/self.info['video_path'].format(video_key=cam, chunk_index=ci, file_index=fi)
-            out[cam] = _decode_video(p, float(m[f'videos/{cam}/from_timestamp']),
-                                     float(m[f'videos/{cam}/to_timestamp']), self.fps)
+            ci, fi = int(meta[f'videos/{cam}/chunk_index']), int(meta[f'videos/{cam}/file_index'])
+            path = self.root/self.info['video_path'].format(video_key=cam, chunk_index=ci, file_index=fi)
+            out[cam] = _decode_video(path, float(meta[f'videos/{cam}/from_timestamp']),
+                                     float(meta[f'videos/{cam}/to_timestamp']), self.fps)
     return out
 
 # %% ../nbs/03_data.ipynb #934dfc0c
 @patch
 def summary(self: LeRobotData) -> dict:
-    d = self._summary_common()
-    d.update(repo_id=self.repo_id, robot_type=self.info.get('robot_type'),
-             codebase_version=self.info.get('codebase_version'))
-    return d
+    out = self._summary_common()
+    out.update(repo_id=self.repo_id, robot_type=self.info.get('robot_type'),
+               codebase_version=self.info.get('codebase_version'))
+    return out
 
 # %% ../nbs/03_data.ipynb #394d70bf
 @patch
@@ -395,38 +447,46 @@ def _hub_reachable(host='huggingface.co', port=443, timeout=2.0) -> bool:
         with socket.create_connection((host, port), timeout=timeout): return True
     except OSError: return False
 
+# %% ../nbs/03_data.ipynb #4855f7e8
 def lerobot_home() -> Path:
     return Path(os.environ.get('HF_LEROBOT_HOME',
                                Path(os.environ.get('HF_HOME', Path.home()/'.cache'/'huggingface'))/'lerobot'))
 
+# %% ../nbs/03_data.ipynb #73678609
 DATASET_FORMATS: dict[str, tuple] = {}   # name -> (detect, opener), in the order `dataset_format` tries them
 
+# %% ../nbs/03_data.ipynb #e32ea0da
 def register_dataset_format(name: str, detect, opener) -> None:
     """Teach `open_dataset` a local dataset format: `detect(path)` is truthy for a dir holding one, `opener(path)`
     returns its `EpisodeData` view. Either may be a lazy 'package.module:name' string, imported on first use."""
     DATASET_FORMATS[name] = (detect, opener)
 
-def _resolve(obj, what: str):
-    return import_object(obj, what) if isinstance(obj, str) else obj
-
+# %% ../nbs/03_data.ipynb #02bf7dcd
 register_dataset_format('lerobot', lambda p: (Path(p)/'meta'/'info.json').exists(), LeRobotData)
 register_dataset_format('rlds', 'robobench.rlds:find_rlds_dir', 'robobench.rlds:RLDSData')
 
+# %% ../nbs/03_data.ipynb #3737f0db
+def _resolve(obj, what: str):
+    return import_object(obj, what) if isinstance(obj, str) else obj
+
+# %% ../nbs/03_data.ipynb #2782f8f6
 def dataset_format(path) -> str | None:
     "The name of the first registered format whose `detect` accepts the local dir `path`, or None."
     for name, (detect, _) in DATASET_FORMATS.items():
         if _resolve(detect, f'{name} dataset detector')(path): return name
     return None
 
+# %% ../nbs/03_data.ipynb #09e64534
 def open_dataset(path_or_repo_id, root=None) -> EpisodeData:
     """Open a LeRobot v3 root, an RLDS/TFDS dir (or another registered format) or a hub repo id as one
     `EpisodeData` view."""
-    p = Path(root) if root is not None else Path(path_or_repo_id)
-    if p.exists():
-        fmt = dataset_format(p)
-        if fmt == 'lerobot': return LeRobotData(p, repo_id=str(path_or_repo_id) if root is not None else None)
-        if fmt is not None: return _resolve(DATASET_FORMATS[fmt][1], f'{fmt} dataset opener')(p)
-        raise ValueError(f'{p}: not a LeRobot v3 root (no meta/info.json) nor an RLDS/TFDS dir (no dataset_info.json)')
+    path = Path(root) if root is not None else Path(path_or_repo_id)
+    if path.exists():
+        fmt = dataset_format(path)
+        if fmt == 'lerobot': return LeRobotData(path, repo_id=str(path_or_repo_id) if root is not None else None)
+        if fmt is not None: return _resolve(DATASET_FORMATS[fmt][1], f'{fmt} dataset opener')(path)
+        raise ValueError(f'{path}: not a LeRobot v3 root (no meta/info.json) '
+                         f'nor an RLDS/TFDS dir (no dataset_info.json)')
     rid = str(path_or_repo_id)
     if rid.count('/') != 1 or rid.startswith(('.', '/', '~')):
         raise FileNotFoundError(f'{rid}: no such path (a hub repo id looks like "org/name")')
@@ -451,43 +511,48 @@ def _fmt_summary(s: dict) -> str:
                      f"{s['episode_length']['mean']:.1f}/{s['episode_length']['max']}")
     lines.append(f"  cameras: {', '.join(s['cameras']) or '(none)'}")
     lines.append('  features:')
-    for k, f in s['features'].items(): lines.append(f"    {k:40s} {str(f['dtype']):8s} {f['shape']}")
+    for key, feat in s['features'].items(): lines.append(f"    {key:40s} {str(feat['dtype']):8s} {feat['shape']}")
     tasks = s['tasks']
     lines.append(f"  tasks ({len(tasks)}): " + '; '.join(tasks[:5]) + (' ...' if len(tasks) > 5 else ''))
     if s.get('success'): lines.append(f"  success: {s['success']['successful']}/{s['success']['episodes']} episodes")
     return '\n'.join(lines)
 
+# %% ../nbs/03_data.ipynb #bd73fc3a
 _STAT_COLS = ('mean', 'std', 'min', 'max', 'q01', 'q99')
 def _fmt_stats(key: str, st: dict) -> str:
     "One feature's per-dimension stats as a table, one row per dimension, labelled with its name."
     names = st.get('names') or feature_dim_names(None, len(st['mean']), key)
-    w = max([len(n) for n in names] + [4])
+    width = max([len(n) for n in names] + [4])
     lines = [f'  stats {key} ({len(names)} dims):',
-             f"    {'dim':>3s}  {'name':{w}s}" + ''.join(f'{c:>11s}' for c in _STAT_COLS)]
-    for i, n in enumerate(names):
-        lines.append(f'    {i:3d}  {n:{w}s}' + ''.join(f'{float(np.ravel(st[c])[i]):11.4g}' for c in _STAT_COLS))
+             f"    {'dim':>3s}  {'name':{width}s}" + ''.join(f'{c:>11s}' for c in _STAT_COLS)]
+    for dim, name in enumerate(names):
+        lines.append(f'    {dim:3d}  {name:{width}s}'
+                     + ''.join(f'{float(np.ravel(st[c])[dim]):11.4g}' for c in _STAT_COLS))
     return '\n'.join(lines)
 
+# %% ../nbs/03_data.ipynb #764428c4
 def unreadable_parquet_files(root) -> list[tuple[str, str]]:
     "Parquet files under `root` that cannot be read (a truncated download or copy), each with the reason."
     import pyarrow.parquet as pq
     bad = []
-    for f in sorted(Path(root).rglob('*.parquet')):
-        try: pq.read_metadata(f)
-        except Exception as e: bad.append((str(f), (f'{type(e).__name__}: {e}'.splitlines() or [''])[0][:200]))
+    for path in sorted(Path(root).rglob('*.parquet')):
+        try: pq.read_metadata(path)
+        except Exception as e: bad.append((str(path), (f'{type(e).__name__}: {e}'.splitlines() or [''])[0][:200]))
     return bad
 
+# %% ../nbs/03_data.ipynb #5512e9d7
 def _raise_if_damaged(path, err: BaseException):
     "Turn a read error caused by damaged files into one line naming the file and the fix."
     from robobench.core import RobobenchError
-    p = Path(path)
-    bad = unreadable_parquet_files(p) if p.is_dir() else []
+    root = Path(path)
+    bad = unreadable_parquet_files(root) if root.is_dir() else []
     if bad:
         raise RobobenchError(f"dataset {path} is damaged: {len(bad)} parquet file(s) cannot be read, "
                              f"first {bad[0][0]} ({bad[0][1]}).",
                              'download or copy the dataset again (or re-run `robobench collect`, which resumes); '
                              'a LeRobot dataset cannot be read with a damaged data or meta file.') from err
 
+# %% ../nbs/03_data.ipynb #de608893
 def cli_inspect(argv: list[str] | None = None) -> int:
     "robobench inspect PATH [--json] [--stats] [--check] [--stats-out FILE --unnorm-key KEY]"
     ap = argparse.ArgumentParser(prog='robobench inspect', description='Summarize a LeRobot or RLDS dataset.')
@@ -498,24 +563,24 @@ def cli_inspect(argv: list[str] | None = None) -> int:
     ap.add_argument('--check', action='store_true', help='run data checks; exit 1 on errors')
     ap.add_argument('--stats-out', help='write normalization stats JSON here')
     ap.add_argument('--unnorm-key', help='key for --stats-out (default: dataset name)')
-    a = ap.parse_args(argv)
-    try: ds = open_dataset(a.path)
+    args = ap.parse_args(argv)
+    try: ds = open_dataset(args.path)
     except (FileNotFoundError, ValueError) as e:
         print(f'robobench inspect: {e}', file=sys.stderr); return 2
-    except Exception as e: _raise_if_damaged(a.path, e); raise
+    except Exception as e: _raise_if_damaged(args.path, e); raise
     try:
         out = {'summary': ds.summary()}
-        if a.stats: out['stats'] = ds.stats(names=True)
-        if a.check: out['check'] = ds.check()
-        if a.stats_out: out['stats_out'] = str(ds.save_norm_stats(a.stats_out, a.unnorm_key))
-    except Exception as e: _raise_if_damaged(a.path, e); raise
-    if a.json: print(json.dumps(to_jsonable(out), indent=2))
+        if args.stats: out['stats'] = ds.stats(names=True)
+        if args.check: out['check'] = ds.check()
+        if args.stats_out: out['stats_out'] = str(ds.save_norm_stats(args.stats_out, args.unnorm_key))
+    except Exception as e: _raise_if_damaged(args.path, e); raise
+    if args.json: print(json.dumps(to_jsonable(out), indent=2))
     else:
         print(_fmt_summary(out['summary']))
-        for k, st in out.get('stats', {}).items(): print(_fmt_stats(k, st))
+        for key, st in out.get('stats', {}).items(): print(_fmt_stats(key, st))
         if 'check' in out:
             print(f"  check: {len(out['check'])} finding(s)")
-            for f in out['check']: print(f"    [{f['level']}] {f['message']}")
-        if a.stats_out: print(f'  wrote {a.stats_out}')
+            for finding in out['check']: print(f"    [{finding['level']}] {finding['message']}")
+        if args.stats_out: print(f'  wrote {args.stats_out}')
     if hasattr(ds, 'close'): ds.close()   # an RLDS view ends its TensorFlow child
-    return 1 if a.check and any(f['level'] == 'error' for f in out['check']) else 0
+    return 1 if args.check and any(f['level'] == 'error' for f in out['check']) else 0

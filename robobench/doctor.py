@@ -4,15 +4,14 @@
 
 # %% ../nbs/00a_doctor.ipynb #658e5f94
 from __future__ import annotations
-import argparse, ctypes.util, dataclasses, json, os, platform, shutil, subprocess, sys, time
+import argparse, ctypes.util, dataclasses, importlib.metadata, json, os, platform, shutil, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from .core import package_version, to_jsonable
 
 # %% auto #0
-__all__ = ['SETUP_HINT', 'PACKAGES', 'APT', 'MESA_FIX', 'PROBES', 'OPTIONAL_PROBES', 'CheckResult', 'check_python',
-           'check_packages', 'check_ffmpeg', 'check_gl', 'check_vulkan_loader', 'run_probe', 'doctor', 'format_line',
-           'format_report', 'cli_doctor']
+__all__ = ['SETUP_HINT', 'PACKAGES', 'APT', 'PROBES', 'OPTIONAL_PROBES', 'CheckResult', 'check_python', 'all_packages',
+           'check_packages', 'check_ffmpeg', 'check_gl', 'run_probe', 'all_probes', 'backend_checks', 'check_plugins',
+           'doctor', 'format_line', 'format_report', 'cli_doctor']
 
 # %% ../nbs/00a_doctor.ipynb #ce2f0e66
 @dataclasses.dataclass
@@ -31,23 +30,18 @@ class CheckResult:
 # %% ../nbs/00a_doctor.ipynb #08e6ff64
 SETUP_HINT = 'run `make setup` in the robobench checkout (it installs the pinned set into .venv)'
 
-# dist name -> (required version spec or None for any, required?)
+# %% ../nbs/00a_doctor.ipynb #e7d82ac6
+# dist name -> (required version spec or None for any, required?); each simulator's `Backend.packages` adds its own
 PACKAGES = {
     'numpy': ('>=2,<2.3', True), 'torch': (None, True), 'lerobot': ('==0.6.1', True),
     'openpi-client': ('==0.1.2', True), 'websockets': (None, True), 'msgpack': (None, True),
-    'mani-skill': ('==3.0.1', True), 'robosuite': ('==1.5.2', True), 'mujoco': ('==3.8.1', True),
-    'gym-aloha': ('==0.1.5', True), 'dm-control': (None, True), 'gym-pusht': ('==0.1.8', True),
     'tensorflow-cpu': (None, False), 'tensorflow-datasets': (None, False),
     'papermill': (None, True), 'nbdev': ('>=2.4,<3', True), 'jupyterlab': (None, False),
     'ipywidgets': (None, True), 'matplotlib': (None, True), 'mediapy': (None, True), 'ray': (None, False),
     'wandb': (None, False),
 }
 
-def _satisfies(version: str, spec: str | None) -> bool:
-    if spec is None: return True
-    from packaging.specifiers import SpecifierSet
-    return SpecifierSet(spec).contains(version, prereleases=True)
-
+# %% ../nbs/00a_doctor.ipynb #e3773371
 def check_python(min_version=(3, 12)) -> CheckResult:
     "Python is new enough (lerobot 0.6.1 needs 3.12)."
     ok = sys.version_info[:2] >= min_version
@@ -55,91 +49,52 @@ def check_python(min_version=(3, 12)) -> CheckResult:
                        '' if ok else f'install Python {".".join(map(str, min_version))} '
                                      '(a `.python-version` file selects it for pyenv/uv)')
 
+# %% ../nbs/00a_doctor.ipynb #60f1b728
+def all_packages() -> dict:
+    "`PACKAGES` plus the pins of every simulator backend (built-in and plugins)."
+    from robobench.envs import backends
+    return {**PACKAGES, **{dist: pin for b in backends() for dist, pin in b.packages.items()}}
+
+# %% ../nbs/00a_doctor.ipynb #95328156
+def _satisfies(version: str, spec: str | None) -> bool:
+    if spec is None: return True
+    from packaging.specifiers import SpecifierSet
+    return SpecifierSet(spec).contains(version, prereleases=True)
+
 def check_packages(packages: dict | None = None) -> list[CheckResult]:
-    "Each package installed at a version that satisfies its pin."
+    "Each package installed at a version that satisfies its pin (default: `all_packages()`)."
     out = []
-    for dist, (spec, required) in (packages or PACKAGES).items():
-        v = package_version(dist)
-        if v is None:
+    for dist, (spec, required) in (packages or all_packages()).items():
+        version = package_version(dist)
+        if version is None:
             hint = SETUP_HINT if required else f'optional; `uv pip install {dist}` when you need it'
             out.append(CheckResult(f'package {dist}', False, 'not installed', hint, required))
-        elif not _satisfies(v, spec):
-            out.append(CheckResult(f'package {dist}', False, f'{v} installed, need {spec}', SETUP_HINT, required))
+        elif not _satisfies(version, spec):
+            out.append(CheckResult(f'package {dist}', False, f'{version} installed, need {spec}', SETUP_HINT, required))
         else:
-            out.append(CheckResult(f'package {dist}', True, v + (f' ({spec})' if spec else ''), required=required))
+            out.append(CheckResult(f'package {dist}', True, version + (f' ({spec})' if spec else ''),
+                                   required=required))
     return out
 
 # %% ../nbs/00a_doctor.ipynb #25f8efcf
 APT = 'apt-get update && apt-get install -y'
 
+# %% ../nbs/00a_doctor.ipynb #f380bd69
 def check_ffmpeg() -> CheckResult:
     "ffmpeg on PATH (mediapy writes and reads rollout videos with it)."
-    p = shutil.which('ffmpeg')
-    return CheckResult('ffmpeg', bool(p), p or 'not on PATH', '' if p else f'{APT} ffmpeg')
+    path = shutil.which('ffmpeg')
+    return CheckResult('ffmpeg', bool(path), path or 'not on PATH', '' if path else f'{APT} ffmpeg')
 
+# %% ../nbs/00a_doctor.ipynb #1bb077c3
 def check_gl() -> list[CheckResult]:
-    "EGL and OSMesa for headless MuJoCo rendering (robosuite cameras, videos)."
+    "EGL and OSMesa for headless MuJoCo rendering (cameras and videos of MuJoCo-based simulators)."
     egl, osm = ctypes.util.find_library('EGL'), ctypes.util.find_library('OSMesa')
     return [CheckResult('EGL (headless MuJoCo)', bool(egl), egl or 'libEGL not found', '' if egl else f'{APT} libegl1'),
             CheckResult('OSMesa (MuJoCo fallback)', bool(osm), osm or 'libOSMesa not found',
                         '' if osm else f'{APT} libosmesa6', required=False)]
 
-MESA_FIX = ('Mesa >= 25 Vulkan (lavapipe) is needed for ManiSkill on a CPU-only machine; on Debian 12 add the '
-            'bookworm-backports suite of your configured mirror, then `apt-get install -t bookworm-backports '
-            'mesa-vulkan-drivers libvulkan1` (`make setup` as root does this)')
-
-def check_vulkan_loader() -> CheckResult:
-    "The Vulkan loader and at least one ICD (driver manifest) for SAPIEN / ManiSkill."
-    lib = ctypes.util.find_library('vulkan')
-    if not lib: return CheckResult('Vulkan loader', False, 'libvulkan not found', f'{APT} libvulkan1; ' + MESA_FIX)
-    icd_env = os.environ.get('VK_ICD_FILENAMES') or os.environ.get('VK_DRIVER_FILES')
-    icds = ([Path(p) for p in icd_env.split(os.pathsep)] if icd_env else
-            [p for d in ('/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d') for p in sorted(Path(d).glob('*.json'))])
-    icds = [p for p in icds if p.exists()]
-    if not icds: return CheckResult('Vulkan loader', False, f'{lib}, but no Vulkan driver (ICD) found', MESA_FIX)
-    return CheckResult('Vulkan loader', True, f"{lib}; drivers: {', '.join(p.stem for p in icds)}")
-
 # %% ../nbs/00a_doctor.ipynb #e637f0fa
 PROBES = {
-    'ManiSkill3 starts (PickCube-v1, cpu)': ("""
-import gymnasium as gym, mani_skill.envs
-env = gym.make('PickCube-v1', obs_mode='state', sim_backend='cpu')
-env.reset(seed=0)
-for _ in range(3): env.step(env.action_space.sample())
-env.close(); print('stepped PickCube-v1')
-""", MESA_FIX + '; then `robobench doctor` again'),
-    'robosuite starts (Lift, Panda)': ("""
-import robosuite as suite
-env = suite.make('Lift', robots='Panda', has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False)
-env.reset()
-import numpy as np
-for _ in range(3): env.step(np.zeros(env.action_dim))
-env.close(); print(f'stepped Lift, action dim {env.action_dim}')
-""", SETUP_HINT + ' (robosuite 1.5.2 needs mujoco==3.8.1)'),
-    'gym-aloha starts (TransferCube, dm_control)': ("""
-import numpy as np
-from dm_control import mujoco
-from dm_control.rl import control
-from gym_aloha.constants import ASSETS_DIR, DT, START_ARM_POSE
-from gym_aloha.tasks.sim import BOX_POSE, TransferCubeTask
-from gym_aloha.utils import sample_box_pose
-class Task(TransferCubeTask):   # gym-aloha's own get_observation renders three 480x640 cameras
-    def get_observation(self, physics): return {}
-physics = mujoco.Physics.from_xml_path(str(ASSETS_DIR / 'bimanual_viperx_transfer_cube.xml'))
-env = control.Environment(physics, Task(), float('inf'), control_timestep=DT)
-BOX_POSE[0] = sample_box_pose(0); env.reset()
-env.step(np.r_[START_ARM_POSE[:6], 1, START_ARM_POSE[8:14], 1])
-img = physics.render(24, 32, camera_id='top')
-print(f'stepped TransferCube, rendered {img.shape} with MUJOCO_GL={__import__("os").environ.get("MUJOCO_GL")}')
-""", SETUP_HINT + ' (gym-aloha 0.1.5 runs on dm-control 1.0.41, which needs mujoco==3.8.1; set MUJOCO_GL=egl)'),
-    'gym-pusht starts (PushT)': ("""
-import warnings; warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-import gymnasium as gym, gym_pusht
-env = gym.make('gym_pusht/PushT-v0', obs_type='pixels_agent_pos')
-env.reset(seed=0)
-obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-print(f"stepped PushT, image {obs['pixels'].shape}, coverage {info['coverage']:.2f}")
-""", SETUP_HINT),
     'MuJoCo offscreen rendering': ("""
 import mujoco
 m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos="0 0 1"/>'
@@ -158,25 +113,62 @@ import torch
 print(f'torch {torch.__version__}, cuda available: {torch.cuda.is_available()}')
 """, SETUP_HINT),
 }
+
+# %% ../nbs/00a_doctor.ipynb #b1ae9319
 OPTIONAL_PROBES = {'TensorFlow (RLDS)'}
 
+# %% ../nbs/00a_doctor.ipynb #712a1f01
 def run_probe(name: str, code: str, fix: str, timeout: float = 180, env: dict | None = None) -> CheckResult:
     "Run `code` in a fresh Python; ok when it exits 0. Shows its last line (or its error) as the detail."
-    e = {**os.environ, 'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl'), 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
+    child_env = {**os.environ, 'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl'), 'TF_CPP_MIN_LOG_LEVEL': '3',
+                 **(env or {})}
     t0 = time.monotonic()
     try:
-        p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=timeout, env=e)
+        proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=timeout,
+                              env=child_env)
     except subprocess.TimeoutExpired:
         return CheckResult(name, False, f'timed out after {timeout:.0f}s', fix, name not in OPTIONAL_PROBES, timeout)
     dt = time.monotonic() - t0
-    if p.returncode == 0:
-        out = (p.stdout.strip().splitlines() or ['ok'])[-1]
+    if proc.returncode == 0:
+        out = (proc.stdout.strip().splitlines() or ['ok'])[-1]
         return CheckResult(name, True, out, required=name not in OPTIONAL_PROBES, seconds=dt)
-    err = [line for line in (p.stderr or '').strip().splitlines() if line.strip()]
+    err = [line for line in (proc.stderr or '').strip().splitlines() if line.strip()]
     msg = next((line for line in reversed(err) if 'Error' in line or 'error' in line),
-               err[-1] if err else f'exit {p.returncode}')
-    if p.returncode < 0: msg = f'crashed with signal {-p.returncode}; ' + msg
+               err[-1] if err else f'exit {proc.returncode}')
+    if proc.returncode < 0: msg = f'crashed with signal {-proc.returncode}; ' + msg
     return CheckResult(name, False, msg[-300:], fix, name not in OPTIONAL_PROBES, dt)
+
+# %% ../nbs/00a_doctor.ipynb #cff38e46
+def all_probes() -> dict:
+    "`PROBES` plus one per simulator backend (its `probe` code starts the simulator in a child process)."
+    from robobench.envs import backends
+    own = {f'{b.name} starts': (b.probe, b.probe_fix or SETUP_HINT) for b in backends() if b.probe}
+    return {**own, **PROBES}
+
+# %% ../nbs/00a_doctor.ipynb #d480a285
+def backend_checks() -> list[CheckResult]:
+    "The system checks simulator backends declare (e.g. a Vulkan driver), as `CheckResult`s."
+    from robobench.envs import backends
+    return [CheckResult(**check()) for b in backends() for check in b.checks]
+
+# %% ../nbs/00a_doctor.ipynb #d6dfa0b0
+def check_plugins() -> list[CheckResult]:
+    "Each installed plugin (entry points `robobench.backends`, `robobench.clients`, `robobench.layouts`) loads."
+    from robobench.envs import BACKENDS
+    from robobench.clients import CLIENTS
+    from robobench.layouts import LAYOUTS
+    from robobench.core import RobobenchError
+    out = []
+    for registry in (BACKENDS, CLIENTS, LAYOUTS):
+        for ep in importlib.metadata.entry_points(group=registry.group):   # loaded or not
+            name = ep.name
+            dist = getattr(getattr(ep, 'dist', None), 'name', None) or '?'
+            try:
+                registry.get(name)
+                out.append(CheckResult(f'plugin {registry.what} {name}', True, f'{ep.value} ({dist})'))
+            except RobobenchError as e:
+                out.append(CheckResult(f'plugin {registry.what} {name}', False, e.what, e.fix or '', required=False))
+    return out
 
 # %% ../nbs/00a_doctor.ipynb #6a20ea18
 def doctor(quick: bool = False, workers: int = 2, on_result=None) -> list[CheckResult]:
@@ -185,21 +177,23 @@ def doctor(quick: bool = False, workers: int = 2, on_result=None) -> list[CheckR
     from concurrent.futures import as_completed
     emit = on_result or (lambda r: None)
     results = []
-    for check in (check_python, check_packages, check_ffmpeg, check_gl, check_vulkan_loader):
+    for check in (check_python, check_packages, check_ffmpeg, check_gl, backend_checks, check_plugins):
         out = check()
-        for r in (out if isinstance(out, list) else [out]): results.append(r); emit(r)
+        for result in (out if isinstance(out, list) else [out]): results.append(result); emit(result)
     if not quick:
         with ThreadPoolExecutor(workers) as ex:
-            futs = [ex.submit(run_probe, name, *args) for name, args in PROBES.items()]
-            for f in as_completed(futs): results.append(f.result()); emit(results[-1])
+            futs = [ex.submit(run_probe, name, *args) for name, args in all_probes().items()]
+            for fut in as_completed(futs): results.append(fut.result()); emit(results[-1])
     return results
 
+# %% ../nbs/00a_doctor.ipynb #00e2ce1e
 def format_line(r: CheckResult, width: int = 24) -> str: return f'{r.mark:8} {r.name:{width}}  {r.detail}'
 
+# %% ../nbs/00a_doctor.ipynb #de31ddcd
 def format_report(results: list[CheckResult], lines_done: bool = False) -> str:
     "A one-screen table: mark, check, detail (unless `lines_done`: printed already); then how to fix each failure."
-    w = max(len(r.name) for r in results)
-    lines = [] if lines_done else [format_line(r, w) for r in results]
+    width = max(len(r.name) for r in results)
+    lines = [] if lines_done else [format_line(r, width) for r in results]
     bad = [r for r in results if not r.ok]
     if bad:
         lines += ['', 'To fix:'] + [f'  - {r.name}: {r.fix}' for r in bad if r.fix]
@@ -208,18 +202,19 @@ def format_report(results: list[CheckResult], lines_done: bool = False) -> str:
               (f'; {len(req_bad)} required part(s) missing' if req_bad else '; every required part works')]
     return '\n'.join(lines)
 
+# %% ../nbs/00a_doctor.ipynb #765ce7f0
 def cli_doctor(argv: list[str] | None = None) -> int:
     "`robobench doctor [--json] [--quick]`: exit 1 when a required part is missing."
     ap = argparse.ArgumentParser(prog='robobench doctor', description='Can this machine run each part of robobench?')
     ap.add_argument('--json', action='store_true', help='print machine-readable JSON')
     ap.add_argument('--quick', action='store_true',
                     help='skip starting simulators / TensorFlow / torch in child processes')
-    a = ap.parse_args(argv)
-    live = None if a.json else (lambda r: print(format_line(r), flush=True))   # each check as it finishes
+    args = ap.parse_args(argv)
+    live = None if args.json else (lambda r: print(format_line(r), flush=True))   # each check as it finishes
     if live:
         print('checking this machine (the simulator / TensorFlow / torch probes take up to a minute)...', flush=True)
-    results = doctor(quick=a.quick, on_result=live)
+    results = doctor(quick=args.quick, on_result=live)
     failed = any(r.required and not r.ok for r in results)
-    if a.json: print(json.dumps({'ok': not failed, 'checks': to_jsonable(results)}, indent=2))
+    if args.json: print(json.dumps({'ok': not failed, 'checks': to_jsonable(results)}, indent=2))
     else: print(format_report(results, lines_done=True).lstrip('\n'))
     return 1 if failed else 0

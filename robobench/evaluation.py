@@ -9,17 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 import numpy as np
+from fastcore.basics import patch
 from .core import (ACTION, ENV_STATE, STATE, EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, import_object,
                    atomic_write_json, read_json, read_jsonl, run_info, make_run_dir, to_jsonable, did_you_mean)
 from .config import config_parser, parse_config, split_policy_args
+from .envs import find_task, resolve_env_id
 from .rollout import error_reason, rollout
 from .stats import OUTCOMES, is_error, latest_records, mcnemar_exact, summarize, summary_line, wilson_interval
 from .stats import episodes_needed, outcome, task_breakdown  # noqa: F401 (re-exported: evaluation's statistics API)
 
 # %% auto #0
-__all__ = ['VIDEO_OUTCOMES', 'VIEWS', 'EVAL_ALIASES', 'ENV_ALIASES', 'resolve_client', 'EvalConfig', 'pending_seeds',
-           'save_trajectory', 'write_video', 'EvalResult', 'evaluate', 'dump_failed', 'compare', 'eval_arg_parser',
-           'cli_eval']
+__all__ = ['VIDEO_OUTCOMES', 'VIEWS', 'EVAL_ALIASES', 'resolve_client', 'save_trajectory', 'write_video', 'EvalConfig',
+           'pending_seeds', 'EvalResult', 'evaluate', 'dump_failed', 'compare', 'eval_arg_parser', 'cli_eval']
 
 # %% ../nbs/06_evaluation.ipynb #4f7bbc41
 def resolve_client(client, env=None, **kwargs):
@@ -41,13 +42,32 @@ def resolve_client(client, env=None, **kwargs):
     if env is not None and spec == 'scripted': kwargs.setdefault('env', env)
     return make_client(spec, **kwargs)
 
+# %% ../nbs/06_evaluation.ipynb #37389763
+def save_trajectory(path: Path, traj: dict, rel_to: Path | None = None) -> str:
+    "Save a trajectory's arrays as .npz atomically; return the path relative to `rel_to`."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.tmp.npz')
+    np.savez_compressed(tmp, **traj); os.replace(tmp, path)
+    return str(path.relative_to(rel_to)) if rel_to else str(path)
+
+# %% ../nbs/06_evaluation.ipynb #d715fb5e
+def write_video(path: Path, frames: list, fps: float, rel_to: Path | None = None) -> str:
+    "Write frames as an H.264 mp4 atomically (temp name, then rename); return the path relative to `rel_to`."
+    import mediapy
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.tmp.mp4')
+    mediapy.write_video(tmp, np.stack(frames), fps=max(1.0, float(fps)))
+    os.replace(tmp, path)
+    return str(path.relative_to(rel_to)) if rel_to else str(path)
+
 # %% ../nbs/06_evaluation.ipynb #76baf93f
 VIDEO_OUTCOMES = ('auto', 'all', 'success', 'failure')
 
+# %% ../nbs/06_evaluation.ipynb #0313310b
 @dataclass
 class EvalConfig:
     "Everything that defines an evaluation (saved as params.json in the run folder)."
-    env: str = 'maniskill/PickCube-v1'     # env id, e.g. maniskill/PickCube-v1, robosuite/Lift, aloha/TransferCube
+    env: str | None = None                # env id '<backend>/<task>' or an alias (robobench.list_envs())
     client: Any = 'random'              # client spec: name, 'host:port', checkpoint dir, or dict(name=..., **kwargs)
     client_kwargs: dict = field(default_factory=dict)   # client options (--policy.<name> VALUE)
     env_kwargs: dict = field(default_factory=dict)      # make_env kwargs (control_mode, cameras, image_size...)
@@ -91,10 +111,31 @@ class EvalConfig:
                             'env_kwargs': self.env_kwargs, 'max_steps': self.max_steps,
                             **({'layout': self.layout} if self.layout else {})})
 
+# %% ../nbs/06_evaluation.ipynb #d0c5e0f0
 def pending_seeds(cfg: EvalConfig, records: list[dict]) -> list[int]:
     "Seeds of the requested range still to run: no record, or only an error record."
     done = latest_records(records)
     return [s for s in range(cfg.start_seed, cfg.start_seed + cfg.episodes) if s not in done or is_error(done[s])]
+
+# %% ../nbs/06_evaluation.ipynb #feff7ff1
+def _client_meta(client) -> dict:
+    """What run_info.json records about the client: the server's metadata (or that it sent none) and how chunks
+    were executed."""
+    out = {}
+    if hasattr(client, 'metadata'): out['server_metadata'] = to_jsonable(client.metadata) if client.metadata else None
+    info = getattr(client, 'info', None)
+    if callable(info):
+        try: out['client_info'] = to_jsonable(info())
+        except Exception: pass
+    if getattr(client, 'assumptions', None): out['assumptions'] = to_jsonable(client.assumptions)
+    return out
+
+# %% ../nbs/06_evaluation.ipynb #c49bfdb0
+def _error_record(seed: int, etype: str, message: str, env: str | None = None) -> dict:
+    "The record of an episode lost outside `rollout` (its worker died)."
+    err = {'type': etype, 'message': message, 'phase': 'worker'}
+    return {'seed': int(seed), 'outcome': 'error', 'success': False, 'return': 0.0, 'length': 0, 'duration_s': 0.0,
+            'failure_reason': error_reason(err), 'env': env, 'error': err, 'end_time': round(time.time(), 3)}
 
 # %% ../nbs/06_evaluation.ipynb #059b0923
 class _Worker:
@@ -112,230 +153,80 @@ class _Worker:
         except BaseException:
             self.close(); raise
 
-    def run(self, seed: int) -> tuple[dict, dict | None]:
-        cfg = self.cfg
-        want_video = cfg.video and self.run_dir is not None and (
-            cfg.video_episodes is None or seed - cfg.start_seed < cfg.video_episodes)
-        ep = rollout(self.env, self.client, seed, cfg.max_steps, until='success', video=want_video,
-                     camera=cfg.video_camera, video_every=cfg.video_every, video_max_side=cfg.video_max_side,
-                     video_overlay=cfg.video_overlay, splat_cameras=cfg.splat_cameras,
-                     record='trajectory' if self.run_dir is not None else None)
-        rec = ep.record
-        if rec['outcome'] == 'error' and (rec.get('error') or {}).get('phase') in ('env_reset', 'env_step', 'render'):
-            self._rebuild_env()   # a simulator that raised may be left half-stepped: the next seed gets a fresh one
-        if self.run_dir is not None:   # a retried seed: drop the video of its earlier outcome
-            for oc in OUTCOMES:
-                if oc != rec['outcome']: (self.run_dir / 'videos' / f'{oc}_seed{seed}.mp4').unlink(missing_ok=True)
-        if ep.trajectory is not None:   # actions/states per episode, for action plots and DAgger dumps (a few KB)
-            rec['trajectory'] = save_trajectory(self.run_dir / 'trajectories' / f'seed{seed}.npz', ep.trajectory,
-                                                self.run_dir)
-        want = {'all': True, 'success': rec['outcome'] == 'success', 'failure': rec['outcome'] != 'success',
-                'auto': rec['outcome'] != 'success' or self._success_videos() < cfg.video_successes}[cfg.video_outcomes]
-        if ep.frames and want:
-            rec['video'] = write_video(self.run_dir / 'videos' / f"{rec['outcome']}_seed{seed}.mp4", ep.frames,
-                                       cfg.video_fps or self.env.spec.fps / max(1, cfg.video_every), self.run_dir)
-        return rec, (ep.trajectory if cfg.dump_failed and rec['outcome'] == 'failure' else None)
-
-    def _success_videos(self) -> int:
-        return len(list((self.run_dir / 'videos').glob('success_seed*.mp4'))) if self.run_dir else 0
-
-    def _rebuild_env(self):
-        from robobench.envs import make_env
-        try: self.env.close()
-        except Exception: pass
-        self.env = make_env(self.cfg.env, **self.cfg.env_kwargs)
-
     def meta(self) -> dict:
         "Server metadata and the client's execution settings and assumptions, for run_info.json."
         return _client_meta(self.client)
 
     def close(self):
-        for o in (getattr(self, 'client', None), getattr(self, 'env', None)):
-            try: getattr(o, 'close', lambda: None)()
+        for part in (getattr(self, 'client', None), getattr(self, 'env', None)):
+            try: getattr(part, 'close', lambda: None)()
             except Exception: pass
 
-def save_trajectory(path: Path, traj: dict, rel_to: Path | None = None) -> str:
-    "Save a trajectory's arrays as .npz atomically; return the path relative to `rel_to`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp.npz')
-    np.savez_compressed(tmp, **traj); os.replace(tmp, path)
-    return str(path.relative_to(rel_to)) if rel_to else str(path)
+# %% ../nbs/06_evaluation.ipynb #98a47eb2
+@patch
+def _rebuild_env(self: _Worker):
+    from robobench.envs import make_env
+    try: self.env.close()
+    except Exception: pass
+    self.env = make_env(self.cfg.env, **self.cfg.env_kwargs)
 
-def write_video(path: Path, frames: list, fps: float, rel_to: Path | None = None) -> str:
-    "Write frames as an H.264 mp4 atomically (temp name, then rename); return the path relative to `rel_to`."
-    import mediapy
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp.mp4')
-    mediapy.write_video(tmp, np.stack(frames), fps=max(1.0, float(fps)))
-    os.replace(tmp, path)
-    return str(path.relative_to(rel_to)) if rel_to else str(path)
+# %% ../nbs/06_evaluation.ipynb #b71b3d86
+@patch
+def _success_videos(self: _Worker) -> int:
+    return len(list((self.run_dir / 'videos').glob('success_seed*.mp4'))) if self.run_dir else 0
 
+# %% ../nbs/06_evaluation.ipynb #258fa8fb
+@patch
+def run(self: _Worker, seed: int) -> tuple[dict, dict | None]:
+    cfg = self.cfg
+    want_video = cfg.video and self.run_dir is not None and (
+        cfg.video_episodes is None or seed - cfg.start_seed < cfg.video_episodes)
+    ep = rollout(self.env, self.client, seed, cfg.max_steps, until='success', video=want_video,
+                 camera=cfg.video_camera, video_every=cfg.video_every, video_max_side=cfg.video_max_side,
+                 video_overlay=cfg.video_overlay, splat_cameras=cfg.splat_cameras,
+                 record='trajectory' if self.run_dir is not None else None)
+    rec = ep.record
+    if rec['outcome'] == 'error' and (rec.get('error') or {}).get('phase') in ('env_reset', 'env_step', 'render'):
+        self._rebuild_env()   # a simulator that raised may be left half-stepped: the next seed gets a fresh one
+    if self.run_dir is not None:   # a retried seed: drop the video of its earlier outcome
+        for oc in OUTCOMES:
+            if oc != rec['outcome']: (self.run_dir / 'videos' / f'{oc}_seed{seed}.mp4').unlink(missing_ok=True)
+    if ep.trajectory is not None:   # actions/states per episode, for action plots and DAgger dumps (a few KB)
+        rec['trajectory'] = save_trajectory(self.run_dir / 'trajectories' / f'seed{seed}.npz', ep.trajectory,
+                                            self.run_dir)
+    want = {'all': True, 'success': rec['outcome'] == 'success', 'failure': rec['outcome'] != 'success',
+            'auto': rec['outcome'] != 'success' or self._success_videos() < cfg.video_successes}[cfg.video_outcomes]
+    if ep.frames and want:
+        rec['video'] = write_video(self.run_dir / 'videos' / f"{rec['outcome']}_seed{seed}.mp4", ep.frames,
+                                   cfg.video_fps or self.env.spec.fps / max(1, cfg.video_every), self.run_dir)
+    return rec, (ep.trajectory if cfg.dump_failed and rec['outcome'] == 'failure' else None)
+
+# %% ../nbs/06_evaluation.ipynb #e51db8a7
 def _process_worker(cfg_dict: dict, run_dir: str | None, conn):
     "Entry point of a worker process: build env + client, then run the seeds the parent sends until None."
     os.environ.setdefault('MUJOCO_GL', 'egl')
-    try: w = _Worker(EvalConfig(**cfg_dict), run_dir)
+    try: worker = _Worker(EvalConfig(**cfg_dict), run_dir)
     except BaseException as e:
         from robobench.core import RobobenchError
         conn.send(('fatal', None, (type(e).__name__, str(e), isinstance(e, RobobenchError)), None)); return
-    conn.send(('ready', None, w.meta(), None))
+    conn.send(('ready', None, worker.meta(), None))
     while True:
         seed = conn.recv()
         if seed is None: break
-        rec, traj = w.run(seed)
+        rec, traj = worker.run(seed)
         conn.send(('done', seed, rec, traj))
-    w.close()
-
-# %% ../nbs/06_evaluation.ipynb #be59064f
-VIEWS = ('show', 'browse', 'report')   # EvalResult methods that robobench.viz adds with fastcore's @patch
-
-@dataclass
-class EvalResult:
-    "An evaluation's run folder, config, per-episode records and summary."
-    run_dir: Path | None
-    config: EvalConfig
-    episodes: list[dict]
-    summary: dict
-
-    @classmethod
-    def load(cls, run_dir) -> 'EvalResult':
-        "Read an evaluation run folder back (params.json, episodes.jsonl, summary.json)."
-        run_dir = Path(run_dir)
-        if not (run_dir / 'episodes.jsonl').exists():
-            raise FileNotFoundError(f'{run_dir} has no episodes.jsonl: not an evaluation run folder')
-        p = read_json(run_dir / 'params.json', default={})
-        cfg = EvalConfig(**{k: v for k, v in p.items() if k in {f.name for f in dataclasses.fields(EvalConfig)}})
-        recs = latest_records(read_jsonl(run_dir / 'episodes.jsonl'))
-        eps = sorted(recs.values(), key=lambda r: r['seed'])
-        return cls(run_dir, cfg, eps, read_json(run_dir / 'summary.json', default=None) or summarize(eps))
-
-    def trajectory(self, seed: int) -> dict:
-        "The saved actions/states of episode `seed`."
-        rec = next((r for r in self.episodes if r['seed'] == seed), None)
-        if rec is None: raise KeyError(f'no episode with seed {seed}; seeds: {[r["seed"] for r in self.episodes][:20]}')
-        if not rec.get('trajectory'): raise KeyError(f'episode {seed} has no saved trajectory')
-        with np.load(self.run_dir / rec['trajectory']) as z: return dict(z)
-
-    def table(self):
-        "Episodes as a pandas DataFrame."
-        import pandas as pd
-        return pd.DataFrame(self.episodes)
-
-    def __getattr__(self, name: str):
-        "The views (`show`, `browse`, `report`) are attached by `robobench.viz` (this module never imports it)."
-        hint = ('; it is added by robobench.viz: `import robobench.viz` first (the package API, e.g. '
-                '`robobench.evaluate(...)`, does it for you)') if name in VIEWS else ''
-        raise AttributeError(f'{type(self).__name__!r} object has no attribute {name!r}{hint}')
-
-    @property
-    def errors(self) -> list[dict]:
-        "Records of the episodes that ended in an error (not counted as failures; rerun the evaluation to retry them)."
-        return [r for r in self.episodes if is_error(r)]
-
-    def __repr__(self):
-        s = self.summary; lo, hi = s['wilson_95']
-        rate = f"{s['success_rate']:.0%} [{lo:.0%}, {hi:.0%}]" if s['success_rate'] is not None else 'n/a'
-        errs = f", {s.get('errors')} ERRORS (not counted)" if s.get('errors') else ''
-        return (f"EvalResult({self.config.env}, {s['episodes']} completed episodes, success {rate}{errs}, "
-                f"run_dir={self.run_dir})")
-
-# %% ../nbs/06_evaluation.ipynb #ee9e5ab5
-def _pick_backend(cfg: EvalConfig) -> str:
-    b = cfg.backend if cfg.backend != 'auto' else ('process' if cfg.workers > 1 else 'local')
-    if b not in ('local', 'process', 'ray'):
-        raise ValueError(did_you_mean(b, ['local', 'process', 'ray', 'auto'], 'backend'))
-    if b in ('process', 'ray') and not isinstance(cfg.client, (str, dict)):
-        raise ValueError(f"backend {b!r} builds a client in every worker, so `client` must be a spec "
-                         "(name, 'host:port', checkpoint dir or dict), not an object; use backend='local' for objects")
-    return b
-
-def evaluate(env: str | None = None, client: Any = None, episodes: int | None = None, config: EvalConfig | None = None,
-             progress: bool = True, **kwargs) -> EvalResult:
-    """Evaluate `client` on `episodes` seeds of `env` (see `EvalConfig` for every option). With `run_folder`, records
-    go to `episodes.jsonl` as episodes finish and an existing folder is resumed; without it nothing is written."""
-    given = {k: v for k, v in dict(env=env, client=client, episodes=episodes).items() if v is not None}
-    cfg = dataclasses.replace(config or EvalConfig(), **given, **kwargs)
-    backend = _pick_backend(cfg)
-    run_dir = Path(cfg.run_folder) if cfg.run_folder else None
-    records = []
-    if run_dir:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        old = read_json(run_dir / 'params.json', default=None)
-        if old is not None:
-            old_id = EvalConfig(**{k: v for k, v in old.items()
-                                   if k in {f.name for f in dataclasses.fields(EvalConfig)}}).identity()
-            if old_id != cfg.identity():
-                diff = {k: (old_id.get(k), v) for k, v in cfg.identity().items() if old_id.get(k) != v}
-                raise ValueError(f'run folder {run_dir} holds a different evaluation ({diff}); '
-                                 'use another --run-folder')
-        atomic_write_json(run_dir / 'params.json', cfg.to_params())
-        records = read_jsonl(run_dir / 'episodes.jsonl')
-    todo = pending_seeds(cfg, records)
-    on_record = (lambda r: append_jsonl(run_dir / 'episodes.jsonl', r)) if run_dir else (lambda r: None)
-    failed_trajs = []
-    from tqdm.auto import tqdm
-    bar = None
-    def ready():   # the bar appears once a worker has its env and client (a bad client or env errors before it)
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(todo), desc=f'eval {cfg.env}',
-                       disable=not progress, unit='ep')
-    def record(rec, traj=None):
-        ready(); records.append(rec); on_record(rec); bar.update(1)
-        if traj is not None: failed_trajs.append((rec['seed'], traj))
-        s = summarize(records, list(range(cfg.start_seed, cfg.start_seed + cfg.episodes)))
-        bar.set_postfix(success='n/a' if s['success_rate'] is None else f"{s['success_rate']:.0%}", errors=s['errors'])
-    meta = {}
-    try:
-        if todo:
-            runner = {'local': _run_local, 'process': _run_processes, 'ray': _run_ray}[backend]
-            meta = runner(cfg, todo, run_dir, record, ready) or {}
-    finally:
-        if bar is not None: bar.close()
-    seeds = list(range(cfg.start_seed, cfg.start_seed + cfg.episodes))
-    summary = {**summarize(records, seeds), 'env': cfg.env, 'backend': backend, 'workers': cfg.workers}
-    if run_dir:
-        if cfg.dump_failed and failed_trajs: summary['failed_dump'] = dump_failed(run_dir / 'failed', cfg, failed_trajs)
-        atomic_write_json(run_dir / 'summary.json', summary)
-        metric_keys = ('episodes', 'successes', 'success_rate', 'wilson_95', 'errors', 'completed', 'total',
-                       'error_seeds', 'mean_return', 'mean_length')
-        atomic_write_json(run_dir / 'metrics.json', {k: summary[k] for k in metric_keys})
-        prev = read_json(run_dir / 'run_info.json', default={})
-        atomic_write_json(run_dir / 'run_info.json', run_info(kind='evaluate', env=cfg.env, env_kwargs=cfg.env_kwargs,
-                          seeds=[cfg.start_seed, cfg.start_seed + cfg.episodes - 1], client=cfg.identity()['client'],
-                          **meta, runs=prev.get('runs', 0) + 1))
-    eps = sorted(latest_records(records).values(), key=lambda r: r['seed'])
-    wanted = set(seeds)
-    eps = [r for r in eps if r['seed'] in wanted]
-    return EvalResult(run_dir, cfg, eps, summary)
-
-# %% ../nbs/06_evaluation.ipynb #feff7ff1
-def _client_meta(client) -> dict:
-    """What run_info.json records about the client: the server's metadata (or that it sent none) and how chunks
-    were executed."""
-    out = {}
-    if hasattr(client, 'metadata'): out['server_metadata'] = to_jsonable(client.metadata) if client.metadata else None
-    info = getattr(client, 'info', None)
-    if callable(info):
-        try: out['client_info'] = to_jsonable(info())
-        except Exception: pass
-    if getattr(client, 'assumptions', None): out['assumptions'] = to_jsonable(client.assumptions)
-    return out
-
-def _error_record(seed: int, etype: str, message: str, env: str | None = None) -> dict:
-    "The record of an episode lost outside `rollout` (its worker died)."
-    err = {'type': etype, 'message': message, 'phase': 'worker'}
-    return {'seed': int(seed), 'outcome': 'error', 'success': False, 'return': 0.0, 'length': 0, 'duration_s': 0.0,
-            'failure_reason': error_reason(err), 'env': env, 'error': err, 'end_time': round(time.time(), 3)}
+    worker.close()
 
 # %% ../nbs/06_evaluation.ipynb #147e4682
 def _run_local(cfg, seeds, run_dir, record, ready=lambda: None):
-    w = _Worker(cfg, str(run_dir) if run_dir else None)
+    worker = _Worker(cfg, str(run_dir) if run_dir else None)
     ready()
     try:
-        for s in seeds: record(*w.run(s))
-        return _client_meta(w.client)
-    finally: w.close()
+        for seed in seeds: record(*worker.run(seed))
+        return _client_meta(worker.client)
+    finally: worker.close()
 
+# %% ../nbs/06_evaluation.ipynb #93227874
 def _run_processes(cfg, seeds, run_dir, record, ready_cb=lambda: None, poll_s: float = 0.5):
     """Each worker has its own pipe and the parent assigns seeds, so the parent always knows which seed a worker
     holds: a worker that dies (segfault, OOM kill) cannot lose a message or hold a shared lock."""
@@ -347,15 +238,15 @@ def _run_processes(cfg, seeds, run_dir, record, ready_cb=lambda: None, poll_s: f
     ready, died_starting = set(), []                  # conns that said 'ready'; exit codes of workers that never did
     def start():
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_process_worker, args=(params, str(run_dir) if run_dir else None, child), daemon=True)
-        p.start(); child.close(); workers[parent] = p
+        proc = ctx.Process(target=_process_worker, args=(params, str(run_dir) if run_dir else None, child), daemon=True)
+        proc.start(); child.close(); workers[parent] = proc
     def feed(conn):
         if todo: inflight[conn] = todo.pop(0); conn.send(inflight[conn])
         else: conn.send(None)
     def crashed(conn):
-        p = workers.pop(conn); p.join(timeout=5)
+        proc = workers.pop(conn); proc.join(timeout=5)
         if conn not in ready:  # died before building its env and client: restarting it would only repeat that
-            died_starting.append(p.exitcode)
+            died_starting.append(proc.exitcode)
             if len(died_starting) >= 3:
                 raise RuntimeError(
                     f'evaluation worker processes died while starting ({len(died_starting)} times, '
@@ -365,8 +256,9 @@ def _run_processes(cfg, seeds, run_dir, record, ready_cb=lambda: None, poll_s: f
                     "Or run with backend='local' to see the error.") from None
         seed = inflight.pop(conn, None)
         if seed is not None:
-            record(_error_record(seed, 'WorkerCrashed', f'the evaluation worker process died (exit code {p.exitcode}) '
-                                 'while running this episode (a simulator segfault, or killed for memory?)', cfg.env))
+            record(_error_record(seed, 'WorkerCrashed', 'the evaluation worker process died '
+                                 f'(exit code {proc.exitcode}) while running this episode '
+                                 '(a simulator segfault, or killed for memory?)', cfg.env))
         if todo or inflight: start()
     for _ in range(max(1, min(cfg.workers, len(seeds)))): start()
     try:
@@ -387,48 +279,185 @@ def _run_processes(cfg, seeds, run_dir, record, ready_cb=lambda: None, poll_s: f
                 if kind == 'done': inflight.pop(conn, None); record(rec, traj)
                 feed(conn)
     finally:
-        for conn, p in workers.items():
+        for conn, proc in workers.items():
             try: conn.send(None)
             except (OSError, BrokenPipeError): pass
-        for p in workers.values():
-            p.join(timeout=10)
-            if p.is_alive(): p.kill()
+        for proc in workers.values():
+            proc.join(timeout=10)
+            if proc.is_alive(): proc.kill()
     return meta
 
+# %% ../nbs/06_evaluation.ipynb #175793a2
 def _run_ray(cfg, seeds, run_dir, record, ready=lambda: None):
     from robobench.core import init_ray
     ray = init_ray(cfg.ray_address, num_cpus=cfg.workers)
     Actor = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
-    n = max(1, min(cfg.workers, len(seeds)))
-    actors = [Actor.remote(cfg, str(run_dir) if run_dir else None) for _ in range(n)]
+    n_actors = max(1, min(cfg.workers, len(seeds)))
+    actors = [Actor.remote(cfg, str(run_dir) if run_dir else None) for _ in range(n_actors)]
     todo, running = list(seeds), {}
     try: meta = ray.get(actors[0].meta.remote())
     except Exception as e:   # the actor could not build its env or client (e.g. the policy does not fit the env)
-        for a in actors: ray.kill(a)
+        for actor in actors: ray.kill(actor)
         msg = next((line.strip() for line in reversed(str(e).splitlines()) if 'Error' in line and ':' in line),
                    str(e).strip().splitlines()[0])
         raise RobobenchError(f'evaluation workers (Ray actors) cannot start: {msg}') from None
     ready()
-    def submit(i):
-        if todo: s = todo.pop(0); running[actors[i].run.remote(s)] = (i, s)
-    for i in range(n): submit(i)
+    def submit(slot):
+        if todo: seed = todo.pop(0); running[actors[slot].run.remote(seed)] = (slot, seed)
+    for slot in range(n_actors): submit(slot)
     while running:
         done, _ = ray.wait(list(running), num_returns=1)
-        i, s = running.pop(done[0])
+        slot, seed = running.pop(done[0])
         try: rec, traj = ray.get(done[0])
         except Exception as e:  # the actor died: record, replace, go on
-            rec, traj = _error_record(s, 'WorkerCrashed', 'the Ray worker died while running this episode '
+            rec, traj = _error_record(seed, 'WorkerCrashed', 'the Ray worker died while running this episode '
                                       f'({type(e).__name__}: {e})', cfg.env), None
-            actors[i] = Actor.remote(cfg, str(run_dir) if run_dir else None)
-        record(rec, traj); submit(i)
+            actors[slot] = Actor.remote(cfg, str(run_dir) if run_dir else None)
+        record(rec, traj); submit(slot)
     return {**meta, 'ray_address': cfg.ray_address or 'local'}
+
+# %% ../nbs/06_evaluation.ipynb #be59064f
+@dataclass
+class EvalResult:
+    "An evaluation's run folder, config, per-episode records and summary."
+    run_dir: Path | None
+    config: EvalConfig
+    episodes: list[dict]
+    summary: dict
+
+    @classmethod
+    def load(cls, run_dir) -> 'EvalResult':
+        "Read an evaluation run folder back (params.json, episodes.jsonl, summary.json)."
+        run_dir = Path(run_dir)
+        if not (run_dir / 'episodes.jsonl').exists():
+            raise FileNotFoundError(f'{run_dir} has no episodes.jsonl: not an evaluation run folder')
+        params = read_json(run_dir / 'params.json', default={})
+        cfg = EvalConfig(**{k: v for k, v in params.items() if k in {f.name for f in dataclasses.fields(EvalConfig)}})
+        recs = latest_records(read_jsonl(run_dir / 'episodes.jsonl'))
+        eps = sorted(recs.values(), key=lambda r: r['seed'])
+        return cls(run_dir, cfg, eps, read_json(run_dir / 'summary.json', default=None) or summarize(eps))
+
+    def trajectory(self, seed: int) -> dict:
+        "The saved actions/states of episode `seed`."
+        rec = next((r for r in self.episodes if r['seed'] == seed), None)
+        if rec is None: raise KeyError(f'no episode with seed {seed}; seeds: {[r["seed"] for r in self.episodes][:20]}')
+        if not rec.get('trajectory'): raise KeyError(f'episode {seed} has no saved trajectory')
+        with np.load(self.run_dir / rec['trajectory']) as arrays: return dict(arrays)
+
+    def table(self):
+        "Episodes as a pandas DataFrame."
+        import pandas as pd
+        return pd.DataFrame(self.episodes)
+
+    def __getattr__(self, name: str):
+        "The views (`show`, `browse`, `report`) are attached by `robobench.viz` (this module never imports it)."
+        hint = ('; it is added by robobench.viz: `import robobench.viz` first (the package API, e.g. '
+                '`robobench.evaluate(...)`, does it for you)') if name in VIEWS else ''
+        raise AttributeError(f'{type(self).__name__!r} object has no attribute {name!r}{hint}')
+
+    @property
+    def errors(self) -> list[dict]:
+        "Records of the episodes that ended in an error (not counted as failures; rerun the evaluation to retry them)."
+        return [r for r in self.episodes if is_error(r)]
+
+    def __repr__(self):
+        summary = self.summary; lo, hi = summary['wilson_95']
+        rate = f"{summary['success_rate']:.0%} [{lo:.0%}, {hi:.0%}]" if summary['success_rate'] is not None else 'n/a'
+        errs = f", {summary.get('errors')} ERRORS (not counted)" if summary.get('errors') else ''
+        return (f"EvalResult({self.config.env}, {summary['episodes']} completed episodes, success {rate}{errs}, "
+                f"run_dir={self.run_dir})")
+
+# %% ../nbs/06_evaluation.ipynb #ed4be61d
+VIEWS = ('show', 'browse', 'report')   # EvalResult methods that robobench.viz adds with fastcore's @patch
+
+# %% ../nbs/06_evaluation.ipynb #ee9e5ab5
+def _pick_backend(cfg: EvalConfig) -> str:
+    backend = cfg.backend if cfg.backend != 'auto' else ('process' if cfg.workers > 1 else 'local')
+    if backend not in ('local', 'process', 'ray'):
+        raise ValueError(did_you_mean(backend, ['local', 'process', 'ray', 'auto'], 'backend'))
+    if backend in ('process', 'ray') and not isinstance(cfg.client, (str, dict)):
+        raise ValueError(f"backend {backend!r} builds a client in every worker, so `client` must be a spec "
+                         "(name, 'host:port', checkpoint dir or dict), not an object; use backend='local' for objects")
+    return backend
+
+# %% ../nbs/06_evaluation.ipynb #946ff90b
+def _open_run_folder(cfg: EvalConfig, run_dir: Path) -> list[dict]:
+    "Check `run_dir` holds no other evaluation, write params.json, and return the records already in it."
+    run_dir.mkdir(parents=True, exist_ok=True)
+    old = read_json(run_dir / 'params.json', default=None)
+    if old is not None:
+        old_id = EvalConfig(**{k: v for k, v in old.items()
+                               if k in {f.name for f in dataclasses.fields(EvalConfig)}}).identity()
+        if old_id != cfg.identity():
+            diff = {k: (old_id.get(k), v) for k, v in cfg.identity().items() if old_id.get(k) != v}
+            raise ValueError(f'run folder {run_dir} holds a different evaluation ({diff}); '
+                             'use another --run-folder')
+    atomic_write_json(run_dir / 'params.json', cfg.to_params())
+    return read_jsonl(run_dir / 'episodes.jsonl')
+
+# %% ../nbs/06_evaluation.ipynb #08d3d257
+def _write_run_files(run_dir: Path, cfg: EvalConfig, summary: dict, meta: dict, failed_trajs: list) -> None:
+    "At the end of an evaluation: the failed-trajectory dump (if asked), summary.json, metrics.json, run_info.json."
+    if cfg.dump_failed and failed_trajs: summary['failed_dump'] = dump_failed(run_dir / 'failed', cfg, failed_trajs)
+    atomic_write_json(run_dir / 'summary.json', summary)
+    metric_keys = ('episodes', 'successes', 'success_rate', 'wilson_95', 'errors', 'completed', 'total',
+                   'error_seeds', 'mean_return', 'mean_length')
+    atomic_write_json(run_dir / 'metrics.json', {k: summary[k] for k in metric_keys})
+    prev = read_json(run_dir / 'run_info.json', default={})
+    atomic_write_json(run_dir / 'run_info.json', run_info(kind='evaluate', env=cfg.env, env_kwargs=cfg.env_kwargs,
+                      seeds=[cfg.start_seed, cfg.start_seed + cfg.episodes - 1], client=cfg.identity()['client'],
+                      **meta, runs=prev.get('runs', 0) + 1))
+
+# %% ../nbs/06_evaluation.ipynb #d686a188
+def evaluate(env: str | None = None, client: Any = None, episodes: int | None = None, config: EvalConfig | None = None,
+             progress: bool = True, **kwargs) -> EvalResult:
+    """Evaluate `client` on `episodes` seeds of `env` (see `EvalConfig` for every option). With `run_folder`, records
+    go to `episodes.jsonl` as episodes finish and an existing folder is resumed; without it nothing is written."""
+    given = {k: v for k, v in dict(env=env, client=client, episodes=episodes).items() if v is not None}
+    cfg = dataclasses.replace(config or EvalConfig(), **given, **kwargs)
+    if not cfg.env:
+        raise RobobenchError('evaluate() needs an env.', "pass env='<backend>/<task>' (robobench.list_envs()).")
+    cfg = dataclasses.replace(cfg, env=resolve_env_id(cfg.env))
+    backend = _pick_backend(cfg)
+    run_dir = Path(cfg.run_folder) if cfg.run_folder else None
+    records = _open_run_folder(cfg, run_dir) if run_dir else []
+    todo = pending_seeds(cfg, records)
+    on_record = (lambda r: append_jsonl(run_dir / 'episodes.jsonl', r)) if run_dir else (lambda r: None)
+    failed_trajs = []
+    from tqdm.auto import tqdm
+    bar = None
+    def ready():   # the bar appears once a worker has its env and client (a bad client or env errors before it)
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(todo), desc=f'eval {cfg.env}',
+                       disable=not progress, unit='ep')
+    def record(rec, traj=None):
+        ready(); records.append(rec); on_record(rec); bar.update(1)
+        if traj is not None: failed_trajs.append((rec['seed'], traj))
+        so_far = summarize(records, list(range(cfg.start_seed, cfg.start_seed + cfg.episodes)))
+        bar.set_postfix(success='n/a' if so_far['success_rate'] is None else f"{so_far['success_rate']:.0%}",
+                        errors=so_far['errors'])
+    meta = {}
+    try:
+        if todo:
+            runner = {'local': _run_local, 'process': _run_processes, 'ray': _run_ray}[backend]
+            meta = runner(cfg, todo, run_dir, record, ready) or {}
+    finally:
+        if bar is not None: bar.close()
+    seeds = list(range(cfg.start_seed, cfg.start_seed + cfg.episodes))
+    summary = {**summarize(records, seeds), 'env': cfg.env, 'backend': backend, 'workers': cfg.workers}
+    if run_dir: _write_run_files(run_dir, cfg, summary, meta, failed_trajs)
+    eps = sorted(latest_records(records).values(), key=lambda r: r['seed'])
+    wanted = set(seeds)
+    eps = [r for r in eps if r['seed'] in wanted]
+    return EvalResult(run_dir, cfg, eps, summary)
 
 # %% ../nbs/06_evaluation.ipynb #2946abc6
 def dump_failed(out: Path, cfg: EvalConfig, trajs: list) -> dict:
     """Failed trajectories as a LeRobot dataset under `out` (one episode per failed seed, `episode_success=False`,
     the same columns `collect` writes), ready for DAgger relabelling. A resumed evaluation appends to it."""
     from robobench.envs import make_env
-    from robobench.experts import dataset_features
+    from robobench.collect import dataset_features
     from robobench.writer import LEDGER, EpisodeWriter
     out = Path(out)
     trajs = sorted((x for x in trajs if len(x[1]['action'])), key=lambda x: x[0])
@@ -438,37 +467,38 @@ def dump_failed(out: Path, cfg: EvalConfig, trajs: list) -> dict:
     env.close()
     with EpisodeWriter(out, dataset_features(spec), spec.fps, 'local/failed', robot_type=spec.backend) as writer:
         done = {r['seed'] for r in writer.ledger}
-        new = [(seed, t) for seed, t in trajs if seed not in done]
-        for seed, t in new:
-            steps = zip(t['state'], t['env_state'], t['action'])
+        new = [(seed, traj) for seed, traj in trajs if seed not in done]
+        for seed, traj in new:
+            steps = zip(traj['state'], traj['env_state'], traj['action'])
             frames = [{STATE: st, ENV_STATE: es, ACTION: a, 'episode_success': np.array([False]),
                        'seed': np.array([seed], np.int64)} for st, es, a in steps]
-            writer.save(frames, spec.instruction, seed=seed, success=False, steps=len(t['action']))
+            writer.save(frames, spec.instruction, seed=seed, success=False, steps=len(traj['action']))
     return {'path': str(out), 'episodes': len(done) + len(new)}
 
 # %% ../nbs/06_evaluation.ipynb #fdc642ae
 def _load_records(run) -> tuple[str, dict]:
     if isinstance(run, EvalResult): return str(run.run_dir or run.config.env), latest_records(run.episodes)
-    p = Path(run)
-    return p.name, latest_records(read_jsonl(p / 'episodes.jsonl' if p.is_dir() else p))
+    path = Path(run)
+    return path.name, latest_records(read_jsonl(path / 'episodes.jsonl' if path.is_dir() else path))
 
+# %% ../nbs/06_evaluation.ipynb #5a64780a
 def compare(run_a, run_b) -> dict:
     """Paired comparison of two evaluations on their shared completed seeds: the 2x2 table, McNemar's exact p-value,
     and the discordant seeds (where exactly one of them succeeded). A seed that ended in an error in either run is
     left out of the pair (listed in `error_seeds`), never counted as a failure."""
-    na, a = _load_records(run_a); nb, b = _load_records(run_b)
-    both_seen = set(a) & set(b)
-    errored = sorted(s for s in both_seen if is_error(a[s]) or is_error(b[s]))
+    name_a, recs_a = _load_records(run_a); name_b, recs_b = _load_records(run_b)
+    both_seen = set(recs_a) & set(recs_b)
+    errored = sorted(s for s in both_seen if is_error(recs_a[s]) or is_error(recs_b[s]))
     shared = sorted(both_seen - set(errored))
     if not shared:
         hint = (f' ({len(errored)} shared seeds ended in errors: rerun those evaluations)' if errored else
                 '; evaluate both with the same --start-seed')
-        raise ValueError(f'{na} and {nb} share no completed seeds' + hint)
-    sa = {s: bool(a[s]['success']) for s in shared}; sb = {s: bool(b[s]['success']) for s in shared}
+        raise ValueError(f'{name_a} and {name_b} share no completed seeds' + hint)
+    sa = {s: bool(recs_a[s]['success']) for s in shared}; sb = {s: bool(recs_b[s]['success']) for s in shared}
     only_a = [s for s in shared if sa[s] and not sb[s]]; only_b = [s for s in shared if sb[s] and not sa[s]]
     both = sum(sa[s] and sb[s] for s in shared); neither = len(shared) - both - len(only_a) - len(only_b)
     ka, kb = sum(sa.values()), sum(sb.values())
-    return {'a': na, 'b': nb, 'shared_seeds': len(shared),
+    return {'a': name_a, 'b': name_b, 'shared_seeds': len(shared),
             'a_success_rate': ka / len(shared), 'a_wilson_95': list(wilson_interval(ka, len(shared))),
             'b_success_rate': kb / len(shared), 'b_wilson_95': list(wilson_interval(kb, len(shared))),
             'table': {'both': both, 'only_a': len(only_a), 'only_b': len(only_b), 'neither': neither},
@@ -479,6 +509,7 @@ def compare(run_a, run_b) -> dict:
 EVAL_ALIASES = {'env': ['--environment', '-e'], 'episodes': ['--num-episodes'], 'start_seed': ['--start-episode'],
                 'workers': ['--num-processes']}   # the spellings of LeRobot's eval and the policy-server guide
 
+# %% ../nbs/06_evaluation.ipynb #51c8b892
 def eval_arg_parser() -> argparse.ArgumentParser:
     "`robobench eval`'s parser: one option per `EvalConfig` field (`client` comes from -m or --policy.client)."
     ap = argparse.ArgumentParser(
@@ -493,42 +524,38 @@ def eval_arg_parser() -> argparse.ArgumentParser:
     return config_parser(EvalConfig, 'robobench eval', aliases=EVAL_ALIASES, required=('env',),
                          skip=('client', 'client_kwargs'), parser=ap)
 
-ENV_ALIASES = {'aloha': 'aloha/TransferCube', 'pusht': 'pusht/PushT'}   # `-e aloha`, as the policy-server guide
-
+# %% ../nbs/06_evaluation.ipynb #a13c2d2c
 def _eval_env_alias(env: str) -> str:
-    "An env id from `-e`: an alias (`aloha` is transfer-cube), a backend alone (its first built-in env), or as given."
-    from robobench.envs import BACKENDS, list_envs
-    if env in ENV_ALIASES: return ENV_ALIASES[env]
-    if '/' in env or env not in BACKENDS: return env
-    return next((e for e in list_envs() if e.startswith(env + '/')), env)
+    "An env id from `-e`: an alias a backend declares, a backend alone (its first built-in env), or as given."
+    return resolve_env_id(env)
 
+# %% ../nbs/06_evaluation.ipynb #d56a48ef
 def cli_eval(argv: list[str] | None = None) -> int:
     "`robobench eval --environment ENV --policy.client NAME|-m HOST:PORT|CKPT --episodes N --run-folder DIR ...`"
     policy_options, rest = split_policy_args(sys.argv[1:] if argv is None else argv)
     ap = eval_arg_parser()
-    cfg, a = parse_config(EvalConfig, rest, ap)
+    cfg, opts = parse_config(EvalConfig, rest, ap)
     client_name = policy_options.pop('client', None)
-    if client_name and a['model']: ap.error('give --policy.client or -m, not both')
-    if a['trust_remote_code']:
-        if not (a['model'] and Path(a['model']).is_dir()):
+    if client_name and opts['model']: ap.error('give --policy.client or -m, not both')
+    if opts['trust_remote_code']:
+        if not (opts['model'] and Path(opts['model']).is_dir()):
             ap.error('--trust-remote-code only applies to a checkpoint dir given with -m')
         policy_options['trust_remote_code'] = True
-    from robobench.envs import BACKENDS, make_env
     env = _eval_env_alias(cfg.env)
-    if env.partition('/')[0] not in BACKENDS: make_env(env)   # the did-you-mean error, before a run folder exists
+    find_task(env)   # the did-you-mean error for unknown backends and tasks, before a run folder exists
     run_folder = cfg.run_folder or str(make_run_dir('evaluate', env.replace('/', '_')))
-    res = evaluate(config=dataclasses.replace(cfg, env=env, client=a['model'] or client_name or 'random',
+    res = evaluate(config=dataclasses.replace(cfg, env=env, client=opts['model'] or client_name or 'random',
                                               client_kwargs=policy_options, run_folder=run_folder))
-    s = res.summary
-    if a['json']: print(json.dumps(s, indent=2))
+    summary = res.summary
+    if opts['json']: print(json.dumps(summary, indent=2))
     else:
-        print(summary_line(s, env))
-        for r in res.errors[:5]: print(f"  error, seed {r['seed']}: {r['failure_reason']}", file=sys.stderr)
+        print(summary_line(summary, env))
+        for rec in res.errors[:5]: print(f"  error, seed {rec['seed']}: {rec['failure_reason']}", file=sys.stderr)
         if len(res.errors) > 5:
             print(f'  ... {len(res.errors) - 5} more in {run_folder}/episodes.jsonl', file=sys.stderr)
         print(f'run folder: {run_folder}')
-    if s['errors']:   # everything is written; the non-zero code tells scripts the numbers are incomplete
-        print(f"robobench eval: {s['errors']} episode(s) ended in an error and are not counted; rerun the same command "
-              f"(same --run-folder) to retry them (exit code {EXIT_EPISODE_ERRORS}).", file=sys.stderr)
+    if summary['errors']:   # everything is written; the non-zero code tells scripts the numbers are incomplete
+        print(f"robobench eval: {summary['errors']} episode(s) ended in an error and are not counted; rerun the same "
+              f"command (same --run-folder) to retry them (exit code {EXIT_EPISODE_ERRORS}).", file=sys.stderr)
         return EXIT_EPISODE_ERRORS
     return 0

@@ -21,19 +21,22 @@ def quat_mul(a, b) -> np.ndarray:
     return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
                      w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
 
+# %% ../nbs/02a_experts_aloha.ipynb #c6020baf
 def quat_axis_angle(axis, degrees: float) -> np.ndarray:
     "The (w, x, y, z) rotation of `degrees` about the unit vector `axis`."
     half = np.deg2rad(degrees) / 2
     return np.r_[np.cos(half), np.sin(half) * np.asarray(axis, float)]
 
+# %% ../nbs/02a_experts_aloha.ipynb #a62d8f7b
 def interpolate(waypoints: list, t: int) -> np.ndarray:
     "Linear interpolation of `[(t, xyz, quat, gripper), ...]` at step `t` -> float[8] (xyz, quat, gripper)."
     for (t0, x0, q0, g0), (t1, x1, q1, g1) in zip(waypoints, waypoints[1:]):
         if t0 <= t < t1:
-            f = (t - t0) / (t1 - t0)
-            return np.r_[np.add(x0, f * np.subtract(x1, x0)), np.add(q0, f * np.subtract(q1, q0)), g0 + f * (g1 - g0)]
-    _, x, q, g = waypoints[-1]
-    return np.r_[x, q, g]
+            frac = (t - t0) / (t1 - t0)
+            return np.r_[np.add(x0, frac * np.subtract(x1, x0)), np.add(q0, frac * np.subtract(q1, q0)),
+                         g0 + frac * (g1 - g0)]
+    _, xyz, quat, grip = waypoints[-1]
+    return np.r_[xyz, quat, grip]
 
 # %% ../nbs/02a_experts_aloha.ipynb #2de4c0c0
 def transfer_cube_waypoints(mocap_left, mocap_right, env_state) -> tuple[list, list]:
@@ -58,6 +61,7 @@ def transfer_cube_waypoints(mocap_left, mocap_right, env_state) -> tuple[list, l
              (400, meet + [0.1, 0, 0], pick, 1)]                         # stay
     return left, right
 
+# %% ../nbs/02a_experts_aloha.ipynb #09d3afb9
 def insertion_waypoints(mocap_left, mocap_right, env_state) -> tuple[list, list]:
     "ACT's `InsertionPolicy` waypoints (left, right) for peg pose `env_state[:7]` and socket pose `env_state[7:14]`."
     peg, socket = np.asarray(env_state[:3], float), np.asarray(env_state[7:10], float)
@@ -80,11 +84,13 @@ def insertion_waypoints(mocap_left, mocap_right, env_state) -> tuple[list, list]
              (400, meet + [0.05, 0, lift_right], pick_right, 0)]          # stay
     return left, right
 
+# %% ../nbs/02a_experts_aloha.ipynb #5356ebd7
 WAYPOINTS = {'TransferCube': transfer_cube_waypoints, 'Insertion': insertion_waypoints}
 
 # %% ../nbs/02a_experts_aloha.ipynb #898fe3aa
 EE_WELD_SOLIMP = (0.9, 0.95, 0.001)   # MuJoCo's default impedance; gym-aloha's XML has (.25, .25, .001), see above
 
+# %% ../nbs/02a_experts_aloha.ipynb #eeed95c4
 def ee_env(task: str):
     "gym-aloha's end-effector (mocap) env of `task` whose object pose is set through `env.task.object_pose`."
     name = aloha_task_name(task)
@@ -106,13 +112,15 @@ def ee_env(task: str):
     env.physics.model.eq_solimp[:, :3] = EE_WELD_SOLIMP
     return env
 
+# %% ../nbs/02a_experts_aloha.ipynb #9a9036c5
 def joint_command(obs: dict) -> np.ndarray:
     "The joint-space action that reproduces an end-effector step: `qpos` with each gripper's normalized *command*."
     from gym_aloha.constants import normalize_puppet_gripper_position
-    q = np.array(obs['qpos'], float)
-    q[6], q[13] = (normalize_puppet_gripper_position(obs['gripper_ctrl'][i]) for i in (0, 2))
-    return q
+    qpos = np.array(obs['qpos'], float)
+    qpos[6], qpos[13] = (normalize_puppet_gripper_position(obs['gripper_ctrl'][i]) for i in (0, 2))
+    return qpos
 
+# %% ../nbs/02a_experts_aloha.ipynb #f843c504
 def plan_joint_trajectory(task: str, object_pose, steps: int = 400, env=None) -> np.ndarray:
     """ACT's scripted episode for `object_pose` (cube 7, or peg + socket 14) run in the end-effector env: the joint
     commands float32[steps + 1, 14] to replay in the joint-space env (action t = `traj[t]`)."""
@@ -123,9 +131,9 @@ def plan_joint_trajectory(task: str, object_pose, steps: int = 400, env=None) ->
     obs = ts.observation
     left, right = WAYPOINTS[name](obs['mocap_pose_left'], obs['mocap_pose_right'], obs['env_state'])
     traj = []
-    for t in range(steps):
+    for step in range(steps):
         traj.append(joint_command(ts.observation))
-        ts = env.step(np.r_[interpolate(left, t), interpolate(right, t)])
+        ts = env.step(np.r_[interpolate(left, step), interpolate(right, step)])
     traj.append(joint_command(ts.observation))
     return np.asarray(traj, np.float32)
 
@@ -144,12 +152,14 @@ class AlohaScriptedExpert:
             if self._ee_env is None: self._ee_env = ee_env(self.spec.task)
             self.plan = plan_joint_trajectory(self.spec.task, obs['env_state'], max(self.spec.max_steps, 1),
                                               env=self._ee_env)
-        a = self.plan[min(self.t, len(self.plan) - 1)]
+        action = self.plan[min(self.t, len(self.plan) - 1)]
         self.t += 1
-        return a.copy()
+        return action.copy()
 
+# %% ../nbs/02a_experts_aloha.ipynb #3c7fc5fc
 class TransferCubeExpert(AlohaScriptedExpert):
     "ACT's `PickAndTransferPolicy`: the right arm picks the cube, hands it to the left arm at the middle."
 
+# %% ../nbs/02a_experts_aloha.ipynb #c42e97cc
 class InsertionExpert(AlohaScriptedExpert):
     "ACT's `InsertionPolicy`: right arm picks the peg, left arm the socket, they meet and insert."

@@ -10,14 +10,16 @@ from typing import Iterable
 import numpy as np
 from .data import BOOKKEEPING, STATS_KEYS, SUCCESS_KEYS, EpisodeData, LeRobotData, open_dataset, vector_stats
 
-log = logging.getLogger('robobench.data.mixing')  # under 'robobench.data': configuring dataset logging covers mixing
-
 # %% auto #0
 __all__ = ['log', 'CORRECTION_SOURCES', 'dagger_keep_mask', 'dagger_filter', 'check_compatible', 'MixedDataset', 'mix_datasets']
+
+# %% ../nbs/03d_mixing.ipynb #c885314d
+log = logging.getLogger('robobench.data.mixing')  # under 'robobench.data': configuring dataset logging covers mixing
 
 # %% ../nbs/03d_mixing.ipynb #eb462d17
 CORRECTION_SOURCES = ('human', 'expert', 'correction', 'intervention', 'teleop')
 
+# %% ../nbs/03d_mixing.ipynb #3b9b3f79
 def dagger_keep_mask(source, success, episode_index, name: str = 'dataset') -> np.ndarray | None:
     "Frames to keep: corrections (`source` in CORRECTION_SOURCES, or nonzero) of successful episodes. None = keep all."
     if source is None or success is None:
@@ -30,7 +32,7 @@ def dagger_keep_mask(source, success, episode_index, name: str = 'dataset') -> n
     ep = np.asarray(episode_index).reshape(-1)
     # per-episode success = value at the episode's last frame
     last = {}
-    for e, s in zip(ep, suc): last[e] = s
+    for episode, ok in zip(ep, suc): last[episode] = ok
     ep_ok = np.array([last[e] for e in ep], bool)
     keep = corr & ep_ok
     log.info(f"Dataset '{name}': DAgger filter kept {int(keep.sum())}/{len(keep)} frames "
@@ -42,7 +44,7 @@ def dagger_filter(ds: EpisodeData | str | Path, source_key: str = 'source',
                   success_key: str | None = None) -> np.ndarray | None:
     "Frame indices (into the dataset's frames) of successful-episode corrections, or None for a non-DAgger dataset."
     ds = ds if isinstance(ds, EpisodeData) else open_dataset(ds)
-    cols = ds._columns()
+    cols = ds.columns()
     success_key = success_key or next((k for k in SUCCESS_KEYS if k in cols), None)
     ep = cols.get('episode_index', np.repeat(np.arange(ds.num_episodes), ds.episode_lengths))
     keep = dagger_keep_mask(cols.get(source_key), cols.get(success_key) if success_key else None, ep, ds.name)
@@ -53,27 +55,19 @@ def check_compatible(features_list: list[dict], names: list[str], keys: Iterable
     "Raise ValueError naming every feature key whose presence/shape/dtype differs between datasets."
     keys = list(keys) if keys else sorted({k for f in features_list for k in f if k not in BOOKKEEPING})
     probs = []
-    for k in keys:
-        vals = [(n, tuple(f[k]['shape']) if k in f else None, f[k]['dtype'] if k in f else None)
+    for key in keys:
+        vals = [(n, tuple(f[key]['shape']) if key in f else None, f[key]['dtype'] if key in f else None)
                 for n, f in zip(names, features_list)]
         shapes = {v[1] for v in vals}
         dts = {('visual' if v[2] in ('image', 'video') else v[2]) for v in vals}
         if len(shapes) > 1 or len(dts) > 1:
-            probs.append(f"{k}: " + ', '.join(f"{n}={'missing' if s is None else f'{list(s)} {d}'}"
-                                              for n, s, d in vals))
+            probs.append(f"{key}: " + ', '.join(f"{n}={'missing' if s is None else f'{list(s)} {d}'}"
+                                                for n, s, d in vals))
     if probs:
         raise ValueError('incompatible datasets, cannot mix them; differing features:\n  ' + '\n  '.join(probs) +
                          '\n(pass keys=[...] to mix only the shared features)')
 
 # %% ../nbs/03d_mixing.ipynb #4132e601
-class _SelectKeys:
-    "A dataset view returning only `keys` (+ bookkeeping and `task`) of each item, so mixed batches collate."
-    def __init__(self, ds, keys): self.ds, self.keys = ds, set(keys) | set(BOOKKEEPING) | {'task'}
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, i):
-        keep = lambda k: k in self.keys or (k.endswith('_is_pad') and k[:-7] in self.keys)
-        return {k: v for k, v in self.ds[i].items() if keep(k)}
-
 class MixedDataset:
     """Several LeRobot datasets mixed: `.dataset` (ConcatDataset), `.sampler` (WeightedRandomSampler), `.stats`,
     `.features`;
@@ -93,6 +87,15 @@ class MixedDataset:
         parts = ', '.join(f"{p['name']}×{p['weight']:.2f}" for p in self.parts)
         return f'MixedDataset({len(self)} frames: {parts})'
 
+# %% ../nbs/03d_mixing.ipynb #e7135f54
+class _SelectKeys:
+    "A dataset view returning only `keys` (+ bookkeeping and `task`) of each item, so mixed batches collate."
+    def __init__(self, ds, keys): self.ds, self.keys = ds, set(keys) | set(BOOKKEEPING) | {'task'}
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        keep = lambda k: k in self.keys or (k.endswith('_is_pad') and k[:-7] in self.keys)
+        return {k: v for k, v in self.ds[i].items() if keep(k)}
+
 def mix_datasets(datasets: list, weights: list[float] | None = None, root=None, keys: Iterable[str] | None = None,
                  dagger: bool = True, num_samples: int | None = None, seed: int = 0, **lerobot_kw) -> MixedDataset:
     """Combine LeRobot datasets (roots, repo ids under `root`, `LeRobotData` views or `LeRobotDataset`s) for training.
@@ -103,14 +106,15 @@ def mix_datasets(datasets: list, weights: list[float] | None = None, root=None, 
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.datasets.compute_stats import aggregate_stats
     lds, views = [], []
-    for d in datasets:
-        if isinstance(d, LeRobotDataset): lds.append(d); views.append(LeRobotData(d.root, repo_id=d.repo_id)); continue
-        if isinstance(d, LeRobotData):
-            views.append(d); lds.append(LeRobotDataset(d.repo_id, root=d.root, **lerobot_kw)); continue
-        v = open_dataset(d, root=(Path(root)/d if root is not None else None))
-        if not isinstance(v, LeRobotData):
-            raise ValueError(f'{d}: mixing needs LeRobot datasets; convert RLDS first (robobench convert)')
-        views.append(v); lds.append(LeRobotDataset(v.repo_id, root=v.root, **lerobot_kw))
+    for ds in datasets:
+        if isinstance(ds, LeRobotDataset):
+            lds.append(ds); views.append(LeRobotData(ds.root, repo_id=ds.repo_id)); continue
+        if isinstance(ds, LeRobotData):
+            views.append(ds); lds.append(LeRobotDataset(ds.repo_id, root=ds.root, **lerobot_kw)); continue
+        view = open_dataset(ds, root=(Path(root)/ds if root is not None else None))
+        if not isinstance(view, LeRobotData):
+            raise ValueError(f'{ds}: mixing needs LeRobot datasets; convert RLDS first (robobench convert)')
+        views.append(view); lds.append(LeRobotDataset(view.repo_id, root=view.root, **lerobot_kw))
     names = [v.name for v in views]
     check_compatible([v.features for v in views], names, keys)
     fps = {v.fps for v in views}
@@ -119,30 +123,33 @@ def mix_datasets(datasets: list, weights: list[float] | None = None, root=None, 
     if weights is not None and len(weights) != len(views):
         raise ValueError(f'{len(weights)} weights for {len(views)} datasets')
     parts, subsets, stats_list, keep = [], [], [], []
-    for v, ld in zip(views, lds):
-        idx = dagger_filter(v) if dagger else None
+    for view, ld in zip(views, lds):
+        idx = dagger_filter(view) if dagger else None
         keep.append(idx)
         sub = ld if idx is None else Subset(ld, idx.tolist())
         if keys: sub = _SelectKeys(sub, keys)
-        if len(sub) == 0: raise ValueError(f'{v.name}: no frames left after DAgger filtering')
+        if len(sub) == 0: raise ValueError(f'{view.name}: no frames left after DAgger filtering')
         subsets.append(sub)
-        if idx is None: st = {k: {s: np.asarray(a) for s, a in d.items()} for k, d in (v.stored_stats or {}).items()}
+        if idx is None:
+            st = {k: {s: np.asarray(a) for s, a in d.items()} for k, d in (view.stored_stats or {}).items()}
         else:
-            cols = v._columns()
+            cols = view.columns()
             st = {k: vector_stats(cols[k][idx]) for k in STATS_KEYS if k in cols}
-            for k, d in (v.stored_stats or {}).items():  # cameras etc. keep the stored stats
-                if k not in st: st[k] = {s: np.asarray(a) for s, a in d.items()}
+            for key, stored in (view.stored_stats or {}).items():  # cameras etc. keep the stored stats
+                if key not in st: st[key] = {s: np.asarray(a) for s, a in stored.items()}
         if keys: st = {k: s for k, s in st.items() if k in keys}
         stats_list.append({k: {s: (a.reshape(-1) if a.ndim == 0 else a) for s, a in d.items()} for k, d in st.items()})
-        parts.append({'name': v.name, 'root': str(v.root), 'frames': len(sub), 'dagger_filtered': idx is not None})
-    w = np.asarray(weights if weights is not None else [p['frames'] for p in parts], dtype=np.float64)
-    if (w < 0).any() or w.sum() <= 0: raise ValueError(f'weights must be >= 0 with a positive sum, got {list(w)}')
-    w = w / w.sum()
-    per_sample = np.concatenate([np.full(len(s), wi / len(s)) for s, wi in zip(subsets, w)])
-    for p, wi in zip(parts, w): p['weight'] = float(wi)
-    g = torch.Generator().manual_seed(seed)
+        parts.append({'name': view.name, 'root': str(view.root), 'frames': len(sub),
+                      'dagger_filtered': idx is not None})
+    frac = np.asarray(weights if weights is not None else [p['frames'] for p in parts], dtype=np.float64)
+    if (frac < 0).any() or frac.sum() <= 0:
+        raise ValueError(f'weights must be >= 0 with a positive sum, got {list(frac)}')
+    frac = frac / frac.sum()
+    per_sample = np.concatenate([np.full(len(s), wi / len(s)) for s, wi in zip(subsets, frac)])
+    for part, wi in zip(parts, frac): part['weight'] = float(wi)
+    gen = torch.Generator().manual_seed(seed)
     sampler = WeightedRandomSampler(torch.as_tensor(per_sample), num_samples=num_samples or len(per_sample),
-                                    replacement=True, generator=g)
+                                    replacement=True, generator=gen)
     common = [k for k in stats_list[0] if all(k in s for s in stats_list)]
     stats = aggregate_stats([{k: s[k] for k in common} for s in stats_list])
     feats = {k: f for k, f in views[0].features.items() if not keys or k in keys or k in BOOKKEEPING}

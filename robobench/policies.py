@@ -4,27 +4,33 @@
 
 # %% ../nbs/04_policies.ipynb #7b598b1c
 from __future__ import annotations
-import copy, hashlib, json, os, sys, threading
+import abc, copy, hashlib, json, os, sys, threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastcore.basics import patch
 
-from .core import RobobenchError, did_you_mean, pick_device, to_jsonable
+from .core import ENV_STATE, IMAGES, STATE, RobobenchError, did_you_mean, pick_device, to_jsonable
+from .envs import Expert, RobobenchEnv, make_env
+from .experts import make_expert
 from .checkpoints import check_checkpoint, find_fps, load_stats_sets, norm_stats_hash, select_stats
 
 # %% auto #0
-__all__ = ['CONTROL_KEYS', 'TEXT_KEYS', 'RequestError', 'FeatureSpec', 'validate_request', 'policy_metadata', 'RandomPolicy',
-           'PolicyOutputError', 'check_actions', 'lerobot_wire_features', 'needs_history', 'tiny_act_checkpoint',
-           'policy_state_keys', 'PolicySession', 'LeRobotPolicy', 'as_policy']
+__all__ = ['NUMERIC_KINDS', 'CONTROL_KEYS', 'TEXT_KEYS', 'RequestError', 'FeatureSpec', 'validate_request', 'robobench_version',
+           'policy_metadata', 'input_specs', 'Policy', 'PolicyAdapter', 'as_policy', 'RandomPolicy', 'request_to_obs',
+           'velocity_key', 'ExpertSession', 'ExpertPolicy', 'make_expert_policy', 'PolicyOutputError', 'check_actions',
+           'lerobot_wire_features', 'needs_history', 'tiny_act_checkpoint', 'policy_state_keys', 'PolicySession',
+           'LeRobotPolicy', 'load_policy']
 
-# %% ../nbs/04_policies.ipynb #0389241f
+# %% ../nbs/04_policies.ipynb #87e58720
 class RequestError(ValueError):
     "A request the server refuses (bad keys, shapes, dtypes, values). Sent back to the client as text."
 
-_NUMERIC = 'biuf'  # bool, int, uint, float: the only array kinds a request may hold
+# %% ../nbs/04_policies.ipynb #0b5c59d3
+NUMERIC_KINDS = 'biuf'  # numpy dtype kinds a request may hold: bool, int, uint, float (the decoder checks them too)
 
+# %% ../nbs/04_policies.ipynb #79e89059
 def _dtype_name(kind: str) -> str:
     return {'uint8': 'uint8', 'float': 'float32'}.get(kind, kind)
 
@@ -41,78 +47,81 @@ class FeatureSpec:
     def __repr__(self): return f"FeatureSpec({self.shape}, {self.kind!r})"
     def __eq__(self, o): return isinstance(o, FeatureSpec) and (self.shape, self.kind) == (o.shape, o.kind)
 
-# %% ../nbs/04_policies.ipynb #353d4cf5
-def _check_array(name: str, v, spec: FeatureSpec | None) -> np.ndarray:
-    if isinstance(v, (bool, int, float)) and not isinstance(v, np.generic): v = np.asarray(v)
-    if isinstance(v, np.generic): v = np.asarray(v)
-    if not isinstance(v, np.ndarray):
+# %% ../nbs/04_policies.ipynb #7ac103be
+def _check_array(name: str, value, spec: FeatureSpec | None) -> np.ndarray:
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic): value = np.asarray(value)
+    if isinstance(value, np.generic): value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
         raise RequestError(f"{name!r} must be a numpy array"
                            + (f" of shape {list(spec.shape)} {_dtype_name(spec.kind)}" if spec else '')
-                           + f", got {type(v).__name__}")
-    if v.dtype.kind not in _NUMERIC:
-        why = 'object/complex/void/str are never accepted' if v.dtype.kind in 'OcVSUMm' else 'not numeric'
-        raise RequestError(f"{name!r} has dtype {v.dtype} ({why})")
+                           + f", got {type(value).__name__}")
+    if value.dtype.kind not in NUMERIC_KINDS:
+        why = 'object/complex/void/str are never accepted' if value.dtype.kind in 'OcVSUMm' else 'not numeric'
+        raise RequestError(f"{name!r} has dtype {value.dtype} ({why})")
     if spec is not None:
-        if spec.kind == 'uint8' and v.dtype != np.uint8:
-            raise RequestError(f"{name!r} must be uint8 (an H×W×3 image), got {v.dtype}")
-        if spec.kind == 'float' and v.dtype.kind == 'b':
+        if spec.kind == 'uint8' and value.dtype != np.uint8:
+            raise RequestError(f"{name!r} must be uint8 (an H×W×3 image), got {value.dtype}")
+        if spec.kind == 'float' and value.dtype.kind == 'b':
             raise RequestError(f"{name!r} must be a real number array, got bool")
-        if v.shape != spec.shape:
-            raise RequestError(f"{name!r} must have shape {list(spec.shape)}, got {list(v.shape)}")
+        if value.shape != spec.shape:
+            raise RequestError(f"{name!r} must have shape {list(spec.shape)}, got {list(value.shape)}")
     if spec is not None and spec.kind == 'float':
         # float64 1e39 is finite, but inf once cast to the policy's float32
-        if v.dtype.kind == 'f' and v.dtype.itemsize > 4:
-            with np.errstate(over='ignore'): out = np.array(v, dtype=np.float32)
-        else: out = np.array(v, dtype=np.float32)  # copy: writable, owned
+        if value.dtype.kind == 'f' and value.dtype.itemsize > 4:
+            with np.errstate(over='ignore'): out = np.array(value, dtype=np.float32)
+        else: out = np.array(value, dtype=np.float32)  # copy: writable, owned
         if not np.isfinite(out).all():
-            raise RequestError(f"{name!r} holds NaN or inf" + ('' if not np.isfinite(v).all() else
+            raise RequestError(f"{name!r} holds NaN or inf" + ('' if not np.isfinite(value).all() else
                                f" after conversion to the policy's float32 "
                                f"(|values| above {np.finfo(np.float32).max:.3g} overflow)"))
         return out
-    if v.dtype.kind == 'f' and not np.isfinite(v).all():
+    if value.dtype.kind == 'f' and not np.isfinite(value).all():
         raise RequestError(f"{name!r} holds NaN or inf")
-    return np.array(v)
+    return np.array(value)
 
+# %% ../nbs/04_policies.ipynb #81609fe1
 CONTROL_KEYS = ('episode_start',)  # per-request flags (bool) a request may carry beside its features
 
 TEXT_KEYS = ('task', 'prompt')   # the instruction: LeRobot calls it `task`, openpi's clients send `prompt`
 
+# %% ../nbs/04_policies.ipynb #67889a01
 def validate_request(obs: Any, specs: dict[str, FeatureSpec] | None, optional: tuple = TEXT_KEYS) -> dict:
     """Check a decoded request against `specs` (None: any numeric arrays/str/numbers); return a clean copy.
     `episode_start` (bool, optional) marks the first observation of an episode; it is kept as a Python bool."""
     if not isinstance(obs, dict):
         raise RequestError(f"a request must be a map of feature name -> value, got {type(obs).__name__}")
-    bad = [k for k in obs if not isinstance(k, str)]
+    bad = [key for key in obs if not isinstance(key, str)]
     if bad: raise RequestError(f"request keys must be strings, got {bad[:3]!r}")
     out = {}
     if specs is not None:
-        missing = [k for k in specs if k not in obs]
+        missing = [key for key in specs if key not in obs]
         if missing:
             raise RequestError(f"missing feature(s) {missing}; this policy needs {sorted(specs)} "
                                f"(+ optional {list(optional)})")
-        for k in obs:
-            if k not in specs and k not in optional and k not in CONTROL_KEYS:
-                raise RequestError(did_you_mean(k, list(specs) + list(optional) + list(CONTROL_KEYS), 'feature'))
-    for k, v in obs.items():
-        if k in CONTROL_KEYS:
-            if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1))):
-                raise RequestError(f"{k!r} must be true or false, got {type(v).__name__}")
-            out[k] = bool(v)
-        elif k in optional or (specs is None and isinstance(v, str)):
-            if not isinstance(v, str): raise RequestError(f"{k!r} must be a string, got {type(v).__name__}")
-            if len(v) > 10_000: raise RequestError(f"{k!r} is longer than 10000 characters")
-            out[k] = v
-        else: out[k] = _check_array(k, v, specs[k] if specs is not None else None)
+        for key in obs:
+            if key not in specs and key not in optional and key not in CONTROL_KEYS:
+                raise RequestError(did_you_mean(key, list(specs) + list(optional) + list(CONTROL_KEYS), 'feature'))
+    for key, value in obs.items():
+        if key in CONTROL_KEYS:
+            if not (isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1))):
+                raise RequestError(f"{key!r} must be true or false, got {type(value).__name__}")
+            out[key] = bool(value)
+        elif key in optional or (specs is None and isinstance(value, str)):
+            if not isinstance(value, str): raise RequestError(f"{key!r} must be a string, got {type(value).__name__}")
+            if len(value) > 10_000: raise RequestError(f"{key!r} is longer than 10000 characters")
+            out[key] = value
+        else: out[key] = _check_array(key, value, specs[key] if specs is not None else None)
     if 'prompt' in out and 'prompt' in optional:   # openpi's `prompt` is the task text the policy sees as `task`
         prompt = out.pop('prompt'); out.setdefault('task', prompt)
     return out
 
-# %% ../nbs/04_policies.ipynb #98616517
-def _robobench_version() -> str:
+# %% ../nbs/04_policies.ipynb #e02ac03f
+def robobench_version() -> str:
     """robobench's `__version__`, read off the package, which is initialized before any of its modules (no import: no
     import cycle)."""
     return getattr(sys.modules.get('robobench'), '__version__', 'unknown')
 
+# %% ../nbs/04_policies.ipynb #dde5f36b
 def policy_metadata(policy_type: str, input_features: dict[str, FeatureSpec] | None, action_dim: int, horizon: int,
                     n_action_steps: int | None = None, fps: float | None = None, checkpoint_id: str | None = None,
                     norm_stats_hash: str | None = None, **extra) -> dict:
@@ -122,11 +131,83 @@ def policy_metadata(policy_type: str, input_features: dict[str, FeatureSpec] | N
         'input_features': None if input_features is None else {k: v.to_dict() for k, v in input_features.items()},
         'action_dim': int(action_dim), 'horizon': int(horizon), 'n_action_steps': int(n_action_steps or horizon),
         'fps': fps, 'checkpoint_id': checkpoint_id, 'norm_stats_hash': norm_stats_hash,
-        'control_keys': list(CONTROL_KEYS), 'text_keys': list(TEXT_KEYS), 'robobench_version': _robobench_version(),
+        'control_keys': list(CONTROL_KEYS), 'text_keys': list(TEXT_KEYS), 'robobench_version': robobench_version(),
         **extra})
 
+# %% ../nbs/04_policies.ipynb #051b25a5
+def input_specs(policy) -> dict[str, FeatureSpec] | None:
+    """The wire specs requests to `policy` are validated against: its `input_features` (`{name: FeatureSpec}`), else its
+    metadata's `input_features`; None when it declares neither (any numeric arrays and text are accepted)."""
+    if getattr(policy, 'input_features', None) and isinstance(next(iter(policy.input_features.values())), FeatureSpec):
+        return dict(policy.input_features)
+    declared = (getattr(policy, 'metadata', None) or {}).get('input_features')
+    return {k: FeatureSpec.from_dict(v) for k, v in declared.items()} if declared else None
+
+# %% ../nbs/04_policies.ipynb #0ec9a5e6
+class Policy(abc.ABC):
+    """The server-side policy contract: `infer(obs) -> {'actions': array [horizon, action_dim], ...}` on a validated
+    request, `metadata` (the dict a client receives first, see `policy_metadata`), `reset()` (forget per-episode state),
+    `new_session()` (per-connection state: an object with `infer` and `reset`, or None) and `dummy_request()` (the
+    all-zero request the server warms up with, or None). Subclass it and implement `infer`; `as_policy` adapts any
+    other object that has one."""
+    @abc.abstractmethod
+    def infer(self, obs: dict) -> dict:
+        "A validated request -> at least `{'actions': array [horizon, action_dim]}`."
+
+    def reset(self) -> None:
+        "Forget per-episode state (default: there is none)."
+
+    def new_session(self):
+        "Per-connection state for a policy that keeps state between requests; None: stateless per request."
+        return None
+
+    def dummy_request(self) -> dict | None:
+        "An all-zero request matching `input_specs(self)` (the server's warm-up); None when the inputs are undeclared."
+        specs = input_specs(self)
+        if specs is None: return None
+        return {k: np.zeros(s.shape, np.uint8 if s.kind == 'uint8' else np.float32) for k, s in specs.items()}
+
+    @property
+    def metadata(self) -> dict:
+        "What a client receives first (`policy_metadata`): assign it in `__init__` (default: empty)."
+        return self.__dict__.setdefault('_metadata', {})
+    @metadata.setter
+    def metadata(self, md: dict): self._metadata = md
+
+# %% ../nbs/04_policies.ipynb #0106b6f3
+class PolicyAdapter(Policy):
+    """A duck-typed policy (any object with a callable `infer(obs) -> dict`) behind the `Policy` contract: `reset`,
+    `new_session` and `dummy_request` call the object's own when it has them, else the `Policy` defaults; `metadata`
+    and `input_features` are read off it. `.wrapped` is the object."""
+    def __init__(self, wrapped): self.wrapped = wrapped
+    def _own(self, name: str):
+        method = getattr(self.wrapped, name, None)
+        return method if callable(method) else None
+    def infer(self, obs: dict) -> dict: return self.wrapped.infer(obs)
+    def reset(self) -> None:
+        if method := self._own('reset'): method()
+    def new_session(self): return method() if (method := self._own('new_session')) else None
+    def dummy_request(self) -> dict | None:
+        return method() if (method := self._own('dummy_request')) else super().dummy_request()
+    @property
+    def metadata(self) -> dict: return getattr(self.wrapped, 'metadata', None) or {}
+    @property
+    def input_features(self): return getattr(self.wrapped, 'input_features', None)
+    def __repr__(self): return f'PolicyAdapter({self.wrapped!r})'
+
+# %% ../nbs/04_policies.ipynb #adc40dac
+def as_policy(obj) -> Policy:
+    """`obj` as a `Policy`: a `Policy` as it is, any other object with a callable `infer(obs) -> dict` wrapped in a
+    `PolicyAdapter`; anything else raises `RobobenchError` naming what is missing."""
+    if isinstance(obj, Policy): return obj
+    if callable(getattr(obj, 'infer', None)): return PolicyAdapter(obj)
+    what = 'its `infer` is not callable' if hasattr(obj, 'infer') else 'it has no infer(obs) method'
+    raise RobobenchError(f'{type(obj).__name__} object is not a policy: {what}.',
+                         "subclass robobench.policies.Policy, or give the object a method "
+                         "infer(obs: dict) -> {'actions': array [horizon, action_dim]}")
+
 # %% ../nbs/04_policies.ipynb #aafaa2d6
-class RandomPolicy:
+class RandomPolicy(Policy):
     """Uniform random actions in [-1, 1]: `infer` returns a float32 [horizon, action_dim] chunk. Seeded, for testing
     clients."""
     def __init__(self, action_dim: int = 7, horizon: int = 10, seed: int = 0, input_features: dict | None = None,
@@ -137,46 +218,124 @@ class RandomPolicy:
         self.metadata = policy_metadata('random', input_features, action_dim, horizon, fps=fps,
                                         checkpoint_id=f'random:seed={seed}')
     def infer(self, obs: dict) -> dict:
-        with self._lock: a = self._rng.uniform(-1, 1, (self.horizon, self.action_dim)).astype(np.float32)
-        return {'actions': a}
-    def reset(self): pass
+        with self._lock: actions = self._rng.uniform(-1, 1, (self.horizon, self.action_dim)).astype(np.float32)
+        return {'actions': actions}
 
-# %% ../nbs/04_policies.ipynb #11d8af53
+# %% ../nbs/04_policies.ipynb #193fb427
+def request_to_obs(req: dict) -> dict:
+    "A wire request (LeRobot feature names) → the env observation (`state`, `env_state`, `images`, `instruction`)."
+    imgs = {k[len(IMAGES):]: v for k, v in req.items() if k.startswith(IMAGES)}
+    st, es = req.get(STATE), req.get(ENV_STATE)
+    return {'state': None if st is None else np.asarray(st, np.float32),
+            'env_state': None if es is None else np.asarray(es, np.float32),
+            'images': imgs, 'instruction': req.get('task', '')}
+
+# %% ../nbs/04_policies.ipynb #5006d3c9
+def velocity_key(spec) -> str | None:
+    "The joint-velocity entry of `spec.state_layout` (used to spot episode starts), or None."
+    return next((n for n, _ in spec.state_layout if n == 'qvel' or n.endswith('joint_vel')), None)
+
+# %% ../nbs/04_policies.ipynb #f0a54c92
+class ExpertSession:
+    """One connection's expert. It resets at a request with `episode_start=True` (robobench clients send it); for
+    clients that never send the flag (e.g. a bare openpi client), at an observation with the robot at rest."""
+    def __init__(self, expert: Expert, vel_key: str | None = None, tol: float = 1e-9):
+        self.expert, self.spec, self.vel_key, self.tol = expert, expert.spec, vel_key, tol
+        self.episodes, self.steps, self.flagged = 0, 0, False
+    def episode_start(self, obs: dict) -> bool:
+        return self.vel_key is not None and bool(np.all(np.abs(self.spec.get(obs, self.vel_key)) <= self.tol))
+    def infer(self, req: dict) -> dict:
+        obs = request_to_obs(req)
+        if obs['state'] is None or obs['env_state'] is None:
+            raise KeyError("a scripted expert needs 'observation.state' and 'observation.environment_state'")
+        self.flagged = self.flagged or 'episode_start' in req
+        start = req.get('episode_start') if self.flagged else self.episode_start(obs)
+        if self.steps == 0 or start:
+            self.expert.reset(); self.episodes += 1
+        self.steps += 1
+        return {'actions': np.asarray(self.expert.act(obs), np.float32)[None]}
+    def reset(self): self.expert.reset(); self.steps = 0
+
+# %% ../nbs/04_policies.ipynb #20118259
+class ExpertPolicy(Policy):
+    """A scripted expert behind the policy-server interface: `infer(request) -> {'actions': float32[1, action_dim]}`,
+    `reset()`, `metadata`, and `new_session()` (the server calls it once per connection)."""
+    def __init__(self, env: RobobenchEnv | str, seed: int = 0, name: str | None = None):
+        own = isinstance(env, str)
+        if own: env = make_env(env, cameras=[], render_images=False)
+        self.env, self.spec, self.name, self.seed = env, env.spec, name, seed
+        expert = make_expert(env, name)  # fails early for envs without an expert
+        if own: env.close()     # experts read only env.spec
+        sp = self.spec
+        feat = lambda n: {'shape': [int(n)], 'dtype': 'float32'}
+        self.metadata = to_jsonable({
+            'protocol': 'openpi-websocket/msgpack-numpy', 'policy_type': 'scripted',
+            'input_features': {STATE: feat(sp.state_dim), ENV_STATE: feat(sp.env_state_dim)},
+            'action_dim': sp.action_dim, 'horizon': 1, 'n_action_steps': 1, 'fps': sp.fps,
+            'checkpoint_id': f'scripted:{sp.env_id}', 'norm_stats_hash': None, 'env_id': sp.env_id,
+            'control_mode': sp.control_mode, 'state_layout': sp.state_layout, 'env_state_layout': sp.env_state_layout,
+            'expert': type(expert).__name__, 'seed': seed, 'control_keys': ['episode_start']})
+        self._vel = velocity_key(sp)
+        self._default = ExpertSession(expert, self._vel)
+    def new_session(self) -> ExpertSession: return ExpertSession(make_expert(self.env, self.name), self._vel)
+    def infer(self, req: dict) -> dict: return self._default.infer(req)
+    def reset(self): self._default.reset()
+
+# %% ../nbs/04_policies.ipynb #77e07e27
+def make_expert_policy(env: RobobenchEnv | str, seed: int = 0, name: str | None = None) -> ExpertPolicy:
+    "The scripted expert of `env` as a servable policy (what `robobench serve --policy scripted --env ENV` serves)."
+    return ExpertPolicy(env, seed=seed, name=name)
+
+# %% ../nbs/04_policies.ipynb #73afe6f7
 class PolicyOutputError(RuntimeError):
     """The policy answered with actions a client must not execute (NaN/inf). Sent back as text; the connection stays
     open."""
 
+# %% ../nbs/04_policies.ipynb #0a4b88ff
 def check_actions(out: dict) -> dict:
     "Raise `PolicyOutputError` unless `out['actions']` is all finite (a non-finite action is never a normal reply)."
-    a = out['actions']
-    if not isinstance(a, np.ndarray):
-        try: a = np.asarray(a)
+    actions = out['actions']
+    if not isinstance(actions, np.ndarray):
+        try: actions = np.asarray(actions)
         except Exception: return out
-    if a.dtype.kind in 'fc' and not np.isfinite(a).all():
-        bad = int(a.size - np.isfinite(a).sum())
-        raise PolicyOutputError(f'the policy returned non-finite actions ({bad} of {a.size} values NaN or inf) '
+    if actions.dtype.kind in 'fc' and not np.isfinite(actions).all():
+        bad = int(actions.size - np.isfinite(actions).sum())
+        raise PolicyOutputError(f'the policy returned non-finite actions ({bad} of {actions.size} values NaN or inf) '
                                 'for this observation; '
                                 'check its value ranges against the checkpoint\'s normalization stats')
     return out
 
-# %% ../nbs/04_policies.ipynb #65b5358d
+# %% ../nbs/04_policies.ipynb #fc9fa78e
 def lerobot_wire_features(cfg) -> dict[str, FeatureSpec]:
     "Wire specs from a LeRobot policy config's `input_features` (images become H×W×3 uint8)."
     out = {}
-    for k, f in cfg.input_features.items():
-        shape, ftype = tuple(f.shape), getattr(f.type, 'name', str(f.type))
+    for key, feat in cfg.input_features.items():
+        shape, ftype = tuple(feat.shape), getattr(feat.type, 'name', str(feat.type))
         if ftype == 'VISUAL':
-            out[k] = FeatureSpec((shape[1], shape[2], shape[0]) if len(shape) == 3 and shape[0] in (1, 3) else shape,
+            out[key] = FeatureSpec((shape[1], shape[2], shape[0]) if len(shape) == 3 and shape[0] in (1, 3) else shape,
                                  'uint8')
-        else: out[k] = FeatureSpec(shape, 'float')
+        else: out[key] = FeatureSpec(shape, 'float')
     return out
 
+# %% ../nbs/04_policies.ipynb #51d445a2
 def needs_history(cfg) -> bool:
     """True when LeRobot's `select_action` keeps state between steps that "one observation → one chunk" cannot
     reproduce: an observation history (`n_obs_steps` > 1, e.g. Diffusion's default 2), ACT's temporal ensembling, or
     chunk prediction that reads the policy's own queues (VQ-BeT, TD-MPC). Such policies are served a step at a time."""
     return (int(getattr(cfg, 'n_obs_steps', 1) or 1) > 1 or getattr(cfg, 'temporal_ensemble_coeff', None) is not None
             or cfg.type in ('vqbet', 'tdmpc'))
+
+# %% ../nbs/04_policies.ipynb #3cd3686a
+def _tiny_act_stats(inputs: dict, action_dim: int, stats: dict | None) -> dict:
+    "Normalization stats for `tiny_act_checkpoint`: mean 0 / std 1 for every input and the action, then `stats`."
+    import torch
+    from lerobot.configs.types import FeatureType
+    ms = lambda shape: {'mean': torch.zeros(shape), 'std': torch.ones(shape)}
+    st = ({k: ms((3, 1, 1) if f.type is FeatureType.VISUAL else f.shape) for k, f in inputs.items()}
+          | {'action': ms((int(action_dim),))})
+    for key, given in (stats or {}).items():
+        st[key] = {**st.get(key, {}), **{n: torch.as_tensor(np.asarray(x, np.float32)) for n, x in given.items()}}
+    return st
 
 # %% ../nbs/04_policies.ipynb #da3dc594
 def tiny_act_checkpoint(path, features, action_dim: int | None = None, chunk_size: int = 5,
@@ -198,10 +357,10 @@ def tiny_act_checkpoint(path, features, action_dim: int | None = None, chunk_siz
     if not action_dim: raise ValueError('tiny_act_checkpoint needs action_dim (or an EnvSpec)')
     vector = {'observation.state': FeatureType.STATE, 'observation.environment_state': FeatureType.ENV}
     inputs = {}
-    for k, s in features.items():
-        if s.kind == 'uint8': inputs[k] = PolicyFeature(FeatureType.VISUAL, (3, s.shape[0], s.shape[1]))
-        elif k in vector: inputs[k] = PolicyFeature(vector[k], s.shape)
-        else: raise ValueError(f'ACT reads {sorted(vector)} and images, not {k!r}')
+    for key, wire in features.items():
+        if wire.kind == 'uint8': inputs[key] = PolicyFeature(FeatureType.VISUAL, (3, wire.shape[0], wire.shape[1]))
+        elif key in vector: inputs[key] = PolicyFeature(vector[key], wire.shape)
+        else: raise ValueError(f'ACT reads {sorted(vector)} and images, not {key!r}')
     act = {'chunk_size': chunk_size, 'n_action_steps': n_action_steps or chunk_size,
            'dim_model': 32, 'dim_feedforward': 64, 'n_heads': 2, 'n_encoder_layers': 1, 'n_decoder_layers': 1,
            'latent_dim': 8, 'n_vae_encoder_layers': 1, 'pretrained_backbone_weights': None, 'device': 'cpu', **act_kw}
@@ -210,17 +369,12 @@ def tiny_act_checkpoint(path, features, action_dim: int | None = None, chunk_siz
     cfg.normalization_mapping = {**cfg.normalization_mapping, 'ENV': NormalizationMode.MEAN_STD}
     with torch.random.fork_rng(devices=[]):   # seeded weights, the caller's RNG untouched
         torch.manual_seed(seed); policy = ACTPolicy(cfg)
-    ms = lambda shape: {'mean': torch.zeros(shape), 'std': torch.ones(shape)}
-    st = ({k: ms((3, 1, 1) if f.type is FeatureType.VISUAL else f.shape) for k, f in inputs.items()}
-          | {'action': ms((int(action_dim),))})
-    for k, v in (stats or {}).items():
-        st[k] = {**st.get(k, {}), **{n: torch.as_tensor(np.asarray(x, np.float32)) for n, x in v.items()}}
-    pre, post = make_pre_post_processors(cfg, dataset_stats=st)
+    pre, post = make_pre_post_processors(cfg, dataset_stats=_tiny_act_stats(inputs, action_dim, stats))
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     policy.save_pretrained(path); pre.save_pretrained(path); post.save_pretrained(path)
     return path
 
-# %% ../nbs/04_policies.ipynb #35c47b8e
+# %% ../nbs/04_policies.ipynb #274e30b7
 def policy_state_keys(policy) -> list[str]:
     """The attributes of a LeRobot policy that `reset()` re-creates or resets: its per-episode state (queues, ensembler,
     warm starts)."""
@@ -229,6 +383,7 @@ def policy_state_keys(policy) -> list[str]:
     return sorted(k for k, v in after.items() if not isinstance(v, torch.nn.Module) and
                   (k not in before or before[k] is not v or callable(getattr(v, 'reset', None))))
 
+# %% ../nbs/04_policies.ipynb #885733ed
 class PolicySession:
     "The per-episode state of a step-executed LeRobot policy for one stream of observations (one connection)."
     def __init__(self, owner: 'LeRobotPolicy'): self.owner, self.state = owner, None
@@ -236,7 +391,7 @@ class PolicySession:
     def reset(self): self.state = None
 
 # %% ../nbs/04_policies.ipynb #d24890df
-class LeRobotPolicy:
+class LeRobotPolicy(Policy):
     """A LeRobot checkpoint dir (policy + saved pre/post-processors) behind
     `infer(obs) -> {'actions': [horizon, action_dim]}`. Policies that need state between steps (`needs_history`) run
     LeRobot's own `select_action` once per request and answer `[1, action_dim]` (`execution='step'` in the metadata);
@@ -260,43 +415,14 @@ class LeRobotPolicy:
                                                        preprocessor_overrides=ov, postprocessor_overrides=pov)
         self.unnorm_key, self.unnorm_keys, stats_hash = unnorm_key, None, norm_stats_hash(self.path)
         if unnorm_key is not None or norm_stats is not None:
-            sets = load_stats_sets(self.path, norm_stats)
-            self.unnorm_keys = sorted(sets)
-            if unnorm_key is None:
-                if len(sets) != 1:
-                    raise KeyError(f'{norm_stats} holds {len(sets)} stats sets {sorted(sets)}: '
-                                   'choose one with unnorm_key')
-                self.unnorm_key = unnorm_key = next(iter(sets))
-            chosen = select_stats(sets, unnorm_key, str(self.path))
-            # the saved stats, with the features the chosen set covers replaced (both ways: normalize and unnormalize)
-            base = next((dict(st.stats) for st in self.pre.steps if hasattr(st, 'stats') and st.stats), {})
-            merged = {**base, **chosen}
-            self.pre, self.post = make_pre_post_processors(
-                cfg, pretrained_path=str(self.path),
-                preprocessor_overrides={**ov, 'normalizer_processor': {'stats': merged}},
-                postprocessor_overrides={**pov, 'unnormalizer_processor': {'stats': merged}})
-            h = hashlib.sha256((stats_hash or '').encode())
-            h.update(json.dumps(to_jsonable(chosen), sort_keys=True).encode())
-            stats_hash = h.hexdigest()[:16]
+            stats_hash = self._use_stats_set(unnorm_key, norm_stats, ov, pov, stats_hash)
         self.input_features = lerobot_wire_features(cfg)
         self._images = [k for k, s in self.input_features.items() if s.kind == 'uint8']
         act = cfg.output_features.get('action')
         self.action_dim = int(act.shape[0]) if act is not None else None
         self.horizon = int(getattr(cfg, 'chunk_size', None) or getattr(cfg, 'horizon', None)
                            or getattr(cfg, 'n_action_steps', 1))
-        self.n_action_steps = int(n_action_steps or getattr(cfg, 'n_action_steps', self.horizon))
-        self.execution = 'step' if needs_history(cfg) else 'chunk'
-        self.n_obs_steps = int(getattr(cfg, 'n_obs_steps', 1) or 1)
-        if self.execution == 'step':
-            if n_action_steps not in (None, 1):
-                raise ValueError(f'{cfg.type} keeps state between steps (n_obs_steps={self.n_obs_steps}, '
-                                 f'temporal ensembling {getattr(cfg, "temporal_ensemble_coeff", None)}); '
-                                 f'it is served one step per request, so n_action_steps must be 1 '
-                                 f'(it executes {getattr(cfg, "n_action_steps", 1)} of its own per chunk)')
-            self.n_action_steps, self._state_keys = 1, policy_state_keys(self.policy)
-            # a pristine per-episode state to copy from: resetting the live policy would reset whichever session's
-            # objects (e.g. ACT's temporal ensembler, reset in place) happen to be swapped in
-            self._fresh_state = copy.deepcopy({k: getattr(self.policy, k) for k in self._state_keys})
+        self._set_execution(n_action_steps)
         self._torch, self._lock = torch, threading.Lock()
         self._default = PolicySession(self)
         self.metadata = policy_metadata(cfg.type, self.input_features, self.action_dim, self.horizon,
@@ -307,75 +433,122 @@ class LeRobotPolicy:
                                         unnorm_key=self.unnorm_key, unnorm_keys=self.unnorm_keys,
                                         execution=self.execution, n_obs_steps=self.n_obs_steps)
 
-# %% ../nbs/04_policies.ipynb #f7f1429e
-@patch
-def new_session(self: LeRobotPolicy) -> PolicySession | None:
-    "Per-connection state for step-executed policies (None: the policy is stateless per request)."
-    return PolicySession(self) if self.execution == 'step' else None
+    def infer(self, obs: dict) -> dict:
+        "A validated request -> `{'actions': float32 [horizon, action_dim]}` (`[1, action_dim]` when step-executed)."
+        return self._default.infer(obs) if self.execution == 'step' else self._infer_chunk(obs)
 
+# %% ../nbs/04_policies.ipynb #f4b5fa4a
 @patch
-def to_batch(self: LeRobotPolicy, obs: dict) -> dict:
-    "Wire request (validated) → the dict LeRobot's preprocessor takes."
-    t = self._torch
-    b = {}
-    for k, v in obs.items():
-        if k in CONTROL_KEYS: continue
-        if k in self._images: b[k] = t.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))).float().div_(255.0)
-        elif isinstance(v, np.ndarray): b[k] = t.from_numpy(v)
-        else: b[k] = v
-    b.setdefault('task', '')
-    return b
+def _use_stats_set(self: LeRobotPolicy, unnorm_key, norm_stats, ov: dict, pov: dict, stats_hash) -> str:
+    "Normalize with the named stats set `unnorm_key` of `norm_stats` (rebuilds the processors); the new stats hash."
+    from lerobot.policies.factory import make_pre_post_processors
+    sets = load_stats_sets(self.path, norm_stats)
+    self.unnorm_keys = sorted(sets)
+    if unnorm_key is None:
+        if len(sets) != 1:
+            raise KeyError(f'{norm_stats} holds {len(sets)} stats sets {sorted(sets)}: '
+                           'choose one with unnorm_key')
+        self.unnorm_key = unnorm_key = next(iter(sets))
+    chosen = select_stats(sets, unnorm_key, str(self.path))
+    # the saved stats, with the features the chosen set covers replaced (both ways: normalize and unnormalize)
+    base = next((dict(st.stats) for st in self.pre.steps if hasattr(st, 'stats') and st.stats), {})
+    merged = {**base, **chosen}
+    self.pre, self.post = make_pre_post_processors(
+        self.cfg, pretrained_path=str(self.path),
+        preprocessor_overrides={**ov, 'normalizer_processor': {'stats': merged}},
+        postprocessor_overrides={**pov, 'unnormalizer_processor': {'stats': merged}})
+    digest = hashlib.sha256((stats_hash or '').encode())
+    digest.update(json.dumps(to_jsonable(chosen), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
 
+# %% ../nbs/04_policies.ipynb #dc57a799
+@patch
+def _set_execution(self: LeRobotPolicy, n_action_steps: int | None):
+    "Chunk or step execution (`needs_history`); a step-executed policy keeps a pristine per-episode state to copy."
+    cfg = self.cfg
+    self.n_action_steps = int(n_action_steps or getattr(cfg, 'n_action_steps', self.horizon))
+    self.execution = 'step' if needs_history(cfg) else 'chunk'
+    self.n_obs_steps = int(getattr(cfg, 'n_obs_steps', 1) or 1)
+    if self.execution == 'step':
+        if n_action_steps not in (None, 1):
+            raise ValueError(f'{cfg.type} keeps state between steps (n_obs_steps={self.n_obs_steps}, '
+                             f'temporal ensembling {getattr(cfg, "temporal_ensemble_coeff", None)}); '
+                             f'it is served one step per request, so n_action_steps must be 1 '
+                             f'(it executes {getattr(cfg, "n_action_steps", 1)} of its own per chunk)')
+        self.n_action_steps, self._state_keys = 1, policy_state_keys(self.policy)
+        # a pristine per-episode state to copy from: resetting the live policy would reset whichever session's
+        # objects (e.g. ACT's temporal ensembler, reset in place) happen to be swapped in
+        self._fresh_state = copy.deepcopy({k: getattr(self.policy, k) for k in self._state_keys})
+
+# %% ../nbs/04_policies.ipynb #89e2bbab
 @patch
 def dummy_request(self: LeRobotPolicy) -> dict:
     "A zero request matching the wire specs (used to warm up)."
     return ({k: np.zeros(s.shape, np.uint8 if s.kind == 'uint8' else np.float32)
              for k, s in self.input_features.items()} | {'task': ''})
 
-# %% ../nbs/04_policies.ipynb #f1fc10e9
+# %% ../nbs/04_policies.ipynb #e150b353
 @patch
-def infer(self: LeRobotPolicy, obs: dict) -> dict:
-    if self.execution == 'step': return self._default.infer(obs)
+def to_batch(self: LeRobotPolicy, obs: dict) -> dict:
+    "Wire request (validated) → the dict LeRobot's preprocessor takes."
+    torch = self._torch
+    batch = {}
+    for key, value in obs.items():
+        if key in CONTROL_KEYS: continue
+        if key in self._images:
+            batch[key] = torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1))).float().div_(255.0)
+        elif isinstance(value, np.ndarray): batch[key] = torch.from_numpy(value)
+        else: batch[key] = value
+    batch.setdefault('task', '')
+    return batch
+
+# %% ../nbs/04_policies.ipynb #7d66f0f2
+@patch
+def new_session(self: LeRobotPolicy) -> PolicySession | None:
+    "Per-connection state for step-executed policies (None: the policy is stateless per request)."
+    return PolicySession(self) if self.execution == 'step' else None
+
+# %% ../nbs/04_policies.ipynb #b7f2aca6
+@patch
+def _infer_chunk(self: LeRobotPolicy, obs: dict) -> dict:
+    "One observation -> the whole unnormalized chunk, `[horizon, action_dim]`."
     # LeRobot's processor pipelines are not thread-safe (measured: concurrent calls mix up answers), so one at a time
     with self._lock, self._torch.inference_mode():
         batch = self.pre(self.to_batch(obs))
         chunk = self.policy.predict_action_chunk(batch)  # [1, horizon, action_dim], normalized
         actions = self.post(chunk)
-    a = actions.detach().cpu().numpy().astype(np.float32)
-    return {'actions': a[0] if a.ndim == 3 else a}
+    out = actions.detach().cpu().numpy().astype(np.float32)
+    return {'actions': out[0] if out.ndim == 3 else out}
 
+# %% ../nbs/04_policies.ipynb #799bb4dc
 @patch
 def _step(self: LeRobotPolicy, obs: dict, session: PolicySession) -> dict:
     "LeRobot's `select_action` on `session`'s state (swapped in and out under the lock): one action, [1, action_dim]."
     with self._lock, self._torch.inference_mode():
         if session.state is None or obs.get('episode_start'): session.state = copy.deepcopy(self._fresh_state)
-        for k, v in session.state.items(): setattr(self.policy, k, v)
+        for key, value in session.state.items(): setattr(self.policy, key, value)
         action = self.policy.select_action(self.pre(self.to_batch(obs)))  # [1, action_dim], normalized
-        session.state = {k: getattr(self.policy, k) for k in self._state_keys}
+        session.state = {key: getattr(self.policy, key) for key in self._state_keys}
         actions = self.post(action)
     return {'actions': actions.detach().cpu().numpy().astype(np.float32).reshape(1, -1)}
 
+# %% ../nbs/04_policies.ipynb #33a26ce5
 @patch
 def reset(self: LeRobotPolicy):
     if self.execution == 'step': self._default.reset()
     else: self.policy.reset()
 
 # %% ../nbs/04_policies.ipynb #144788be
-def as_policy(policy_or_ckpt, device: str | None = None, trust_remote_code: bool = False, **kw):
-    """A checkpoint path → `LeRobotPolicy` (checked first; `trust_remote_code` lifts the refusal of unregistered
-    processor steps); `'random'` → `RandomPolicy(**kw)`; an object with `infer` → itself."""
-    if hasattr(policy_or_ckpt, 'infer'): return policy_or_ckpt
+def load_policy(policy_or_ckpt, device: str | None = None, trust_remote_code: bool = False, **kw) -> Policy:
+    """What `serve` takes, as a `Policy`: a checkpoint path -> `LeRobotPolicy` (checked first; `trust_remote_code` lifts
+    the refusal of unregistered processor steps); `'random'` -> `RandomPolicy(**kw)`; an object -> `as_policy(obj)`."""
+    if isinstance(policy_or_ckpt, Policy) or hasattr(policy_or_ckpt, 'infer'): return as_policy(policy_or_ckpt)
+    if not isinstance(policy_or_ckpt, (str, os.PathLike)):
+        raise RobobenchError(f'{type(policy_or_ckpt).__name__} object is neither a checkpoint path, "random" nor a '
+                             'policy (it has no infer(obs) method).',
+                             'pass a checkpoint dir, "random", or an object with infer(obs: dict) -> dict')
     if policy_or_ckpt == 'random': return RandomPolicy(**kw)
-    if isinstance(policy_or_ckpt, (str, os.PathLike)):
-        p = Path(policy_or_ckpt)
-        if p.is_dir(): return LeRobotPolicy(p, device=device, trust_remote_code=trust_remote_code, **kw)
-        raise RobobenchError(f"{str(p)!r} is neither a checkpoint directory nor 'random'.",
-                             'pass the directory policy.save_pretrained(dir) wrote, or "random"')
-    raise TypeError(f"serve() takes a checkpoint path, 'random' or an object with infer(obs) -> dict; "
-                    f"got {type(policy_or_ckpt).__name__}")
-
-def _input_specs(policy) -> dict[str, FeatureSpec] | None:
-    if getattr(policy, 'input_features', None) and isinstance(next(iter(policy.input_features.values())), FeatureSpec):
-        return dict(policy.input_features)
-    f = (getattr(policy, 'metadata', None) or {}).get('input_features')
-    return {k: FeatureSpec.from_dict(v) for k, v in f.items()} if f else None
+    ckpt_dir = Path(policy_or_ckpt)
+    if ckpt_dir.is_dir(): return LeRobotPolicy(ckpt_dir, device=device, trust_remote_code=trust_remote_code, **kw)
+    raise RobobenchError(f"{str(ckpt_dir)!r} is neither a checkpoint directory nor 'random'.",
+                         'pass the directory policy.save_pretrained(dir) wrote, or "random"')

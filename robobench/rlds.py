@@ -8,13 +8,15 @@ import argparse, importlib, inspect, multiprocessing as mp, os, sys, time, trace
 from pathlib import Path
 from typing import Any, Iterator
 import numpy as np
-from .core import append_jsonl
+from fastcore.basics import patch, patch_to
+from .core import append_jsonl, image_key
 from .writer import EpisodeWriter, finished_episodes
 from .data import ACTION, ENV_STATE, IMAGES, STATE, SUCCESS_KEYS, EpisodeData
 
 # %% auto #0
-__all__ = ['rlds_key_map', 'rlds_episode_to_lerobot', 'find_rlds_dir', 'TFChildError', 'TFChild', 'RLDSData',
-           'write_rlds_dataset', 'stream_rlds', 'convert_rlds_to_lerobot', 'cli_convert']
+__all__ = ['rlds_key_map', 'rlds_episode_to_lerobot', 'find_rlds_dir', 'TFChildError', 'TFChild', 'write_rlds_dataset',
+           'RLDSData', 'stream_rlds', 'convert_rlds_to_lerobot', 'rlds_name', 'lerobot_episode_to_rlds', 'export_rlds',
+           'cli_convert']
 
 # %% ../nbs/03c_rlds.ipynb #064f9280
 _STATE_NAMES = ('state', 'proprio', 'robot_state', 'joint_state', 'proprioception')
@@ -24,36 +26,36 @@ _DROP = ('is_first', 'is_last', 'discount', 'language_embedding')
 def rlds_key_map(step_keys: dict[str, tuple]) -> dict[str, str]:
     "Map flat RLDS step keys (`observation/image`, `action`, ...) with per-frame (shape, dtype) to LeRobot names."
     out, have_state = {}, False
-    for k, (shape, dtype) in step_keys.items():
-        leaf = k.split('/')[-1]
+    for key, (shape, dtype) in step_keys.items():
+        leaf = key.split('/')[-1]
         if leaf in _DROP: continue
         if leaf in _TEXT_NAMES or dtype in ('str', 'object', 'bytes'):
-            if 'task' not in out.values(): out[k] = 'task'
+            if 'task' not in out.values(): out[key] = 'task'
             continue
-        if k.startswith('observation/'):
-            if len(shape) == 3 and shape[-1] in (1, 3, 4) and dtype == 'uint8': out[k] = IMAGES + leaf
-            elif leaf in _STATE_NAMES and not have_state: out[k] = STATE; have_state = True
-            elif leaf == 'environment_state': out[k] = ENV_STATE
-            else: out[k] = 'observation.' + k[len('observation/'):].replace('/', '.')
-        elif k == 'action': out[k] = ACTION
-        elif leaf == 'reward': out[k] = 'next.reward'
-        elif leaf == 'is_terminal': out[k] = 'next.done'
-        else: out[k] = k.replace('/', '.')
+        if key.startswith('observation/'):
+            if len(shape) == 3 and shape[-1] in (1, 3, 4) and dtype == 'uint8': out[key] = IMAGES + leaf
+            elif leaf in _STATE_NAMES and not have_state: out[key] = STATE; have_state = True
+            elif leaf == 'environment_state': out[key] = ENV_STATE
+            else: out[key] = 'observation.' + key[len('observation/'):].replace('/', '.')
+        elif key == 'action': out[key] = ACTION
+        elif leaf == 'reward': out[key] = 'next.reward'
+        elif leaf == 'is_terminal': out[key] = 'next.done'
+        else: out[key] = key.replace('/', '.')
     return out
 
 # %% ../nbs/03c_rlds.ipynb #ad4e9d86
 def rlds_episode_to_lerobot(steps: dict, meta: dict, key_map: dict, cameras: bool = True) -> dict:
     "Rename flat RLDS step arrays to LeRobot names; `task` = first instruction, `success` from metadata or steps."
     out = {}
-    for k, v in steps.items():
-        new = key_map.get(k)
+    for key, value in steps.items():
+        new = key_map.get(key)
         if new is None: continue
         if new == 'task':
-            out['task'] = str(v[0]) if len(v) else ''
+            out['task'] = str(value[0]) if len(value) else ''
         elif new.startswith(IMAGES) and not cameras: continue
-        else: out[new] = np.asarray(v)
-    sk = next((k for k in meta if k.split('/')[-1] in SUCCESS_KEYS), None)
-    st = next((k for k in out if k.split('.')[-1] in SUCCESS_KEYS), None)
+        else: out[new] = np.asarray(value)
+    sk = next((key for key in meta if key.split('/')[-1] in SUCCESS_KEYS), None)
+    st = next((key for key in out if key.split('.')[-1] in SUCCESS_KEYS), None)
     out['success'] = bool(meta[sk]) if sk else (bool(np.asarray(out[st]).ravel()[-1]) if st and len(out[st]) else None)
     out.setdefault('task', '')
     out['episode_metadata'] = meta
@@ -62,16 +64,16 @@ def rlds_episode_to_lerobot(steps: dict, meta: dict, key_map: dict, cameras: boo
 # %% ../nbs/03c_rlds.ipynb #9712209d
 def find_rlds_dir(path) -> Path | None:
     "The TFDS version dir (holding `dataset_info.json`) at `path`, or the newest one under it (`name/1.0.0/`)."
-    p = Path(path)
-    if (p/'dataset_info.json').exists(): return p
-    cands = sorted(p.glob('*/dataset_info.json')) + sorted(p.glob('*/*/dataset_info.json'))
+    root = Path(path)
+    if (root/'dataset_info.json').exists(): return root
+    cands = sorted(root.glob('*/dataset_info.json')) + sorted(root.glob('*/*/dataset_info.json'))
     if not cands: return None
     def ver(c):
         try: return tuple(int(x) for x in c.parent.name.split('.'))
         except ValueError: return (0,)
     return max(cands, key=ver).parent
 
-# %% ../nbs/03c_rlds.ipynb #da81c829
+# %% ../nbs/03c_rlds.ipynb #15a14688
 _COMMANDS: dict = {}
 
 def _command(fn):
@@ -79,6 +81,7 @@ def _command(fn):
     _COMMANDS[fn.__name__.removeprefix('_cmd_')] = fn
     return fn
 
+# %% ../nbs/03c_rlds.ipynb #8f4d56fc
 class TFChildError(RuntimeError):
     "A command failed in the TensorFlow child (or the child died); `child_traceback` is the child's traceback text."
     def __init__(self, cmd: str, summary: str, child_traceback: str = ''):
@@ -87,6 +90,7 @@ class TFChildError(RuntimeError):
         if child_traceback: msg += '\n--- traceback in the child ---\n' + child_traceback.rstrip()
         super().__init__(msg)
 
+# %% ../nbs/03c_rlds.ipynb #9b73b3d9
 def _serve(conn):
     "The child's main loop: answer `(cmd, kwargs, window)` requests until 'close' or the parent goes away."
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -103,15 +107,16 @@ def _serve(conn):
                 credit = window
                 for item in out:
                     while credit <= 0:        # wait for the parent to take one
-                        m = conn.recv()[0]
-                        if m == 'close': conn.send(('ok', None)); return
-                        credit += m == 'next'
+                        msg = conn.recv()[0]
+                        if msg == 'close': conn.send(('ok', None)); return
+                        credit += msg == 'next'
                     conn.send(('item', item)); credit -= 1
                 out = None
             conn.send(('ok', out))
         except BaseException as e:
             conn.send(('error', (f'{type(e).__name__}: {e}', traceback.format_exc())))
 
+# %% ../nbs/03c_rlds.ipynb #a768bfbd
 def _stop_child(conn, proc):
     "Ask the child to exit, then terminate/kill it if it has not; close our end of the pipe."
     try:
@@ -121,6 +126,7 @@ def _stop_child(conn, proc):
         if proc.is_alive(): stop(); proc.join(2)
     conn.close()
 
+# %% ../nbs/03c_rlds.ipynb #fad91006
 class TFChild:
     """A spawned child process that runs TensorFlow for us: `ask(cmd, **kw)` returns the command's reply,
     `stream(cmd, **kw)` yields a generator command's items. Use it as a context manager, or `close()` it."""
@@ -145,55 +151,51 @@ class TFChild:
         if kill and self.proc.is_alive(): self.proc.kill(); self.proc.join(2)
         self._fin()
 
-    def _died(self, cmd) -> TFChildError:
-        self.proc.join(1); code = self.proc.exitcode
+# %% ../nbs/03c_rlds.ipynb #f74f7893
+@patch
+def _died(self: TFChild, cmd) -> TFChildError:
+    self.proc.join(1); code = self.proc.exitcode
+    self.close(kill=True)
+    hint = ("; its stderr says why. From a script, start RLDS work under `if __name__ == '__main__':` "
+            '(spawn re-imports the main module)') if code == 1 else ''
+    return TFChildError(cmd, f'the child process died (exit code {code}){hint}')
+
+# %% ../nbs/03c_rlds.ipynb #a25a8d36
+@patch
+def _send(self: TFChild, cmd, kw=None, window=0):
+    if not self._fin.alive: raise TFChildError(cmd, 'the child process is closed')
+    try: self.conn.send((cmd, kw or {}, window))
+    except (BrokenPipeError, ConnectionError, EOFError): raise self._died(cmd) from None
+
+# %% ../nbs/03c_rlds.ipynb #84ff9248
+@patch
+def _recv(self: TFChild, cmd, timeout):
+    wait = self.timeout if timeout is None else timeout
+    try:
+        ready = self.conn.poll(wait)
+        if ready: kind, val = self.conn.recv()
+    except (EOFError, ConnectionError): raise self._died(cmd) from None
+    if not ready:
         self.close(kill=True)
-        hint = ("; its stderr says why. From a script, start RLDS work under `if __name__ == '__main__':` "
-                '(spawn re-imports the main module)') if code == 1 else ''
-        return TFChildError(cmd, f'the child process died (exit code {code}){hint}')
+        raise TimeoutError(f'TensorFlow child did not answer {cmd!r} within {wait:g}s; it was killed')
+    if kind == 'error': raise TFChildError(cmd, *val)
+    return kind, val
 
-    def _send(self, cmd, kw=None, window=0):
-        if not self._fin.alive: raise TFChildError(cmd, 'the child process is closed')
-        try: self.conn.send((cmd, kw or {}, window))
-        except (BrokenPipeError, ConnectionError, EOFError): raise self._died(cmd) from None
+# %% ../nbs/03c_rlds.ipynb #60d379c3
+@patch_to(TFChild)   # not @patch: annotations list positional-only `self` last
+def ask(self, cmd: str, /, timeout: float | None = None, **kw):
+    "Run command `cmd(**kw)` in the child and return its reply (`timeout` overrides the child's default)."
+    self._send(cmd, kw)
+    return self._recv(cmd, timeout)[1]
 
-    def _recv(self, cmd, timeout):
-        t = self.timeout if timeout is None else timeout
-        try:
-            ready = self.conn.poll(t)
-            if ready: kind, val = self.conn.recv()
-        except (EOFError, ConnectionError): raise self._died(cmd) from None
-        if not ready:
-            self.close(kill=True)
-            raise TimeoutError(f'TensorFlow child did not answer {cmd!r} within {t:g}s; it was killed')
-        if kind == 'error': raise TFChildError(cmd, *val)
-        return kind, val
-
-    def ask(self, cmd: str, /, timeout: float | None = None, **kw):
-        "Run command `cmd(**kw)` in the child and return its reply (`timeout` overrides the child's default)."
-        self._send(cmd, kw)
-        return self._recv(cmd, timeout)[1]
-
-    def stream(self, cmd: str, /, prefetch: int = 2, timeout: float | None = None, **kw) -> Iterator:
-        "Yield the items of generator command `cmd(**kw)`, `prefetch` in flight at most; abandoning it kills the child."
-        self._send(cmd, kw, max(1, int(prefetch)))
-        done = False
-        try:
-            while True:
-                kind, val = self._recv(cmd, timeout)
-                if kind == 'ok': done = True; return
-                yield val
-                self._send('next')
-        finally:
-            if not done: self.close(kill=True)
-
+# %% ../nbs/03c_rlds.ipynb #a4870402
 @_command
 def _cmd_ping(state, delay: float = 0.0) -> int:
     "The child's pid, after `delay` seconds (for tests: a live child answers, a slow one times out)."
     time.sleep(delay)
     return os.getpid()
 
-# %% ../nbs/03c_rlds.ipynb #73cb2240
+# %% ../nbs/03c_rlds.ipynb #cbebcfd1
 def _import_tfds():
     "Import tensorflow_datasets (TensorFlow on CPU, quiet). Child side only."
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -203,11 +205,12 @@ def _import_tfds():
     import tensorflow_datasets as tfds
     return tfds
 
+# %% ../nbs/03c_rlds.ipynb #2ecae92b
 def _flat(d: dict, prefix: str = '') -> dict:
     out = {}
-    for k, v in d.items():
-        if isinstance(v, dict): out.update(_flat(v, f'{prefix}{k}/'))
-        else: out[f'{prefix}{k}'] = v
+    for key, value in d.items():
+        if isinstance(value, dict): out.update(_flat(value, f'{prefix}{key}/'))
+        else: out[f'{prefix}{key}'] = value
     return out
 
 def _np_text(v):
@@ -215,6 +218,7 @@ def _np_text(v):
     if isinstance(v, np.ndarray) and v.dtype.kind in 'OS': return [_np_text(x) for x in v.tolist()]
     return v
 
+# %% ../nbs/03c_rlds.ipynb #a9f49672
 def _rlds_episode_np(ep, tfds) -> tuple[dict, dict]:
     "One RLDS episode (tf structures) -> (flat step arrays, flat episode metadata) as numpy."
     chunks = list(tfds.as_numpy(ep['steps'].batch(4096)))  # batch() preallocates: never pass a huge size
@@ -226,12 +230,13 @@ def _rlds_episode_np(ep, tfds) -> tuple[dict, dict]:
             for k, v in _flat(tfds.as_numpy({k: v for k, v in ep.items() if k != 'steps'})).items()}
     return steps_np, meta
 
+# %% ../nbs/03c_rlds.ipynb #8ebbcfdc
 def _rlds_step_spec(b, tfds) -> dict:
     "Flat {key: (shape, dtype)} of the per-step features, from the builder's feature spec."
     spec = {}
     def walk(f, pre):
         if isinstance(f, tfds.features.FeaturesDict) or hasattr(f, 'keys') and not hasattr(f, 'shape'):
-            for k in f.keys(): walk(f[k], f'{pre}{k}/')
+            for key in f.keys(): walk(f[key], f'{pre}{key}/')
         else:
             dt = np.dtype(f.np_dtype)
             shape = tuple(int(s) if s is not None else -1 for s in f.shape)
@@ -240,6 +245,7 @@ def _rlds_step_spec(b, tfds) -> dict:
     walk(feats.feature if hasattr(feats, 'feature') else feats, '')
     return spec
 
+# %% ../nbs/03c_rlds.ipynb #9cbc9e24
 def _opened(state) -> dict:
     if 'builder' not in state: raise RuntimeError("no dataset is open in this child: ask('open', path=...) first")
     return state
@@ -248,20 +254,22 @@ def _opened(state) -> dict:
 def _cmd_open(state, path) -> dict:
     "Open the TFDS dataset at `path` (a version dir); return its info: step spec, episode count, name, version, split."
     tfds = _import_tfds()
-    b = tfds.builder_from_directory(str(path))
-    split = 'train' if 'train' in b.info.splits else list(b.info.splits)[0]
-    state.update(tfds=tfds, builder=b, split=split, spec=_rlds_step_spec(b, tfds))
+    builder = tfds.builder_from_directory(str(path))
+    split = 'train' if 'train' in builder.info.splits else list(builder.info.splits)[0]
+    state.update(tfds=tfds, builder=builder, split=split, spec=_rlds_step_spec(builder, tfds))
     return _cmd_info(state)
 
 @_command
 def _cmd_info(state) -> dict:
-    s = _opened(state); b = s['builder']
-    return {'spec': s['spec'], 'num_episodes': int(b.info.splits[s['split']].num_examples), 'name': b.info.name,
-            'version': str(b.info.version), 'split': s['split'], 'description': b.info.description}
+    opened = _opened(state); builder = opened['builder']
+    return {'spec': opened['spec'], 'num_episodes': int(builder.info.splits[opened['split']].num_examples),
+            'name': builder.info.name,
+            'version': str(builder.info.version), 'split': opened['split'], 'description': builder.info.description}
 
+# %% ../nbs/03c_rlds.ipynb #0d39b267
 def _episodes_ds(state, skip: int = 0, limit: int | None = None):
-    s = _opened(state)
-    ds = s['builder'].as_dataset(split=s['split'], shuffle_files=False).skip(int(skip))
+    opened = _opened(state)
+    ds = opened['builder'].as_dataset(split=opened['split'], shuffle_files=False).skip(int(skip))
     return ds if limit is None else ds.take(int(limit))
 
 @_command
@@ -270,6 +278,7 @@ def _cmd_episode(state, i: int):
     ep = next(iter(_episodes_ds(state, i, 1)), None)
     return None if ep is None else _rlds_episode_np(ep, state['tfds'])
 
+# %% ../nbs/03c_rlds.ipynb #e96359aa
 @_command
 def _cmd_scan(state) -> dict:
     "Numeric non-image step columns of every episode, concatenated, plus per-episode lengths and metadata."
@@ -282,35 +291,96 @@ def _cmd_scan(state) -> dict:
     for ep in ds:
         st, meta = _rlds_episode_np(ep, tfds)
         lens.append(len(next(iter(st.values()))) if st else 0); metas.append(meta)
-        for k, v in st.items(): cols.setdefault(k, []).append(v)
+        for key, value in st.items(): cols.setdefault(key, []).append(value)
     return {'lengths': lens, 'metadata': metas, 'columns': {k: np.concatenate(v) if v else v for k, v in cols.items()}}
 
+# %% ../nbs/03c_rlds.ipynb #653f237f
 @_command
 def _cmd_episodes(state, skip: int = 0, limit: int | None = None):
     "Stream `(index, steps, meta)` for each episode from `skip`, at most `limit` of them."
-    for i, ep in enumerate(_episodes_ds(state, skip, limit)):
-        yield (int(skip) + i, *_rlds_episode_np(ep, state['tfds']))
+    for offset, ep in enumerate(_episodes_ds(state, skip, limit)):
+        yield (int(skip) + offset, *_rlds_episode_np(ep, state['tfds']))
 
-# %% ../nbs/03c_rlds.ipynb #ddd6dac2
+# %% ../nbs/03c_rlds.ipynb #f817f621
+def _camel(name): return ''.join(w.capitalize() for w in name.split('_'))
+
+def _nest(flat: dict) -> dict:
+    out = {}
+    for key, value in flat.items():
+        node = out; parts = key.split('/')
+        for part in parts[:-1]: node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+# %% ../nbs/03c_rlds.ipynb #96c3ce00
+def _tfds_features(tfds, episode: dict) -> dict:
+    "The TFDS features of an RLDS dataset whose episodes look like `episode`: `steps`, and `episode_metadata` if any."
+    def feat(arr):
+        arr = np.asarray(arr)
+        if arr.dtype.kind in 'OSU': return tfds.features.Text()
+        if arr.dtype == np.uint8 and arr.ndim == 4:
+            return tfds.features.Image(shape=arr.shape[1:], encoding_format='png')
+        if arr.ndim == 1: return tfds.features.Scalar(dtype=arr.dtype)
+        return tfds.features.Tensor(shape=arr.shape[1:], dtype=arr.dtype)
+    def mfeat(arr):
+        arr = np.asarray(arr)
+        return tfds.features.Text() if arr.dtype.kind in 'OSU' else tfds.features.Scalar(dtype=arr.dtype)
+    step_f = _nest({k: feat(arr) for k, arr in episode['steps'].items()})
+    meta_f = _nest({k: mfeat(arr) for k, arr in episode.get('episode_metadata', {}).items()})
+    feats = {'steps': tfds.features.Dataset(tfds.features.FeaturesDict(step_f))}
+    if meta_f: feats['episode_metadata'] = tfds.features.FeaturesDict(meta_f)
+    return feats
+
+# %% ../nbs/03c_rlds.ipynb #ab103919
+@_command
+def _cmd_write(state, root, episodes, name, version) -> str:
+    "Write `episodes` with a generated TFDS builder under `root/name/version`; return that dir."
+    tfds = _import_tfds()
+    feats = _tfds_features(tfds, episodes[0])
+    has_meta = 'episode_metadata' in feats
+    def _info(self): return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(feats),
+                                                  description='written by robobench.rlds.write_rlds_dataset')
+    def _split_generators(self, dl_manager): return {'train': self._generate_examples()}
+    def _generate_examples(self):
+        for index, ep in enumerate(episodes):
+            n_steps = len(next(iter(ep['steps'].values())))
+            ex = {'steps': [_nest({k: v[step] for k, v in ep['steps'].items()}) for step in range(n_steps)]}
+            if has_meta: ex['episode_metadata'] = _nest(ep['episode_metadata'])
+            yield index, ex
+    cls = type(_camel(name), (tfds.core.GeneratorBasedBuilder,),
+               {'VERSION': tfds.core.Version(version), '_info': _info, '_split_generators': _split_generators,
+                '_generate_examples': _generate_examples, '__module__': __name__})
+    config = tfds.download.DownloadConfig(max_examples_per_split=None)
+    cls(data_dir=str(root)).download_and_prepare(download_config=config)
+    return str(Path(root)/name/version)
+
+# %% ../nbs/03c_rlds.ipynb #373129e5
+def write_rlds_dataset(root, episodes: list[dict], name: str = 'custom_dataset', version: str = '1.0.0',
+                       timeout: float | None = None) -> Path:
+    "Write `episodes` as a real TFDS/RLDS dataset in `root/name/version/` (TensorFlow runs in a child); return the dir."
+    with TFChild(timeout=timeout) as child:
+        return Path(child.ask('write', root=str(root), episodes=episodes, name=name, version=version))
+
+# %% ../nbs/03c_rlds.ipynb #7b88461e
 class RLDSData(EpisodeData):
     "An RLDS/TFDS dataset directory; TensorFlow runs in a spawned child process, this object only sees numpy."
     kind = 'rlds'
     def __init__(self, path, timeout: float | None = 300):
-        d = find_rlds_dir(path)
-        if d is None:
+        found = find_rlds_dir(path)
+        if found is None:
             raise FileNotFoundError(f'{path}: no dataset_info.json here or in a version subdir '
                                     '(e.g. custom_dataset/1.0.0/)')
-        self.path = d
+        self.path = found
         self._child = TFChild(timeout=timeout)
-        try: self.info = self._child.ask('open', path=str(d))
+        try: self.info = self._child.ask('open', path=str(found))
         except BaseException: self._child.close(kill=True); raise
         self.spec = {k: (tuple(s), t) for k, (s, t) in self.info['spec'].items()}
         self.key_map = rlds_key_map(self.spec)
         self.name = f"{self.info['name']}"
         self.fps = None
         self.features = {}
-        for k, new in self.key_map.items():
-            shape, dt = self.spec[k]
+        for key, new in self.key_map.items():
+            shape, dt = self.spec[key]
             if new == 'task': continue
             self.features[new] = {'dtype': 'image' if new.startswith(IMAGES) else dt, 'shape': list(shape) or [1]}
         self.cameras = [k for k in self.features if k.startswith(IMAGES)]
@@ -327,108 +397,83 @@ class RLDSData(EpisodeData):
     def episode_lengths(self): return np.asarray(self._scanned()['lengths'], dtype=np.int64)
     @property
     def num_frames(self): return int(self.episode_lengths.sum())
-    def _columns(self):
-        raw = self._scanned()['columns']
-        return {self.key_map[k]: v for k, v in raw.items() if k in self.key_map and self.key_map[k] != 'task'
-                and getattr(v, 'dtype', np.dtype('O')).kind in 'fiub'}
-    @property
-    def tasks(self):
-        raw = self._scanned()['columns']
-        tk = next((k for k, v in self.key_map.items() if v == 'task'), None)
-        return sorted({str(t) for t in raw.get(tk, [])}) if tk else []
-    @property
-    def episode_success(self):
-        metas = self._scanned()['metadata']
-        key = next((k for k in (metas[0] if metas else {}) if k.split('/')[-1] in SUCCESS_KEYS), None)
-        if key: return np.array([bool(m[key]) for m in metas])
-        cols = self._scanned()['columns']
-        sk = next((k for k in cols if k.split('/')[-1] in SUCCESS_KEYS), None)
-        if sk is None: return None
-        ends = np.cumsum(self.episode_lengths) - 1
-        return cols[sk].reshape(len(cols[sk]), -1)[ends, 0].astype(bool)
 
-    def episode(self, i: int, cameras: bool = True) -> dict[str, Any]:
-        "Episode `i` under LeRobot names (numpy), plus `task`, `success` and `episode_metadata`."
-        if not 0 <= i < self.num_episodes:
-            raise IndexError(f'episode {i} out of range: dataset has {self.num_episodes} episodes')
-        steps, meta = self._child.ask('episode', i=i)
-        return rlds_episode_to_lerobot(steps, meta, self.key_map, cameras)
+# %% ../nbs/03c_rlds.ipynb #604a655f
+@patch
+def columns(self: RLDSData):
+    raw = self._scanned()['columns']
+    return {self.key_map[k]: v for k, v in raw.items() if k in self.key_map and self.key_map[k] != 'task'
+            and getattr(v, 'dtype', np.dtype('O')).kind in 'fiub'}
 
-    def summary(self) -> dict:
-        d = self._summary_common()
-        d.update(rlds={'name': self.info['name'], 'version': self.info['version'], 'split': self.info['split'],
-                       'step_keys': {k: [list(s), t] for k, (s, t) in self.spec.items()}})
-        return d
+# %% ../nbs/03c_rlds.ipynb #e00896c8
+@patch(as_prop=True)
+def tasks(self: RLDSData):
+    raw = self._scanned()['columns']
+    tk = next((k for k, v in self.key_map.items() if v == 'task'), None)
+    return sorted({str(t) for t in raw.get(tk, [])}) if tk else []
 
-# %% ../nbs/03c_rlds.ipynb #dde65805
-def _camel(name): return ''.join(w.capitalize() for w in name.split('_'))
+# %% ../nbs/03c_rlds.ipynb #3fb70262
+@patch(as_prop=True)
+def episode_success(self: RLDSData):
+    metas = self._scanned()['metadata']
+    key = next((k for k in (metas[0] if metas else {}) if k.split('/')[-1] in SUCCESS_KEYS), None)
+    if key: return np.array([bool(m[key]) for m in metas])
+    cols = self._scanned()['columns']
+    sk = next((k for k in cols if k.split('/')[-1] in SUCCESS_KEYS), None)
+    if sk is None: return None
+    ends = np.cumsum(self.episode_lengths) - 1
+    return cols[sk].reshape(len(cols[sk]), -1)[ends, 0].astype(bool)
 
-def _nest(flat: dict) -> dict:
-    out = {}
-    for k, v in flat.items():
-        d = out; parts = k.split('/')
-        for p in parts[:-1]: d = d.setdefault(p, {})
-        d[parts[-1]] = v
+# %% ../nbs/03c_rlds.ipynb #86da69bf
+@patch
+def episode(self: RLDSData, i: int, cameras: bool = True) -> dict[str, Any]:
+    "Episode `i` under LeRobot names (numpy), plus `task`, `success` and `episode_metadata`."
+    if not 0 <= i < self.num_episodes:
+        raise IndexError(f'episode {i} out of range: dataset has {self.num_episodes} episodes')
+    steps, meta = self._child.ask('episode', i=i)
+    return rlds_episode_to_lerobot(steps, meta, self.key_map, cameras)
+
+# %% ../nbs/03c_rlds.ipynb #502008e7
+@patch
+def summary(self: RLDSData) -> dict:
+    out = self._summary_common()
+    out.update(rlds={'name': self.info['name'], 'version': self.info['version'], 'split': self.info['split'],
+                     'step_keys': {k: [list(s), t] for k, (s, t) in self.spec.items()}})
     return out
 
-@_command
-def _cmd_write(state, root, episodes, name, version) -> str:
-    "Write `episodes` with a generated TFDS builder under `root/name/version`; return that dir."
-    tfds = _import_tfds()
-    def feat(v):
-        v = np.asarray(v)
-        if v.dtype.kind in 'OSU': return tfds.features.Text()
-        if v.dtype == np.uint8 and v.ndim == 4: return tfds.features.Image(shape=v.shape[1:], encoding_format='png')
-        if v.ndim == 1: return tfds.features.Scalar(dtype=v.dtype)
-        return tfds.features.Tensor(shape=v.shape[1:], dtype=v.dtype)
-    def mfeat(v):
-        v = np.asarray(v)
-        return tfds.features.Text() if v.dtype.kind in 'OSU' else tfds.features.Scalar(dtype=v.dtype)
-    ep0 = episodes[0]
-    step_f = _nest({k: feat(v) for k, v in ep0['steps'].items()})
-    meta_f = _nest({k: mfeat(v) for k, v in ep0.get('episode_metadata', {}).items()})
-    feats = {'steps': tfds.features.Dataset(tfds.features.FeaturesDict(step_f))}
-    if meta_f: feats['episode_metadata'] = tfds.features.FeaturesDict(meta_f)
-    def _info(self): return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(feats),
-                                                  description='written by robobench.rlds.write_rlds_dataset')
-    def _split_generators(self, dl_manager): return {'train': self._generate_examples()}
-    def _generate_examples(self):
-        for i, ep in enumerate(episodes):
-            T = len(next(iter(ep['steps'].values())))
-            ex = {'steps': [_nest({k: v[t] for k, v in ep['steps'].items()}) for t in range(T)]}
-            if meta_f: ex['episode_metadata'] = _nest(ep['episode_metadata'])
-            yield i, ex
-    cls = type(_camel(name), (tfds.core.GeneratorBasedBuilder,),
-               {'VERSION': tfds.core.Version(version), '_info': _info, '_split_generators': _split_generators,
-                '_generate_examples': _generate_examples, '__module__': __name__})
-    config = tfds.download.DownloadConfig(max_examples_per_split=None)
-    cls(data_dir=str(root)).download_and_prepare(download_config=config)
-    return str(Path(root)/name/version)
-
-def write_rlds_dataset(root, episodes: list[dict], name: str = 'custom_dataset', version: str = '1.0.0',
-                       timeout: float | None = None) -> Path:
-    "Write `episodes` as a real TFDS/RLDS dataset in `root/name/version/` (TensorFlow runs in a child); return the dir."
-    with TFChild(timeout=timeout) as c:
-        return Path(c.ask('write', root=str(root), episodes=episodes, name=name, version=version))
+# %% ../nbs/03c_rlds.ipynb #6b3b4012
+@patch_to(TFChild)   # not @patch: annotations list positional-only `self` last
+def stream(self, cmd: str, /, prefetch: int = 2, timeout: float | None = None, **kw) -> Iterator:
+    "Yield the items of generator command `cmd(**kw)`, `prefetch` in flight at most; abandoning it kills the child."
+    self._send(cmd, kw, max(1, int(prefetch)))
+    done = False
+    try:
+        while True:
+            kind, val = self._recv(cmd, timeout)
+            if kind == 'ok': done = True; return
+            yield val
+            self._send('next')
+    finally:
+        if not done: self.close(kill=True)
 
 # %% ../nbs/03c_rlds.ipynb #af784fd0
 def stream_rlds(path, skip: int = 0, limit: int | None = None, prefetch: int = 2,
                 timeout: float | None = 600) -> Iterator:
     "Yield `('info', dict)`, then `(index, steps, meta)` per episode, read by a TF child process (`prefetch` ahead)."
-    d = find_rlds_dir(path)
-    if d is None: raise FileNotFoundError(f'{path}: no RLDS/TFDS dataset (dataset_info.json) found')
+    found = find_rlds_dir(path)
+    if found is None: raise FileNotFoundError(f'{path}: no RLDS/TFDS dataset (dataset_info.json) found')
     child = TFChild(timeout=timeout)
     try:
-        yield 'info', child.ask('open', path=str(d))
+        yield 'info', child.ask('open', path=str(found))
         yield from child.stream('episodes', prefetch=prefetch, skip=skip, limit=limit)
     finally: child.close()
 
-# %% ../nbs/03c_rlds.ipynb #814085c2
+# %% ../nbs/03c_rlds.ipynb #4097ae03
 def _lerobot_features(spec: dict, key_map: dict, use_videos: bool, has_success: bool) -> dict:
     feats = {}
-    for k, new in key_map.items():
+    for key, new in key_map.items():
         if new == 'task': continue
-        shape, dt = spec[k]
+        shape, dt = spec[key]
         if new.startswith(IMAGES):
             feats[new] = {'dtype': 'video' if use_videos else 'image', 'shape': tuple(shape),
                           'names': ['height', 'width', 'channels']}
@@ -438,6 +483,23 @@ def _lerobot_features(spec: dict, key_map: dict, use_videos: bool, has_success: 
     if has_success and 'success' not in feats: feats['success'] = {'dtype': 'bool', 'shape': (1,), 'names': None}
     return feats
 
+# %% ../nbs/03c_rlds.ipynb #9f530c2d
+def _rlds_frames(ep: dict, feats: dict, n_steps: int) -> list[dict]:
+    "The LeRobot frames (`feats`: LeRobot features) of episode `ep` (`rlds_episode_to_lerobot`'s output)."
+    frames = []
+    for step in range(n_steps):
+        frame = {}
+        for key, feat in feats.items():
+            if key == 'success': frame[key] = np.array([bool(ep['success'])]); continue
+            value = ep[key][step]
+            if feat['dtype'] in ('image', 'video'): frame[key] = value
+            else:
+                dt = np.float32 if feat['dtype'] == 'float32' else feat['dtype']
+                frame[key] = np.asarray(value, dtype=dt).reshape(feat['shape'])
+        frames.append(frame)
+    return frames
+
+# %% ../nbs/03c_rlds.ipynb #fa35faa1
 def convert_rlds_to_lerobot(rlds_dir, out, repo_id: str | None = None, fps: int = 10, use_videos: bool = True,
                             robot_type: str | None = None, max_episodes: int | None = None, resume: bool = True,
                             checkpoint_every: int = 50, default_task: str = '', progress: bool = True) -> Path:
@@ -469,18 +531,8 @@ def convert_rlds_to_lerobot(rlds_dir, out, repo_id: str | None = None, fps: int 
                 writer = EpisodeWriter(out, feats, fps, repo_id, robot_type=robot_type, use_videos=use_videos,
                                        flush_every=checkpoint_every)
             n_steps = len(ep[ACTION]) if ACTION in ep else len(next(v for k, v in ep.items() if k in feats))
-            frames = []
-            for t in range(n_steps):
-                frame = {}
-                for k, f in feats.items():
-                    if k == 'success': frame[k] = np.array([bool(ep['success'])]); continue
-                    v = ep[k][t]
-                    if f['dtype'] in ('image', 'video'): frame[k] = v
-                    else:
-                        dt = np.float32 if f['dtype'] == 'float32' else f['dtype']
-                        frame[k] = np.asarray(v, dtype=dt).reshape(f['shape'])
-                frames.append(frame)
-            writer.save(frames, ep.get('task') or default_task or info['name'], source_episode=int(idx),
+            writer.save(_rlds_frames(ep, feats, n_steps), ep.get('task') or default_task or info['name'],
+                        source_episode=int(idx),
                         success=ep['success'], steps=n_steps)
             append_jsonl(out/'meta'/'rlds_episode_metadata.jsonl',
                          {'episode_index': int(idx), 'success': ep['success'], 'metadata': ep['episode_metadata']})
@@ -490,6 +542,54 @@ def convert_rlds_to_lerobot(rlds_dir, out, repo_id: str | None = None, fps: int 
         gen.close()
         if writer is not None: writer.close()
     return out
+
+# %% ../nbs/03c_rlds.ipynb #be04484f
+def rlds_name(name: str) -> str:
+    "A valid TFDS builder name (snake_case, starts with a letter) from a dataset name."
+    import re
+    snake = re.sub(r'[^0-9a-zA-Z]+', '_', str(name)).strip('_').lower() or 'dataset'
+    return snake if snake[0].isalpha() else f'd_{snake}'
+
+# %% ../nbs/03c_rlds.ipynb #ae6b3844
+def lerobot_episode_to_rlds(ep: dict, index: int, source: str = '', cameras: list | None = None) -> dict:
+    "One `open_dataset(...).episode(i)` of a LeRobot dataset → an RLDS episode dict for `write_rlds_dataset`."
+    act = np.asarray(ep[ACTION], np.float32); n_steps = len(act)
+    col = lambda key: np.asarray(ep[key]).reshape(n_steps, -1)[:, 0] if key in ep else None
+    success = ep.get('success')
+    if success is None and col('episode_success') is not None: success = bool(col('episode_success')[-1])
+    success = bool(success) if success is not None else True
+    last = np.arange(n_steps) == n_steps - 1
+    steps = {'action': act, 'observation/state': np.asarray(ep[STATE], np.float32),
+             'language_instruction': np.array([ep.get('task') or ''] * n_steps, dtype=object),
+             'reward': (last & success).astype(np.float32), 'discount': np.ones(n_steps, np.float32),
+             'is_first': np.arange(n_steps) == 0, 'is_last': last, 'is_terminal': last & success}
+    if ENV_STATE in ep:
+        steps['observation/environment_state'] = np.asarray(ep[ENV_STATE], np.float32)
+    cams = [key for key in ep if key.startswith(IMAGES)] if cameras is None else [image_key(c) for c in cameras]
+    for cam_index, key in enumerate(cams):
+        name = 'observation/image' if cam_index == 0 else f"observation/{key.split('.')[-1]}_image"
+        steps[name] = np.asarray(ep[key], np.uint8)
+    seed = col('seed')
+    meta = {'file_path': f'{source}#episode={index}', 'episode_index': np.int64(index),
+            'seed': np.int64(seed[0]) if seed is not None else np.int64(-1), 'success': np.bool_(success)}
+    return {'steps': steps, 'episode_metadata': meta}
+
+# %% ../nbs/03c_rlds.ipynb #66564d74
+def export_rlds(dataset, out, name: str | None = None, version: str = '1.0.0', cameras: list | None = None,
+                only_success: bool = False) -> Path:
+    """Export a LeRobot dataset (a `collect` output dir, or anything `open_dataset` opens) to RLDS under
+    `out/<name>/<version>/`; TensorFlow runs in a child process. Returns the version dir."""
+    from robobench.data import open_dataset
+    ds = open_dataset(dataset)
+    name = rlds_name(name or Path(str(dataset)).name)
+    eps = []
+    for index in range(ds.num_episodes):
+        ep = ds.episode(index, cameras=True if cameras is None else [image_key(c) for c in cameras])
+        rlds_ep = lerobot_episode_to_rlds(ep, index, str(dataset), cameras)
+        if only_success and not bool(rlds_ep['episode_metadata']['success']): continue
+        eps.append(rlds_ep)
+    if not eps: raise ValueError(f'{dataset}: no episodes to export' + (' (only_success=True)' if only_success else ''))
+    return write_rlds_dataset(out, eps, name=name, version=version)
 
 # %% ../nbs/03c_rlds.ipynb #cb69d197
 def cli_convert(argv: list[str] | None = None) -> int:
@@ -505,12 +605,14 @@ def cli_convert(argv: list[str] | None = None) -> int:
     ap.add_argument('--no-videos', action='store_true', help='store frames as PNG images instead of MP4')
     ap.add_argument('--max-episodes', type=int, default=None)
     ap.add_argument('--no-resume', action='store_true', help='refuse to continue an existing --out')
-    a = ap.parse_args(argv)
-    if find_rlds_dir(a.src) is None:
-        print(f'robobench convert: {a.src}: no RLDS/TFDS dataset (dataset_info.json) found', file=sys.stderr); return 2
+    args = ap.parse_args(argv)
+    if find_rlds_dir(args.src) is None:
+        print(f'robobench convert: {args.src}: no RLDS/TFDS dataset (dataset_info.json) found', file=sys.stderr)
+        return 2
     try:
-        out = convert_rlds_to_lerobot(a.src, a.out, repo_id=a.repo_id, fps=a.fps, use_videos=not a.no_videos,
-                                      robot_type=a.robot_type, max_episodes=a.max_episodes, resume=not a.no_resume)
+        out = convert_rlds_to_lerobot(args.src, args.out, repo_id=args.repo_id, fps=args.fps,
+                                      use_videos=not args.no_videos, robot_type=args.robot_type,
+                                      max_episodes=args.max_episodes, resume=not args.no_resume)
     except FileExistsError as e:
         print(f'robobench convert: {e}', file=sys.stderr); return 2
     print(f'wrote LeRobot dataset {out} ({finished_episodes(Path(out))} episodes)')

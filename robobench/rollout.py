@@ -14,12 +14,16 @@ __all__ = ['SPLAT_CAMERAS', 'RECORDS', 'SplatView', 'Episode', 'downsample', 'er
            'rollout']
 
 # %% ../nbs/01d_rollout.ipynb #234cf8c5
-SPLAT_CAMERAS = {  # PolaRiS's view names -> each env family's camera: third-person -> external_cam, wrist -> wrist_cam
-    'maniskill': {'external_cam': 'base_camera', 'wrist_cam': 'hand_camera'},
-    'robosuite': {'external_cam': 'agentview', 'wrist_cam': 'robot0_eye_in_hand'},
-    'aloha': {'external_cam': 'top', 'wrist_cam': 'left_wrist'},
-    'toy': {'external_cam': 'top'},
-}
+class _SplatCameras(collections.abc.Mapping):
+    "{backend name: its PolaRiS view -> camera map}, read from each simulator's `Backend.cameras`."
+    def _all(self):
+        from robobench.envs import backends
+        return {b.name: dict(b.cameras) for b in backends()}
+    def __getitem__(self, name): return self._all()[name]
+    def __iter__(self): return iter(self._all())
+    def __len__(self): return len(self._all())
+
+SPLAT_CAMERAS = _SplatCameras()   # PolaRiS's views -> each simulator's cameras (third-person: external_cam, wrist_cam)
 
 # %% ../nbs/01d_rollout.ipynb #ff29dc40
 class SplatView(collections.abc.Mapping):
@@ -78,6 +82,7 @@ def error_info(e: BaseException, phase: str, limit: int = 20000) -> dict:
     if remote: info['remote_traceback'] = remote[-limit:]
     return info
 
+# %% ../nbs/01d_rollout.ipynb #c2730348
 def error_reason(err: dict) -> str:
     "The one-line `failure_reason` of an error episode: `error: Type: message` (+ the remote exception if missing)."
     lines = [line.strip() for line in err.get('message', '').splitlines() if line.strip()]
@@ -88,7 +93,7 @@ def error_reason(err: dict) -> str:
 
 # %% ../nbs/01d_rollout.ipynb #b75ccac5
 def overlay_info(frame: np.ndarray, info: dict) -> np.ndarray:
-    "A copy of `frame` with `info` (step, reward, success...) in a dark band on top, like ManiSkill's `info_on_video`."
+    "A copy of `frame` with `info` (step, reward, success...) in a dark band on top, as simulators' overlays do."
     from PIL import Image, ImageDraw
     img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
     text = '  '.join(f'{k} {v:.3g}' if isinstance(v, float) else f'{k} {v}' for k, v in info.items())
@@ -98,8 +103,17 @@ def overlay_info(frame: np.ndarray, info: dict) -> np.ndarray:
     return np.asarray(img)
 
 # %% ../nbs/01d_rollout.ipynb #510975e1
-RECORDS = (None, 'trajectory', 'steps')
+RECORDS = (None, 'trajectory', 'steps')   # what `rollout` can keep of an episode besides its record
 
+# %% ../nbs/01d_rollout.ipynb #600d4e70
+def _check_rollout_args(until: str, record):
+    "`record` normalized ('steps' for True, None for none); a ValueError for an unknown `until` or `record`."
+    if until not in ('success', 'done'): raise ValueError(did_you_mean(until, ['success', 'done'], 'until'))
+    record = 'steps' if record is True else (record or None)
+    if record not in RECORDS: raise ValueError(did_you_mean(str(record), ['trajectory', 'steps'], 'record'))
+    return record
+
+# %% ../nbs/01d_rollout.ipynb #53dcc953
 def _act_function(actor):
     "(function obs -> action, is_client): how `rollout` calls `actor`."
     if hasattr(actor, 'infer'): return (lambda obs: actor.infer(obs, obs.get('instruction', ''))[0]), True
@@ -118,9 +132,7 @@ def rollout(env, actor, seed: int, max_steps: int | None = None, until: str = 's
     'trajectory' keeps state / env_state / action arrays, 'steps' (or True) the (observation, action) pairs.
     Errors end the episode with outcome 'error' (re-raised with `raise_errors`); errors are not failures."""
     from robobench.envs import ActionError
-    if until not in ('success', 'done'): raise ValueError(did_you_mean(until, ['success', 'done'], 'until'))
-    record = 'steps' if record is True else (record or None)
-    if record not in RECORDS: raise ValueError(did_you_mean(str(record), ['trajectory', 'steps'], 'record'))
+    record = _check_rollout_args(until, record)
     act, is_client = _act_function(actor)
     t0, max_steps = time.perf_counter(), int(max_steps or env.spec.max_steps)
     frames, steps = [], ([] if record == 'steps' else None)

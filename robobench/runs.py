@@ -12,10 +12,10 @@ from .core import (RUNS_ROOT, UnknownNameError, atomic_write_json, atomic_write_
 
 # %% auto #0
 __all__ = ['RUNNER_PARAMETERS', 'TEMPLATE_CONFIGS', 'SPEC_KEYS', 'templates_dir', 'list_templates', 'template_path',
-           'template_name', 'template_parameters', 'template_help', 'coerce_value', 'validate_params', 'full_params',
-           'template_config_fields', 'template_config', 'run_identity', 'runs_root', 'find_runs', 'RunResult',
-           'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python', 'default_kernel', 'sign_notebook',
-           'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep', 'cli_run', 'cli_sweep']
+           'template_name', 'template_parameters', 'template_help', 'coerce_value', 'validate_params',
+           'template_config_fields', 'template_config', 'full_params', 'run_identity', 'runs_root', 'find_runs',
+           'RunResult', 'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python', 'default_kernel',
+           'sign_notebook', 'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep', 'cli_run', 'cli_sweep']
 
 # %% ../nbs/09_runs.ipynb #7834b160
 def _settings_nbs(root: Path) -> Path | None:
@@ -30,26 +30,29 @@ def templates_dir() -> Path:
     if os.environ.get('ROBOBENCH_TEMPLATES'): return Path(os.environ['ROBOBENCH_TEMPLATES']).resolve()
     roots = [Path(__file__).resolve().parent.parent] if '__file__' in globals() else []
     roots += [p for p in [Path.cwd(), *Path.cwd().parents]]
-    for r in roots:
-        nbs = _settings_nbs(r)
+    for root in roots:
+        nbs = _settings_nbs(root)
         if nbs is not None and (nbs / 'runs').is_dir(): return (nbs / 'runs').resolve()
     raise FileNotFoundError('cannot find the papermill templates (nbs/runs) next to the robobench package or above '
                             f'{Path.cwd()}; run from a robobench checkout or set ROBOBENCH_TEMPLATES')
 
+# %% ../nbs/09_runs.ipynb #e6d00082
 def list_templates() -> list[str]:
     "Names of the templates in `templates_dir()`."
     return sorted(p.stem for p in templates_dir().glob('*.ipynb') if not p.name.startswith(('.', '_')))
 
+# %% ../nbs/09_runs.ipynb #e4542030
 def template_path(name) -> Path:
     "The notebook of template `name` (a template name like 'evaluate', or a path to any .ipynb)."
-    p = Path(name).expanduser()
-    if p.suffix == '.ipynb' and p.exists(): return p.resolve()
-    if p.suffix == '.ipynb' and len(p.parts) > 1: raise FileNotFoundError(f'no such notebook: {p}')
-    stem = p.name.removesuffix('.ipynb')
+    path = Path(name).expanduser()
+    if path.suffix == '.ipynb' and path.exists(): return path.resolve()
+    if path.suffix == '.ipynb' and len(path.parts) > 1: raise FileNotFoundError(f'no such notebook: {path}')
+    stem = path.name.removesuffix('.ipynb')
     cand = templates_dir() / f'{stem}.ipynb'
     if cand.exists(): return cand
     raise UnknownNameError(did_you_mean(stem, list_templates(), 'template'))
 
+# %% ../nbs/09_runs.ipynb #534c5122
 def template_name(path) -> str:
     "The name of a template (its file stem)."
     return Path(path).name.removesuffix('.ipynb')
@@ -61,6 +64,7 @@ def _literal(src: str):
     try: return ast.literal_eval(src)
     except (ValueError, SyntaxError): return src
 
+# %% ../nbs/09_runs.ipynb #95728cd0
 @functools.lru_cache(maxsize=64)
 def _parameters(path: str, mtime_ns: int) -> dict[str, dict]:
     from papermill.inspection import inspect_notebook
@@ -73,26 +77,29 @@ def _parameters(path: str, mtime_ns: int) -> dict[str, dict]:
         raise ValueError(f"{path}: papermill cannot read the parameter line(s) of {', '.join(lost)}; "
                          "keep each line as `NAME = value  # comment` with no '=' in the comment")
     out = {}
-    for n, p in found.items():
-        d = _literal(p['default'])
-        t = p['inferred_type_name'] if p['inferred_type_name'] not in (None, 'None') else _type_name(d)
-        out[n] = {'default': d, 'comment': p['help'] or '', 'type': t}
+    for name, param in found.items():
+        default = _literal(param['default'])
+        type_name = (param['inferred_type_name'] if param['inferred_type_name'] not in (None, 'None')
+                     else _type_name(default))
+        out[name] = {'default': default, 'comment': param['help'] or '', 'type': type_name}
     return out
 
+# %% ../nbs/09_runs.ipynb #76f7995e
 def template_parameters(path) -> dict[str, dict]:
     """Ordered `{NAME: {'default': value, 'comment': str, 'type': str}}` of a template's `parameters` cell
     (parsed once per notebook version: validating, running and sweeping ask for it many times)."""
     path = template_path(path)
     return copy.deepcopy(_parameters(str(path), path.stat().st_mtime_ns))
 
+# %% ../nbs/09_runs.ipynb #d3c3ad0f
 def template_help(path) -> str:
     "One line per parameter: name, default and comment (like `papermill --help-notebook`)."
     path = template_path(path)
     ps = template_parameters(path)
-    w = max(map(len, ps), default=0)
+    width = max(map(len, ps), default=0)
     lines = [f'parameters of template {template_name(path)!r} ({path}):']
-    for n, p in ps.items():
-        lines.append(f"  {n:{w}}  {p['type']:5} = {p['default']!r:24}  # {p['comment']}")
+    for name, param in ps.items():
+        lines.append(f"  {name:{width}}  {param['type']:5} = {param['default']!r:24}  # {param['comment']}")
     return '\n'.join(lines)
 
 # %% ../nbs/09_runs.ipynb #4bc926e7
@@ -127,33 +134,30 @@ def coerce_value(name: str, value, default):
     except (TypeError, ValueError): raise ValueError(f'{name}: {value!r} is not JSON-able') from None
     return value
 
+# %% ../nbs/09_runs.ipynb #eb789125
 def validate_params(path, params: dict | None) -> dict:
     "Check `params` against template `path`'s parameters cell; returns them coerced (see `coerce_value`)."
     ps = template_parameters(path)
     out = {}
-    for k, v in (params or {}).items():
-        if k == 'RUN_DIR': raise ValueError('RUN_DIR is set by the runner (use --root / --name to place the run)')
-        if k not in ps:
+    for name, value in (params or {}).items():
+        if name == 'RUN_DIR': raise ValueError('RUN_DIR is set by the runner (use --root / --name to place the run)')
+        if name not in ps:
             valid = [n for n in ps if n != 'RUN_DIR']
-            raise ValueError(f'template {template_name(path)!r}: ' + did_you_mean(k, valid, 'parameter'))
-        out[k] = coerce_value(k, v, ps[k]['default'])
+            raise ValueError(f'template {template_name(path)!r}: ' + did_you_mean(name, valid, 'parameter'))
+        out[name] = coerce_value(name, value, ps[name]['default'])
     return out
-
-def full_params(path, params: dict | None = None) -> dict:
-    "Every parameter of the template (defaults, then `params` validated), without RUN_DIR."
-    given = validate_params(path, params)
-    full = {n: given.get(n, p['default']) for n, p in template_parameters(path).items() if n != 'RUN_DIR'}
-    template_config(path, full)   # the values must also make a valid config of the template's verb
-    return full
 
 # %% ../nbs/09_runs.ipynb #deb2028d
 RUNNER_PARAMETERS = ('SEED', 'RUN_DIR')   # set for every template by the runner
+
+# %% ../nbs/09_runs.ipynb #2dcca15c
 TEMPLATE_CONFIGS = {   # template -> (config class, {PARAMETER: field} where the names differ, notebook-only parameters)
     'finetune': ('robobench.training:TrainConfig', {'DATASETS': 'repo_ids'}, ()),
     'evaluate': ('robobench.evaluation:EvalConfig', {}, ('CHECKPOINT', 'SHOW_VIDEOS')),
-    'collect': ('robobench.experts:CollectConfig', {}, ()),
+    'collect': ('robobench.collect:CollectConfig', {}, ()),
 }
 
+# %% ../nbs/09_runs.ipynb #36086def
 def template_config_fields(path) -> tuple[type, dict[str, str], tuple] | None:
     """(config class, {PARAMETER: field}, notebook-only parameters) of a template that fronts a CLI verb, else None.
     Raises if a parameter is neither a field of the config nor declared notebook-only."""
@@ -167,6 +171,7 @@ def template_config_fields(path) -> tuple[type, dict[str, str], tuple] | None:
     check_fields(cls, [renamed.get(n, n) for n in names], f'template {name!r} parameters')
     return cls, {n: renamed.get(n, n.lower()) for n in names}, own
 
+# %% ../nbs/09_runs.ipynb #5f6cc6b2
 def template_config(path, params: dict):
     "The config (`TrainConfig`, `EvalConfig`, ...) that `params` of template `path` describe (None for others)."
     found = template_config_fields(path)
@@ -176,23 +181,33 @@ def template_config(path, params: dict):
     except (TypeError, ValueError) as e:
         raise ValueError(f'template {template_name(template_path(path))!r}: {e}') from None
 
+# %% ../nbs/09_runs.ipynb #e8a8a7bc
+def full_params(path, params: dict | None = None) -> dict:
+    "Every parameter of the template (defaults, then `params` validated), without RUN_DIR."
+    given = validate_params(path, params)
+    full = {n: given.get(n, p['default']) for n, p in template_parameters(path).items() if n != 'RUN_DIR'}
+    template_config(path, full)   # the values must also make a valid config of the template's verb
+    return full
+
 # %% ../nbs/09_runs.ipynb #04e3f4bd
 def run_identity(template: str, params: dict) -> str:
     "A short hash of (template name, full params): equal for runs that must give the same result."
     blob = json.dumps({'template': template, 'params': to_jsonable(params)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+# %% ../nbs/09_runs.ipynb #2dac9114
 def runs_root(root=None) -> Path:
     "The runs root: `root`, else `$ROBOBENCH_RUNS`, else `papermill_runs` (relative to the current dir)."
     return Path(root or os.environ.get('ROBOBENCH_RUNS', RUNS_ROOT))
 
+# %% ../nbs/09_runs.ipynb #66a71808
 def find_runs(template: str, root=None, identity: str | None = None) -> list[Path]:
     "Run dirs of `template` under `root` (oldest first), optionally only those with `identity`."
     base = runs_root(root) / template
     out = []
     for st in sorted(base.glob('*/*/status.json')):
-        s = read_json(st, default={}) if st.exists() else {}
-        if identity is None or s.get('identity') == identity: out.append(st.parent)
+        status = read_json(st, default={}) if st.exists() else {}
+        if identity is None or status.get('identity') == identity: out.append(st.parent)
     return out
 
 def _now() -> str: return _dt.datetime.now().astimezone().isoformat(timespec='seconds')
@@ -221,13 +236,13 @@ class RunResult:
     def load(cls, run_dir) -> 'RunResult':
         "Read a run dir back (status.json, params.yaml, metrics.json)."
         import yaml
-        d = Path(run_dir)
-        st = read_json(d / 'status.json', default=None)
-        if st is None: raise FileNotFoundError(f'{d} has no status.json: not a papermill run dir')
-        p = yaml.safe_load((d / 'params.yaml').read_text()) if (d / 'params.yaml').exists() else {}
-        return cls(st.get('template', d.parent.parent.name), d, st.get('status', 'unknown'), p or {},
-                   read_json(d / 'metrics.json', default={}), st.get('error'), st.get('identity'), st.get('seconds'),
-                   st.get('attempts', 1))
+        run_dir = Path(run_dir)
+        st = read_json(run_dir / 'status.json', default=None)
+        if st is None: raise FileNotFoundError(f'{run_dir} has no status.json: not a papermill run dir')
+        params = yaml.safe_load((run_dir / 'params.yaml').read_text()) if (run_dir / 'params.yaml').exists() else {}
+        return cls(st.get('template', run_dir.parent.parent.name), run_dir, st.get('status', 'unknown'), params or {},
+                   read_json(run_dir / 'metrics.json', default={}), st.get('error'), st.get('identity'),
+                   st.get('seconds'), st.get('attempts', 1))
 
     def __repr__(self):
         extra = f", error={self.error['ename']}: {self.error['evalue'][:80]!r}" if self.error else ''
@@ -236,26 +251,29 @@ class RunResult:
 # %% ../nbs/09_runs.ipynb #b62fdb02
 def notebook_run_dir(run_dir, template: str) -> Path:
     "The run dir a template writes to: `run_dir` if given (created), else a new `papermill_runs/<template>/...` dir."
-    if run_dir: d = Path(run_dir); d.mkdir(parents=True, exist_ok=True); return d
+    if run_dir: path = Path(run_dir); path.mkdir(parents=True, exist_ok=True); return path
     return make_run_dir(template, 'papermill', info={'papermill': {'template': template, 'runner': 'plain papermill'}})
 
+# %% ../nbs/09_runs.ipynb #ffe0da1e
 def write_metrics(run_dir, metrics: dict) -> dict:
     "Write `metrics` (made JSON-able) to `run_dir/metrics.json`; returns the JSON-able dict."
-    m = to_jsonable(metrics)
-    atomic_write_json(Path(run_dir) / 'metrics.json', m)
-    return m
+    jsonable = to_jsonable(metrics)
+    atomic_write_json(Path(run_dir) / 'metrics.json', jsonable)
+    return jsonable
 
+# %% ../nbs/09_runs.ipynb #9b496d14
 def success_table(runs: dict):
     "A DataFrame with one row per labelled summary: episodes, successes, success rate and its 95% Wilson interval."
     import pandas as pd
     from robobench.stats import wilson_interval
     rows = []
-    for label, s in runs.items():
-        n, k = int(s['episodes']), int(s['successes'])
-        lo, hi = wilson_interval(k, n)
-        rows.append({'run': label, 'episodes': n, 'successes': k, 'success_rate': k / n if n else None,
+    for label, summary in runs.items():
+        episodes, successes = int(summary['episodes']), int(summary['successes'])
+        lo, hi = wilson_interval(successes, episodes)
+        rows.append({'run': label, 'episodes': episodes, 'successes': successes,
+                     'success_rate': successes / episodes if episodes else None,
                      'wilson_low': lo, 'wilson_high': hi,
-                     'errors': int(s.get('errors') or 0)})  # errors: not in the rate
+                     'errors': int(summary.get('errors') or 0)})  # errors: not in the rate
     return pd.DataFrame(rows).set_index('run')
 
 # %% ../nbs/09_runs.ipynb #eb805f28
@@ -270,6 +288,7 @@ def kernel_python(kernel: str) -> str | None:
     if exe in ('python', f'python{major}', f'python{major}.{minor}'): return sys.executable
     return exe
 
+# %% ../nbs/09_runs.ipynb #a34636ce
 def default_kernel() -> str:
     "'robobench' if that kernel is installed and runs this interpreter's environment, else 'python3'."
     exe = kernel_python('robobench')
@@ -288,15 +307,17 @@ def _error_info(e: BaseException) -> dict:
     return {'ename': type(e).__name__, 'evalue': str(e), 'cell': None,
             'traceback': ''.join(traceback.format_exception(e))[-3000:]}
 
+# %% ../nbs/09_runs.ipynb #7bcd8097
 def _completed(template: str, root, identity: str) -> tuple[Path | None, Path | None]:
     "(newest done run dir with metrics.json, newest other run dir to retry in) for `identity`."
     done = retry = None
-    for d in find_runs(template, root, identity):
-        st = read_json(d / 'status.json', default={})
-        if st.get('status') == 'done' and (d / 'metrics.json').exists(): done = d
-        else: retry = d
+    for run_dir in find_runs(template, root, identity):
+        st = read_json(run_dir / 'status.json', default={})
+        if st.get('status') == 'done' and (run_dir / 'metrics.json').exists(): done = run_dir
+        else: retry = run_dir
     return done, retry
 
+# %% ../nbs/09_runs.ipynb #0bade619
 def sign_notebook(path) -> bool:
     """Sign an executed notebook with this user's Jupyter notary (what `jupyter trust` does), so JupyterLab and
     Notebook render its HTML outputs, inline rollout videos included, instead of stripping their `data:` sources.
@@ -315,6 +336,25 @@ def sign_notebook(path) -> bool:
               f'run `jupyter trust {path}` to see its videos', file=sys.stderr)
         return False
 
+# %% ../nbs/09_runs.ipynb #65c73316
+def _run_status(prev: dict, template: str, identity: str) -> dict:
+    "The `status.json` of an attempt starting now; `prev` is the status of the earlier attempt in its dir, if any."
+    attempts = prev.get('attempts', 0) + 1
+    last = [{k: prev.get(k) for k in ('status', 'started', 'finished', 'error')}] if prev else []
+    return {'status': 'running', 'template': template, 'identity': identity, 'started': _now(), 'pid': os.getpid(),
+            'attempts': attempts, 'history': prev.get('history', []) + last}
+
+def _finish_run(run_dir: Path, status: dict, err: dict | None, secs: float, meta: dict):
+    "Record how the attempt ended (signing its notebook) and keep the runner's entry in `run_info.json`."
+    nb_out = run_dir / f"{meta['template']}.ipynb"
+    status.update(status='failed' if err else 'done', finished=_now(), seconds=secs, error=err,
+                  signed=nb_out.exists() and sign_notebook(nb_out))   # so its inline videos play in JupyterLab
+    atomic_write_json(run_dir / 'status.json', status)
+    # the template may have rewritten run_info.json (evaluate does): keep ours too
+    info = read_json(run_dir / 'run_info.json', default={})
+    if 'papermill' not in info: atomic_write_json(run_dir / 'run_info.json', {**info, 'papermill': meta})
+
+# %% ../nbs/09_runs.ipynb #e51900f5
 def run(template, params: dict | None = None, name: str | None = None, root=None, kernel: str | None = None,
         skip_completed: bool = False, log_output: bool = False, progress: bool = False, cwd=None,
         execution_timeout: float | None = None, info: dict | None = None) -> RunResult:
@@ -328,26 +368,22 @@ def run(template, params: dict | None = None, name: str | None = None, root=None
     full = full_params(path, params)
     ident = run_identity(tname, full)
     root = runs_root(root).resolve()
-    d = None
+    run_dir = None
     if skip_completed:
-        done, d = _completed(tname, root, ident)
+        done, run_dir = _completed(tname, root, ident)
         if done is not None:
-            r = RunResult.load(done); r.skipped = True; return r
-    prev = read_json(d / 'status.json', default={}) if d is not None else {}
+            found = RunResult.load(done); found.skipped = True; return found
+    prev = read_json(run_dir / 'status.json', default={}) if run_dir is not None else {}
     kernel = kernel or default_kernel()
     meta = {'template': tname, 'template_path': str(path), 'kernel': kernel, 'kernel_python': kernel_python(kernel),
             'identity': ident, **(info or {})}
-    if d is None: d = make_run_dir(tname, name, root, None, {'papermill': meta})
-    atomic_write_text(d / 'params.yaml', yaml.safe_dump(to_jsonable(full), sort_keys=False))
-    attempts = prev.get('attempts', 0) + 1
-    last = [{k: prev.get(k) for k in ('status', 'started', 'finished', 'error')}] if prev else []
-    history = prev.get('history', []) + last
-    status = {'status': 'running', 'template': tname, 'identity': ident, 'started': _now(), 'pid': os.getpid(),
-              'attempts': attempts, 'history': history}
-    atomic_write_json(d / 'status.json', status)
+    if run_dir is None: run_dir = make_run_dir(tname, name, root, None, {'papermill': meta})
+    atomic_write_text(run_dir / 'params.yaml', yaml.safe_dump(to_jsonable(full), sort_keys=False))
+    status = _run_status(prev, tname, ident)
+    atomic_write_json(run_dir / 'status.json', status)
     t0, err = time.time(), None
     try:
-        pm.execute_notebook(str(path), str(d / f'{tname}.ipynb'), parameters={**full, 'RUN_DIR': str(d)},
+        pm.execute_notebook(str(path), str(run_dir / f'{tname}.ipynb'), parameters={**full, 'RUN_DIR': str(run_dir)},
                             kernel_name=kernel, progress_bar=progress, log_output=log_output,
                             cwd=str(cwd or os.getcwd()), execution_timeout=execution_timeout)
     except Exception as e:  # a failing cell, a dead kernel, a missing kernel: the run failed, the caller decides
@@ -355,38 +391,33 @@ def run(template, params: dict | None = None, name: str | None = None, root=None
     except KeyboardInterrupt:
         status.update(status='failed', finished=_now(), seconds=round(time.time() - t0, 2),
                       error={'ename': 'KeyboardInterrupt', 'evalue': 'interrupted', 'cell': None, 'traceback': ''})
-        atomic_write_json(d / 'status.json', status); raise
+        atomic_write_json(run_dir / 'status.json', status); raise
     secs = round(time.time() - t0, 2)
-    nb_out = d / f'{tname}.ipynb'
-    status.update(status='failed' if err else 'done', finished=_now(), seconds=secs, error=err,
-                  signed=nb_out.exists() and sign_notebook(nb_out))   # so its inline videos play in JupyterLab
-    atomic_write_json(d / 'status.json', status)
-    # the template may have rewritten run_info.json (evaluate does): keep ours too
-    ri = read_json(d / 'run_info.json', default={})
-    if 'papermill' not in ri: atomic_write_json(d / 'run_info.json', {**ri, 'papermill': meta})
-    return RunResult(tname, d, status['status'], full, read_json(d / 'metrics.json', default={}), err, ident, secs,
-                     attempts)
+    _finish_run(run_dir, status, err, secs, meta)
+    return RunResult(tname, run_dir, status['status'], full, read_json(run_dir / 'metrics.json', default={}), err,
+                     ident, secs, status['attempts'])
 
 # %% ../nbs/09_runs.ipynb #e3bbcfa5
 SPEC_KEYS = ('template', 'name', 'params', 'grid', 'seeds')
 
+# %% ../nbs/09_runs.ipynb #304daced
 def load_sweep_spec(spec) -> dict:
     "A sweep spec from a dict or a YAML file, checked (unknown keys, grid values must be lists)."
     import yaml
     if not isinstance(spec, dict):
-        p = Path(spec)
-        if not p.exists(): raise FileNotFoundError(f'no such sweep file: {p}')
-        spec = yaml.safe_load(p.read_text()) or {}
-        spec.setdefault('name', p.stem)
+        path = Path(spec)
+        if not path.exists(): raise FileNotFoundError(f'no such sweep file: {path}')
+        spec = yaml.safe_load(path.read_text()) or {}
+        spec.setdefault('name', path.stem)
     spec = dict(spec)
-    for k in spec:
-        if k not in SPEC_KEYS: raise ValueError('sweep spec: ' + did_you_mean(k, SPEC_KEYS, 'key'))
+    for key in spec:
+        if key not in SPEC_KEYS: raise ValueError('sweep spec: ' + did_you_mean(key, SPEC_KEYS, 'key'))
     if 'template' not in spec:
         raise ValueError('sweep spec needs `template:` (one of ' + ', '.join(list_templates()) + ')')
     grid = dict(spec.get('grid') or {})
-    for k, v in grid.items():
-        if not isinstance(v, list) or not v:
-            raise ValueError(f'sweep grid {k}: expected a non-empty list of values, got {v!r}')
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f'sweep grid {key}: expected a non-empty list of values, got {values!r}')
     if spec.get('seeds') is not None:
         if 'SEED' in grid: raise ValueError('give SEED in `grid` or `seeds`, not both')
         seeds = spec['seeds']
@@ -396,11 +427,13 @@ def load_sweep_spec(spec) -> dict:
     spec.setdefault('name', template_name(spec['template']))
     return spec
 
+# %% ../nbs/09_runs.ipynb #33443f11
 def _cell_name(sweep_name: str, cell: dict) -> str:
-    s = '_'.join(f'{k}={v}' for k, v in cell.items())
-    s = sweep_name + ('_' + s if s else '')
-    return s if len(s) <= 60 else s[:51] + '_' + hashlib.sha1(s.encode()).hexdigest()[:8]
+    values = '_'.join(f'{k}={v}' for k, v in cell.items())
+    name = sweep_name + ('_' + values if values else '')
+    return name if len(name) <= 60 else name[:51] + '_' + hashlib.sha1(name.encode()).hexdigest()[:8]
 
+# %% ../nbs/09_runs.ipynb #433d1d29
 def expand_sweep(spec) -> list[dict]:
     "The runs of a sweep: `[{'template', 'name', 'params', 'cell'}, ...]`, every one validated against the template."
     spec = load_sweep_spec(spec)
@@ -417,21 +450,23 @@ def expand_sweep(spec) -> list[dict]:
 # %% ../nbs/09_runs.ipynb #a5b06cb3
 def _flatten(d: dict, prefix: str = '') -> dict:
     out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v: out.update(_flatten(v, f'{prefix}{k}.'))
-        else: out[f'{prefix}{k}'] = v
+    for key, value in d.items():
+        if isinstance(value, dict) and value: out.update(_flatten(value, f'{prefix}{key}.'))
+        else: out[f'{prefix}{key}'] = value
     return out
 
+# %% ../nbs/09_runs.ipynb #ce7fe461
 def results_table(results: list[RunResult]):
     "A DataFrame of runs: status, skipped, attempts, seconds, the error, params, flattened metrics, run_dir."
     import pandas as pd
     rows = []
-    for r in results:
-        row = {'template': r.template, 'status': r.status, 'skipped': r.skipped, 'attempts': r.attempts,
-               'seconds': r.seconds, 'error': f"{r.error['ename']}: {r.error['evalue']}"[:300] if r.error else None}
-        row.update(r.params)
-        row.update({k if k not in row else f'metrics.{k}': v for k, v in _flatten(r.metrics).items()})
-        row['run_dir'] = str(r.run_dir)
+    for result in results:
+        row = {'template': result.template, 'status': result.status, 'skipped': result.skipped,
+               'attempts': result.attempts, 'seconds': result.seconds,
+               'error': f"{result.error['ename']}: {result.error['evalue']}"[:300] if result.error else None}
+        row.update(result.params)
+        row.update({k if k not in row else f'metrics.{k}': v for k, v in _flatten(result.metrics).items()})
+        row['run_dir'] = str(result.run_dir)
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs['param_columns'] = list(dict.fromkeys(k for r in results for k in r.params))
@@ -439,11 +474,12 @@ def results_table(results: list[RunResult]):
     df.attrs['metric_columns'] = [c for c in df.columns if c not in fixed and c not in df.attrs['param_columns']]
     return df
 
+# %% ../nbs/09_runs.ipynb #bfa1f199
 def _csv_safe(df):
     df = df.copy()
-    for c in df.columns:
-        if df[c].map(lambda v: isinstance(v, (list, dict))).any():
-            df[c] = df[c].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+    for col in df.columns:
+        if df[col].map(lambda v: isinstance(v, (list, dict))).any():
+            df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
     return df
 
 # %% ../nbs/09_runs.ipynb #ebd81d3b
@@ -454,6 +490,36 @@ def _run_cell(cell: dict, root: str, kernel, cwd: str, skip_completed: bool, log
 def _failed_result(cell: dict, e: BaseException) -> RunResult:
     return RunResult(template_name(cell['template']), Path(), 'failed', cell['params'], {}, _error_info(e))
 
+# %% ../nbs/09_runs.ipynb #fc34abaf
+def _sweep_local(cells: list[dict], args: tuple, done, max_parallel: int):
+    "Run the cells here: one after another, or in `max_parallel` spawned processes; `done(i, result)` for each."
+    if max_parallel > 1:
+        import concurrent.futures as cf, multiprocessing as mp
+        with cf.ProcessPoolExecutor(max_parallel, mp_context=mp.get_context('spawn')) as pool:
+            futs = {pool.submit(_run_cell, cell, *args): idx for idx, cell in enumerate(cells)}
+            for fut in cf.as_completed(futs):
+                idx = futs[fut]
+                try: done(idx, fut.result())
+                except Exception as e: done(idx, _failed_result(cells[idx], e))
+    else:
+        for idx, cell in enumerate(cells): done(idx, _run_cell(cell, *args))
+
+def _sweep_ray(cells, args, done, ray_address, max_parallel):
+    from robobench.core import init_ray
+    ray = init_ray(ray_address, num_cpus=max_parallel)
+    task = ray.remote(num_cpus=1, max_retries=0)(_run_cell)
+    pending, queue = {}, list(enumerate(cells))
+    limit = max(1, max_parallel)
+    while queue or pending:
+        while queue and len(pending) < limit:
+            idx, cell = queue.pop(0); pending[task.remote(cell, *args)] = idx
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            idx = pending.pop(ref)
+            try: done(idx, ray.get(ref))
+            except Exception as e: done(idx, _failed_result(cells[idx], e))
+
+# %% ../nbs/09_runs.ipynb #7d2dee56
 def sweep(spec, root=None, backend: str = 'local', ray_address: str | None = None, max_parallel: int = 1,
           kernel: str | None = None, skip_completed: bool = True, log_output: bool = False, progress: bool = True):
     """Run every cell of sweep `spec` (dict or YAML path) as a papermill run and return the summary DataFrame,
@@ -472,16 +538,7 @@ def sweep(spec, root=None, backend: str = 'local', ray_address: str | None = Non
     args = (str(root), kernel, cwd, skip_completed, log_output)
     try:
         if backend == 'ray': _sweep_ray(cells, args, done, ray_address, max_parallel)
-        elif max_parallel > 1:
-            import concurrent.futures as cf, multiprocessing as mp
-            with cf.ProcessPoolExecutor(max_parallel, mp_context=mp.get_context('spawn')) as ex:
-                futs = {ex.submit(_run_cell, c, *args): i for i, c in enumerate(cells)}
-                for f in cf.as_completed(futs):
-                    i = futs[f]
-                    try: done(i, f.result())
-                    except Exception as e: done(i, _failed_result(cells[i], e))
-        else:
-            for i, c in enumerate(cells): done(i, _run_cell(c, *args))
+        else: _sweep_local(cells, args, done, max_parallel)
     finally: bar.close()
     df = results_table([r for r in results if r is not None])
     out = root / 'sweeps' / spec['name']
@@ -491,102 +548,109 @@ def sweep(spec, root=None, backend: str = 'local', ray_address: str | None = Non
     df.attrs['summary_csv'] = str(out / 'summary.csv')
     return df
 
-def _sweep_ray(cells, args, done, ray_address, max_parallel):
-    from robobench.core import init_ray
-    ray = init_ray(ray_address, num_cpus=max_parallel)
-    task = ray.remote(num_cpus=1, max_retries=0)(_run_cell)
-    pending, queue = {}, list(enumerate(cells))
-    limit = max(1, max_parallel)
-    while queue or pending:
-        while queue and len(pending) < limit:
-            i, c = queue.pop(0); pending[task.remote(c, *args)] = i
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            i = pending.pop(ref)
-            try: done(i, ray.get(ref))
-            except Exception as e: done(i, _failed_result(cells[i], e))
-
 # %% ../nbs/09_runs.ipynb #11e4e8e7
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='robobench run', description='Execute a papermill template from nbs/runs '
+                                     'into papermill_runs/<template>/<date>/<time>_<name>/.')
+    parser.add_argument('template', nargs='?', help='template name (see --list) or path to a notebook')
+    parser.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
+                        help='set a parameter (VALUE parsed as YAML: 5, true, [a, b], {k: v})')
+    parser.add_argument('-f', '--params-file', help='YAML file of parameters (-p wins over it)')
+    parser.add_argument('--name', help='run name (the run dir suffix)')
+    parser.add_argument('--root', help='runs root (default papermill_runs, or $ROBOBENCH_RUNS)')
+    parser.add_argument('--kernel', help='Jupyter kernel (default: robobench if installed, else python3)')
+    parser.add_argument('--skip-completed', action='store_true', help='reuse a finished run with the same params')
+    parser.add_argument('--log-output', action='store_true', help='stream cell output to the terminal')
+    parser.add_argument('--timeout', type=float, default=None, help='per-cell execution timeout in seconds')
+    parser.add_argument('--list', action='store_true', help='list the templates and exit')
+    parser.add_argument('--help-params', action='store_true', help="show the template's parameters and exit")
+    return parser
+
+def _print_failed(result: RunResult):
+    "What `robobench run` says of a failed run: its cell, error and traceback (stderr), the notebook and run dir."
+    err = result.error or {}
+    print(f"robobench run: {result.template} failed in cell {err.get('cell')}: "
+          f"{err.get('ename')}: {err.get('evalue')}\n"
+          f"{err.get('traceback', '')[-1500:]}", file=sys.stderr)
+    print(f'executed notebook: {result.notebook}')
+    print(result.run_dir)
+
+# %% ../nbs/09_runs.ipynb #7e5be04e
 def cli_run(argv: list[str] | None = None) -> int:
     """`robobench run TEMPLATE [-p NAME VALUE ...] [-f params.yaml] [--name N] [--root DIR] [--kernel K]
     [--list] [--help-params]`"""
-    ap = argparse.ArgumentParser(prog='robobench run', description='Execute a papermill template from nbs/runs into '
-                                 'papermill_runs/<template>/<date>/<time>_<name>/.')
-    ap.add_argument('template', nargs='?', help='template name (see --list) or path to a notebook')
-    ap.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
-                    help='set a parameter (VALUE parsed as YAML: 5, true, [a, b], {k: v})')
-    ap.add_argument('-f', '--params-file', help='YAML file of parameters (-p wins over it)')
-    ap.add_argument('--name', help='run name (the run dir suffix)')
-    ap.add_argument('--root', help='runs root (default papermill_runs, or $ROBOBENCH_RUNS)')
-    ap.add_argument('--kernel', help='Jupyter kernel (default: robobench if installed, else python3)')
-    ap.add_argument('--skip-completed', action='store_true', help='reuse a finished run with the same params')
-    ap.add_argument('--log-output', action='store_true', help='stream cell output to the terminal')
-    ap.add_argument('--timeout', type=float, default=None, help='per-cell execution timeout in seconds')
-    ap.add_argument('--list', action='store_true', help='list the templates and exit')
-    ap.add_argument('--help-params', action='store_true', help="show the template's parameters and exit")
-    a = ap.parse_args(argv)
+    parser = _run_parser()
+    args = parser.parse_args(argv)
     try:
-        if a.list:
-            for t in list_templates(): print(f'{t:18s} {template_path(t)}')
+        if args.list:
+            for name in list_templates(): print(f'{name:18s} {template_path(name)}')
             return 0
-        if not a.template: ap.error('give a TEMPLATE (or --list)')
-        path = template_path(a.template)
-        if a.help_params: print(template_help(path)); return 0
+        if not args.template: parser.error('give a TEMPLATE (or --list)')
+        path = template_path(args.template)
+        if args.help_params: print(template_help(path)); return 0
         params = {}
-        if a.params_file:
+        if args.params_file:
             import yaml
-            params.update(yaml.safe_load(Path(a.params_file).read_text()) or {})
-        params.update({k: v for k, v in a.param})
+            params.update(yaml.safe_load(Path(args.params_file).read_text()) or {})
+        params.update({k: v for k, v in args.param})
         validate_params(path, params)
     except (UnknownNameError, ValueError, FileNotFoundError) as e:
         print(f'robobench run: error: {e}', file=sys.stderr); return 2
-    r = run(path, params, name=a.name, root=a.root, kernel=a.kernel, skip_completed=a.skip_completed,
-            log_output=a.log_output, progress=not a.log_output, execution_timeout=a.timeout)
-    if r.status != 'done':
-        e = r.error or {}
-        print(f"robobench run: {template_name(path)} failed in cell {e.get('cell')}: "
-              f"{e.get('ename')}: {e.get('evalue')}\n"
-              f"{e.get('traceback', '')[-1500:]}", file=sys.stderr)
-        print(f'executed notebook: {r.notebook}')
-        print(r.run_dir); return 1
-    if r.skipped: print('(skipped: a finished run with the same parameters exists)')
-    print(f"metrics: {json.dumps(r.metrics)[:500]}")
-    print(r.run_dir)
+    result = run(path, params, name=args.name, root=args.root, kernel=args.kernel, skip_completed=args.skip_completed,
+                 log_output=args.log_output, progress=not args.log_output, execution_timeout=args.timeout)
+    if result.status != 'done': _print_failed(result); return 1
+    if result.skipped: print('(skipped: a finished run with the same parameters exists)')
+    print(f"metrics: {json.dumps(result.metrics)[:500]}")
+    print(result.run_dir)
     return 0
 
-def cli_sweep(argv: list[str] | None = None) -> int:
-    "`robobench sweep SWEEP.yaml [--backend local|ray] [--ray-address A] [--max-parallel N] [--root DIR] [--dry-run]`"
-    ap = argparse.ArgumentParser(prog='robobench sweep', description='Run a grid of papermill jobs; finished runs are '
-                                 'skipped, failed ones retried; writes <root>/sweeps/<name>/summary.csv.')
-    ap.add_argument('spec', help='sweep YAML (template, name, params, grid, seeds)')
-    ap.add_argument('--backend', default='local', choices=['local', 'ray'])
-    ap.add_argument('--ray-address', default=None, help='Ray cluster address (default: start a local Ray)')
-    ap.add_argument('--max-parallel', type=int, default=1, help='runs at the same time')
-    ap.add_argument('--root', help='runs root (default papermill_runs, or $ROBOBENCH_RUNS)')
-    ap.add_argument('--kernel', help='Jupyter kernel (default: robobench if installed, else python3)')
-    ap.add_argument('--rerun', action='store_true', help='execute every cell, even finished ones')
-    ap.add_argument('--dry-run', action='store_true', help='list the runs (and which would be skipped) without running')
-    a = ap.parse_args(argv)
-    try:
-        spec = load_sweep_spec(a.spec); cells = expand_sweep(spec)
-    except (UnknownNameError, ValueError, FileNotFoundError) as e:
-        print(f'robobench sweep: error: {e}', file=sys.stderr); return 2
-    if a.dry_run:
-        for c in cells:
-            tname = template_name(c['template'])
-            ident = run_identity(tname, full_params(c['template'], c['params']))
-            done, retry = _completed(tname, runs_root(a.root), ident)
-            what = 'skip (done)' if done and not a.rerun else ('retry' if retry else 'run')
-            print(f"{what:12s} {c['name']}  {json.dumps(c['cell'])}")
-        print(f"{len(cells)} runs of template {spec['template']!r}"); return 0
-    df = sweep(spec, root=a.root, backend=a.backend, ray_address=a.ray_address, max_parallel=a.max_parallel,
-               kernel=a.kernel, skip_completed=not a.rerun)
+# %% ../nbs/09_runs.ipynb #b25ce943
+def _sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='robobench sweep', description='Run a grid of papermill jobs; finished runs '
+                                     'are skipped, failed ones retried; writes <root>/sweeps/<name>/summary.csv.')
+    parser.add_argument('spec', help='sweep YAML (template, name, params, grid, seeds)')
+    parser.add_argument('--backend', default='local', choices=['local', 'ray'])
+    parser.add_argument('--ray-address', default=None, help='Ray cluster address (default: start a local Ray)')
+    parser.add_argument('--max-parallel', type=int, default=1, help='runs at the same time')
+    parser.add_argument('--root', help='runs root (default papermill_runs, or $ROBOBENCH_RUNS)')
+    parser.add_argument('--kernel', help='Jupyter kernel (default: robobench if installed, else python3)')
+    parser.add_argument('--rerun', action='store_true', help='execute every cell, even finished ones')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='list the runs (and which would be skipped) without running')
+    return parser
+
+def _dry_run(cells: list[dict], spec: dict, root, rerun: bool):
+    "One line per run of the sweep: would it run, be retried (a failed run dir exists) or be skipped (done)?"
+    for cell in cells:
+        tname = template_name(cell['template'])
+        ident = run_identity(tname, full_params(cell['template'], cell['params']))
+        done, retry = _completed(tname, runs_root(root), ident)
+        what = 'skip (done)' if done and not rerun else ('retry' if retry else 'run')
+        print(f"{what:12s} {cell['name']}  {json.dumps(cell['cell'])}")
+    print(f"{len(cells)} runs of template {spec['template']!r}")
+
+# %% ../nbs/09_runs.ipynb #967a213e
+def _print_sweep(df, spec: dict):
+    "The table `robobench sweep` prints: status, the grid values, up to 8 numeric metrics, the error; the CSV's path."
     import pandas as pd
     scalar = [c for c in df.attrs['metric_columns'] if pd.api.types.is_numeric_dtype(df[c])][:8]
     cols = ['status', 'skipped', 'attempts', 'seconds', *spec['grid'], *scalar, 'error']
     with pd.option_context('display.width', 250, 'display.max_columns', 30, 'display.max_colwidth', 60):
         print(df[[c for c in cols if c in df.columns]].to_string(index=False))
     print(f"summary: {df.attrs['summary_csv']}")
+
+# %% ../nbs/09_runs.ipynb #424007c0
+def cli_sweep(argv: list[str] | None = None) -> int:
+    "`robobench sweep SWEEP.yaml [--backend local|ray] [--ray-address A] [--max-parallel N] [--root DIR] [--dry-run]`"
+    args = _sweep_parser().parse_args(argv)
+    try:
+        spec = load_sweep_spec(args.spec); cells = expand_sweep(spec)
+    except (UnknownNameError, ValueError, FileNotFoundError) as e:
+        print(f'robobench sweep: error: {e}', file=sys.stderr); return 2
+    if args.dry_run: _dry_run(cells, spec, args.root, args.rerun); return 0
+    df = sweep(spec, root=args.root, backend=args.backend, ray_address=args.ray_address,
+               max_parallel=args.max_parallel, kernel=args.kernel, skip_completed=not args.rerun)
+    _print_sweep(df, spec)
     failed = int((df.status != 'done').sum())
     if failed: print(f'{failed} of {len(df)} runs failed (re-run the sweep to retry them)', file=sys.stderr)
     return 1 if failed else 0

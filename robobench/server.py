@@ -15,25 +15,16 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 from .config import config_parser, parse_config
 from .core import RobobenchError, read_json, to_jsonable
-from .policies import (  # re-exported below
-    CONTROL_KEYS, TEXT_KEYS, RequestError, FeatureSpec, validate_request, policy_metadata, RandomPolicy,
-    lerobot_wire_features, needs_history, policy_state_keys, PolicySession, LeRobotPolicy, as_policy,
-    PolicyOutputError, check_actions)
-from .policies import _NUMERIC, _input_specs, _robobench_version
-
-# the policies and request validation live in robobench.policies;
-# `from robobench.server import LeRobotPolicy` keeps working
-_all_ = ['CONTROL_KEYS', 'TEXT_KEYS', 'RequestError', 'FeatureSpec', 'validate_request', 'policy_metadata',
-         'RandomPolicy', 'lerobot_wire_features', 'needs_history', 'policy_state_keys', 'PolicySession',
-         'LeRobotPolicy', 'as_policy', 'PolicyOutputError', 'check_actions']
+from robobench.policies import (
+    CONTROL_KEYS, NUMERIC_KINDS, TEXT_KEYS, FeatureSpec, LeRobotPolicy, Policy, PolicyOutputError, RandomPolicy,
+    RequestError, as_policy, check_actions, input_specs, load_policy, make_expert_policy, robobench_version,
+    validate_request)
 
 # %% auto #0
 __all__ = ['log', 'decode_request', 'check_port_free', 'ServeConfig', 'PolicyServer', 'http_get', 'ServerHandle', 'serve',
-           'cli_serve', 'CONTROL_KEYS', 'TEXT_KEYS', 'RequestError', 'FeatureSpec', 'validate_request',
-           'policy_metadata', 'RandomPolicy', 'lerobot_wire_features', 'needs_history', 'policy_state_keys',
-           'PolicySession', 'LeRobotPolicy', 'as_policy', 'PolicyOutputError', 'check_actions']
+           'cli_serve']
 
-# %% ../nbs/04b_server.ipynb #c8ecc467
+# %% ../nbs/04b_server.ipynb #ace0177c
 _MAX_DTYPE_STR, _MAX_NDIM, _MAX_STR = 16, 32, 1 << 20
 
 def _wire_dtype(d: dict, what: str) -> np.dtype:
@@ -44,11 +35,12 @@ def _wire_dtype(d: dict, what: str) -> np.dtype:
                            + (f' of length {len(raw)}' if isinstance(raw, str) else ''))
     try: dt = np.dtype(raw)
     except Exception: raise RequestError(f'{what} has an unknown dtype {raw!r}') from None
-    if dt.kind not in _NUMERIC:
+    if dt.kind not in NUMERIC_KINDS:
         raise RequestError(f'{what} has dtype {raw!r}: only bool, int, uint and float are accepted'
                            + (' (void/object/complex/str/datetime are never decoded)' if dt.kind in 'VOcSUMm' else ''))
     return dt
 
+# %% ../nbs/04b_server.ipynb #06c9f4e7
 def _decode_ndarray(d: dict, left: list, budget: int) -> np.ndarray:
     dt = _wire_dtype(d, 'an __ndarray__')
     data, shape = d.get(b'data'), d.get(b'shape')
@@ -57,23 +49,25 @@ def _decode_ndarray(d: dict, left: list, budget: int) -> np.ndarray:
             or not all(type(s) is int and s >= 0 for s in shape)):
         raise RequestError(f'an __ndarray__ shape must be a list of at most {_MAX_NDIM} non-negative ints, '
                            f'got {str(shape)[:60]}')
-    n = dt.itemsize * math.prod(shape)
-    if n != len(data):
-        raise RequestError(f'an __ndarray__ of shape {list(shape)} and dtype {dt.str} needs {n} bytes of data, '
+    nbytes = dt.itemsize * math.prod(shape)
+    if nbytes != len(data):
+        raise RequestError(f'an __ndarray__ of shape {list(shape)} and dtype {dt.str} needs {nbytes} bytes of data, '
                            f'got {len(data)}')
-    left[1] -= n
+    left[1] -= nbytes
     if left[1] < 0: raise RequestError(f'the arrays of this request hold more than {budget} bytes (max_decoded_bytes)')
     return np.ndarray(buffer=data, dtype=dt, shape=shape)
 
+# %% ../nbs/04b_server.ipynb #41cc7dda
 def _decode_npgeneric(d: dict):
     dt = _wire_dtype(d, 'an __npgeneric__')
-    v = d.get(b'data')
-    if type(v) not in (bool, int, float):
-        raise RequestError(f'an __npgeneric__ needs a number as data, got {type(v).__name__}')
-    try: return dt.type(v)
+    value = d.get(b'data')
+    if type(value) not in (bool, int, float):
+        raise RequestError(f'an __npgeneric__ needs a number as data, got {type(value).__name__}')
+    try: return dt.type(value)
     except (OverflowError, ValueError, TypeError) as e:
-        raise RequestError(f'an __npgeneric__ {dt.str} cannot hold {v!r}: {e}') from None
+        raise RequestError(f'an __npgeneric__ {dt.str} cannot hold {value!r}: {e}') from None
 
+# %% ../nbs/04b_server.ipynb #41d5bb23
 def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None = None):
     """Decode one msgpack-numpy frame (openpi's encoding) with a budget checked before anything is allocated.
     `max_items`: msgpack objects (maps, arrays and their entries); `max_decoded_bytes`: array bytes (default: the
@@ -81,8 +75,8 @@ def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None
     Every failure is a `RequestError`."""
     import msgpack
     if isinstance(data, str): raise RequestError('requests must be binary msgpack frames, got a text frame')
-    n = len(data)
-    budget = n if max_decoded_bytes is None else int(max_decoded_bytes)
+    size = len(data)
+    budget = size if max_decoded_bytes is None else int(max_decoded_bytes)
     left = [int(max_items), budget]
     def count(k: int):
         left[0] -= k
@@ -94,10 +88,11 @@ def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None
         if b'__ndarray__' in obj: return _decode_ndarray(obj, left, budget)
         if b'__npgeneric__' in obj: return _decode_npgeneric(obj)
         return obj
-    cap = max(1, min(n, int(max_items)))
+    cap = max(1, min(size, int(max_items)))
     try:
         return msgpack.unpackb(data, object_hook=object_hook, list_hook=list_hook, max_array_len=cap, max_map_len=cap,
-                               max_str_len=min(n, _MAX_STR), max_bin_len=min(n, budget), max_ext_len=min(n, 1024))
+                               max_str_len=min(size, _MAX_STR), max_bin_len=min(size, budget),
+                               max_ext_len=min(size, 1024))
     except RequestError: raise
     except Exception as e:
         if isinstance(e, ValueError) and 'exceeds max_' in str(e):  # a container/str/bin header over the limits
@@ -106,7 +101,7 @@ def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None
         raise RequestError(f'could not decode the request as msgpack-numpy: '
                            f'{type(e).__name__}: {str(e)[:200]}') from None
 
-# %% ../nbs/04b_server.ipynb #4a6dc69a
+# %% ../nbs/04b_server.ipynb #e9e2c22f
 log = logging.getLogger('robobench.server')
 
 class _LogLimiter:
@@ -115,16 +110,18 @@ class _LogLimiter:
     def __init__(self, interval_s: float = 1.0): self.interval_s, self._last = interval_s, {}
     def __call__(self, key, level: int, msg: str, *args):
         now = time.monotonic()
-        last, n = self._last.get(key, (-math.inf, 0))
-        if now - last < self.interval_s: self._last[key] = (last, n + 1); return
+        last, skipped = self._last.get(key, (-math.inf, 0))
+        if now - last < self.interval_s: self._last[key] = (last, skipped + 1); return
         if len(self._last) > 4096: self._last.clear()
         self._last[key] = (now, 0)
-        log.log(level, msg + (f' (+{n} similar line(s) from this peer not logged)' if n else ''), *args)
+        log.log(level, msg + (f' (+{skipped} similar line(s) from this peer not logged)' if skipped else ''), *args)
 
+# %% ../nbs/04b_server.ipynb #e8eea608
 def _peer_ip(connection) -> str:
     ra = getattr(connection, 'remote_address', None)
     return str(ra[0]) if ra else '?'
 
+# %% ../nbs/04b_server.ipynb #63fcfbe3
 def _bind_error(host: str, port: int, e: OSError) -> Exception:
     "A failed bind as a one-line `RobobenchError` with the fix (other OSErrors unchanged)."
     if e.errno == errno.EADDRINUSE or 'address already in use' in str(e).lower():
@@ -139,6 +136,7 @@ def _bind_error(host: str, port: int, e: OSError) -> Exception:
                               "use an address of this machine with --host (127.0.0.1, or 0.0.0.0 for all)")
     return e
 
+# %% ../nbs/04b_server.ipynb #d2cbe289
 def check_port_free(host: str, port: int) -> None:
     """Raise `RobobenchError` if `port` on `host` cannot be bound now (checked before a model is loaded;
     port 0 always passes)."""
@@ -147,11 +145,12 @@ def check_port_free(host: str, port: int) -> None:
                                     type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e: raise _bind_error(host, port, e) from None
     fam, typ, proto, _, addr = infos[0]
-    with socket.socket(fam, typ, proto) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server does
-        try: s.bind(addr)
+    with socket.socket(fam, typ, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server does
+        try: sock.bind(addr)
         except OSError as e: raise _bind_error(host, port, e) from None
 
+# %% ../nbs/04b_server.ipynb #b0df3a5c
 @dataclass
 class ServeConfig:
     "How a policy server admits work: its API key, inference threads and the limits of requests and connections."
@@ -165,8 +164,10 @@ class ServeConfig:
     max_items: int = 100_000                 # msgpack objects (maps, arrays, entries) per request
     max_decoded_bytes: int | None = None     # array bytes per request (0 / None: max_size)
 
+# %% ../nbs/04b_server.ipynb #cfc7561c
 class PolicyServer:
-    """openpi-protocol websocket server around `policy`. Run with `run()` (blocking) or `serve()` (background).
+    """openpi-protocol websocket server around `policy` (a `Policy`, or any object with `infer`, adapted once by
+    `as_policy`). Run with `run()` (blocking) or `serve()` (background).
     Limits (all listed in the metadata under `limits`): `max_size` bytes per frame, `max_decoded_bytes` of arrays and
     `max_items` msgpack objects per request (checked before allocating), `max_connections` in all and
     `max_connections_per_peer` per client IP (further handshakes get 503, and so does `/healthz` while no slot is free),
@@ -175,24 +176,16 @@ class PolicyServer:
     def __init__(self, policy, host: str = '127.0.0.1', port: int = 0, metadata: dict | None = None,
                  warmup: bool = True, log_interval_s: float = 1.0, config: ServeConfig | None = None, **settings):
         cfg = self.config = dataclasses.replace(config or ServeConfig(), **settings)   # settings: ServeConfig fields
-        max_size = cfg.max_size or None
-        self.policy, self.host, self.port, self.api_key = policy, host, int(port or 0), cfg.api_key or None
-        self.max_size, self.max_workers, self.warmup = max_size, max(1, int(cfg.max_workers)), warmup
-        self.max_connections = max(1, int(cfg.max_connections))
-        self.max_connections_per_peer = int(cfg.max_connections_per_peer) if cfg.max_connections_per_peer else None
-        self.idle_timeout_s = float(cfg.idle_timeout_s) if cfg.idle_timeout_s else None
-        self.max_items = int(cfg.max_items)
-        self.max_decoded_bytes = int(cfg.max_decoded_bytes) if cfg.max_decoded_bytes else (max_size or 256 * 2**20)
-        self.limits = {'max_size': max_size, 'max_decoded_bytes': self.max_decoded_bytes, 'max_items': self.max_items,
-                       'max_connections': self.max_connections,
-                       'max_connections_per_peer': self.max_connections_per_peer,
-                       'idle_timeout_s': self.idle_timeout_s}
-        md = dict(getattr(policy, 'metadata', None) or {})
+        self.policy: Policy = as_policy(policy)   # the contract is checked here, once
+        self.host, self.port, self.api_key = host, int(port or 0), cfg.api_key or None
+        self.warmup = warmup
+        self._set_limits(cfg)
+        md = dict(self.policy.metadata or {})
         if 'actions' in md: raise ValueError('metadata may not use the key "actions"')
-        self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': max_size, 'limits': self.limits,
+        self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': self.max_size, 'limits': self.limits,
                                      'control_keys': list(CONTROL_KEYS), 'text_keys': list(TEXT_KEYS),
-                                     'robobench_version': md.get('robobench_version') or _robobench_version()})
-        self.specs = _input_specs(policy)
+                                     'robobench_version': md.get('robobench_version') or robobench_version()})
+        self.specs = input_specs(self.policy)
         self.ready = threading.Event()
         self._conns: dict = {}  # connection -> peer IP, from the handshake's admission to the handler's end
         self._log_bad = _LogLimiter(log_interval_s)
@@ -202,9 +195,21 @@ class PolicyServer:
         from openpi_client import msgpack_numpy
         self._mp = msgpack_numpy
 
-    # -- handshake: health checks, API key, connection slots -----------------------------------
-    # -- one request (runs in the thread pool) -----------------------------------------------
-    # -- lifecycle ------------------------------------------------------------------------------
+# %% ../nbs/04b_server.ipynb #44c3757c
+@patch
+def _set_limits(self: PolicyServer, cfg: ServeConfig):
+    "The admission limits of `cfg` as attributes, and all of them in `self.limits` (the metadata lists them)."
+    max_size = cfg.max_size or None
+    self.max_size, self.max_workers = max_size, max(1, int(cfg.max_workers))
+    self.max_connections = max(1, int(cfg.max_connections))
+    self.max_connections_per_peer = int(cfg.max_connections_per_peer) if cfg.max_connections_per_peer else None
+    self.idle_timeout_s = float(cfg.idle_timeout_s) if cfg.idle_timeout_s else None
+    self.max_items = int(cfg.max_items)
+    self.max_decoded_bytes = int(cfg.max_decoded_bytes) if cfg.max_decoded_bytes else (max_size or 256 * 2**20)
+    self.limits = {'max_size': max_size, 'max_decoded_bytes': self.max_decoded_bytes, 'max_items': self.max_items,
+                   'max_connections': self.max_connections,
+                   'max_connections_per_peer': self.max_connections_per_peer,
+                   'idle_timeout_s': self.idle_timeout_s}
 
 # %% ../nbs/04b_server.ipynb #34111f03
 @patch(as_prop=True)
@@ -217,40 +222,46 @@ def n_connections(self: PolicyServer) -> int:
 def _prune(self: PolicyServer):
     "Forget admitted connections whose handshake failed or that closed without reaching the handler."
     from websockets.protocol import State
-    for c in [c for c in self._conns if c.state is State.CLOSED]: self._conns.pop(c, None)
+    for conn in [conn for conn in self._conns if conn.state is State.CLOSED]: self._conns.pop(conn, None)
+
+# %% ../nbs/04b_server.ipynb #2deb7ea5
+@patch
+def _healthz(self: PolicyServer, connection):
+    "`GET /healthz`: 200 once the policy is warmed up and a connection slot is free, else 503."
+    status = http.HTTPStatus
+    if not self.ready.is_set(): return connection.respond(status.SERVICE_UNAVAILABLE, 'loading\n')
+    self._prune()
+    if len(self._conns) >= self.max_connections:
+        return connection.respond(status.SERVICE_UNAVAILABLE, 'no free connection slot '
+                                  f'({len(self._conns)}/{self.max_connections} in use)\n')
+    return connection.respond(status.OK, 'OK\n')
 
 # %% ../nbs/04b_server.ipynb #f2b0063f
 @patch
 def _process_request(self: PolicyServer, connection, request):
-    S = http.HTTPStatus
-    if request.path.split('?')[0] == '/healthz':
-        if not self.ready.is_set(): return connection.respond(S.SERVICE_UNAVAILABLE, 'loading\n')
-        self._prune()
-        if len(self._conns) >= self.max_connections:
-            return connection.respond(S.SERVICE_UNAVAILABLE, 'no free connection slot '
-                                      f'({len(self._conns)}/{self.max_connections} in use)\n')
-        return connection.respond(S.OK, 'OK\n')
+    status = http.HTTPStatus
+    if request.path.split('?')[0] == '/healthz': return self._healthz(connection)
     ip = _peer_ip(connection)
     if self.api_key is not None:
         got = request.headers.get('Authorization', '')
         if not hmac.compare_digest(got.encode(), f'Api-Key {self.api_key}'.encode()):
             self._log_bad(('key', ip), logging.WARNING, 'refused %s: wrong or missing API key',
                           connection.remote_address)
-            return connection.respond(S.UNAUTHORIZED,
+            return connection.respond(status.UNAUTHORIZED,
                                       'wrong or missing API key (send "Authorization: Api-Key <key>")\n')
     if not self.ready.is_set():
-        return connection.respond(S.SERVICE_UNAVAILABLE, 'policy is still loading\n')
+        return connection.respond(status.SERVICE_UNAVAILABLE, 'policy is still loading\n')
     self._prune()
     if len(self._conns) >= self.max_connections:
         self._log_bad(('full', ip), logging.WARNING, 'refused %s: all %d connection slots in use', ip,
                       self.max_connections)
-        return connection.respond(S.SERVICE_UNAVAILABLE,
+        return connection.respond(status.SERVICE_UNAVAILABLE,
                                   f'too many connections ({self.max_connections}); retry later\n')
     if (self.max_connections_per_peer
             and sum(1 for v in self._conns.values() if v == ip) >= self.max_connections_per_peer):
         self._log_bad(('full', ip), logging.WARNING, 'refused %s: %d connections from this peer already', ip,
                       self.max_connections_per_peer)
-        return connection.respond(S.SERVICE_UNAVAILABLE, f'too many connections from {ip} '
+        return connection.respond(status.SERVICE_UNAVAILABLE, f'too many connections from {ip} '
                                   f'({self.max_connections_per_peer}); retry later\n')
     self._conns[connection] = ip
     return None
@@ -273,6 +284,18 @@ def _infer(self: PolicyServer, data, policy=None) -> tuple[dict, float]:
         raise _PolicyFailure(f'policy.infer returned {type(out).__name__} without "actions"')
     return check_actions(out), dt
 
+# %% ../nbs/04b_server.ipynb #920e7ee5
+async def _recv_or_close_idle(ws, idle: float | None, peer):
+    "The next frame of `ws`; None once it was closed for `idle` seconds without one (`idle` None: wait for ever)."
+    import asyncio
+    if idle is None: return await ws.recv()
+    try:
+        async with asyncio.timeout(idle): return await ws.recv()
+    except TimeoutError:
+        log.info('closing connection from %s: no request for %g s (idle_timeout_s)', peer, idle)
+        await ws.close(code=1000, reason=f'idle for {idle:g} s')
+        return None
+
 # %% ../nbs/04b_server.ipynb #fab3c601
 @patch
 async def _handler(self: PolicyServer, ws):
@@ -284,18 +307,12 @@ async def _handler(self: PolicyServer, ws):
     loop = asyncio.get_running_loop()
     prev_total, n_bad, idle = None, 0, self.idle_timeout_s
     # per-connection policy state (e.g. a scripted expert's phase machine) when the policy offers sessions
-    session = self.policy.new_session() if hasattr(self.policy, 'new_session') else None
+    session = self.policy.new_session()
     try:
         await ws.send(packer.pack(self.metadata))
         while True:
-            if idle is None: data = await ws.recv()
-            else:
-                try:
-                    async with asyncio.timeout(idle): data = await ws.recv()
-                except TimeoutError:
-                    log.info('closing connection from %s: no request for %g s (idle_timeout_s)', peer, idle)
-                    await ws.close(code=1000, reason=f'idle for {idle:g} s')
-                    break
+            data = await _recv_or_close_idle(ws, idle, peer)
+            if data is None: break
             t0 = time.perf_counter()
             try:
                 out, infer_s = await loop.run_in_executor(self._executor, self._infer, data, session)
@@ -323,17 +340,15 @@ async def _handler(self: PolicyServer, ws):
 # %% ../nbs/04b_server.ipynb #9bf495e5
 @patch
 def _load_and_warm(self: PolicyServer):
-    if self.warmup:
-        req = self.policy.dummy_request() if hasattr(self.policy, 'dummy_request') else (
-            {k: np.zeros(s.shape, np.uint8 if s.kind == 'uint8' else np.float32) for k, s in self.specs.items()}
-            if self.specs else None)
-        if req is not None:
-            t = time.perf_counter(); out = self.policy.infer(validate_request(req, self.specs))
-            log.info('warm-up inference took %.1f ms', (time.perf_counter() - t) * 1000)
-            try: check_actions(out)
-            except (PolicyOutputError, KeyError, TypeError) as e:
-                log.warning('warm-up on an all-zero observation: %s', e)
-            if hasattr(self.policy, 'reset'): self.policy.reset()  # the warm-up is not part of anyone's episode
+    "Warm up on the policy's `dummy_request()` (none: no warm-up), reset it, and open `/healthz`."
+    req = self.policy.dummy_request() if self.warmup else None
+    if req is not None:
+        start = time.perf_counter(); out = self.policy.infer(validate_request(req, self.specs))
+        log.info('warm-up inference took %.1f ms', (time.perf_counter() - start) * 1000)
+        try: check_actions(out)
+        except (PolicyOutputError, KeyError, TypeError) as e:
+            log.warning('warm-up on an all-zero observation: %s', e)
+        self.policy.reset()  # the warm-up is not part of anyone's episode
     self.ready.set()
 
 # %% ../nbs/04b_server.ipynb #1cdfac33
@@ -345,7 +360,7 @@ async def serve_async(self: PolicyServer, on_bound: Callable[['PolicyServer'], N
     from websockets.asyncio.server import serve as ws_serve
     self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
     if handle_signals:
-        for s in (signal.SIGTERM, signal.SIGINT): self._loop.add_signal_handler(s, self._stop.set)
+        for sig in (signal.SIGTERM, signal.SIGINT): self._loop.add_signal_handler(sig, self._stop.set)
     try:
         server = await ws_serve(self._handler, self.host, self.port, process_request=self._process_request,
                                 compression=None, max_size=self.max_size,
@@ -385,26 +400,16 @@ def stop(self: PolicyServer):
 # %% ../nbs/04b_server.ipynb #19d8c335
 class _PolicyFailure(Exception): "The policy raised: the traceback is sent to the client and the connection closed."
 
-# %% ../nbs/04b_server.ipynb #cb9daeba
+# %% ../nbs/04b_server.ipynb #55a2b09e
 def http_get(host: str, port: int, path: str = '/healthz', timeout: float = 2.0) -> tuple[int, str]:
     "A minimal HTTP GET (status, body) — used for `/healthz` probes."
     import http.client
-    c = http.client.HTTPConnection(host if host not in ('0.0.0.0', '::') else '127.0.0.1', port, timeout=timeout)
+    conn = http.client.HTTPConnection(host if host not in ('', '0.0.0.0', '::') else '127.0.0.1', port, timeout=timeout)
     try:
-        c.request('GET', path); r = c.getresponse(); return r.status, r.read().decode(errors='replace')
-    finally: c.close()
+        conn.request('GET', path); resp = conn.getresponse(); return resp.status, resp.read().decode(errors='replace')
+    finally: conn.close()
 
-class _ListHandler(logging.Handler):
-    def __init__(self, n=2000): super().__init__(); self.lines = collections.deque(maxlen=n)
-    def emit(self, record): self.lines.append(self.format(record))
-
-_LIVE: set = set()
-@atexit.register
-def _stop_all():
-    for h in list(_LIVE):
-        try: h.stop()
-        except Exception: pass
-
+# %% ../nbs/04b_server.ipynb #fecbab44
 def _fetch_metadata(host, port, api_key=None, timeout=5.0) -> dict:
     from websockets.sync.client import connect
     from openpi_client import msgpack_numpy
@@ -413,6 +418,20 @@ def _fetch_metadata(host, port, api_key=None, timeout=5.0) -> dict:
                  additional_headers=headers, open_timeout=timeout) as ws:
         return msgpack_numpy.unpackb(ws.recv(timeout=timeout))
 
+# %% ../nbs/04b_server.ipynb #304b31e1
+class _ListHandler(logging.Handler):
+    def __init__(self, n=2000): super().__init__(); self.lines = collections.deque(maxlen=n)
+    def emit(self, record): self.lines.append(self.format(record))
+
+# %% ../nbs/04b_server.ipynb #86d457c1
+_LIVE: set = set()
+@atexit.register
+def _stop_all():
+    for handle in list(_LIVE):
+        try: handle.stop()
+        except Exception: pass
+
+# %% ../nbs/04b_server.ipynb #617f623d
 class ServerHandle:
     "A running server: `.host .port .url .metadata .logs() .stop() .alive`; a context manager."
     def __init__(self, host, port, metadata, api_key=None, thread=None, server=None, proc=None, log_path=None,
@@ -428,16 +447,6 @@ class ServerHandle:
     @property
     def alive(self) -> bool:
         return (self._proc.poll() is None) if self._proc else bool(self._thread and self._thread.is_alive())
-    def healthy(self, timeout: float = 2.0) -> bool:
-        try: return http_get(self.host, self.port, '/healthz', timeout)[0] == 200
-        except OSError: return False
-    def logs(self, n: int | None = None) -> str:
-        "The server's log lines (last `n`)."
-        if self._proc is not None:
-            lines = (Path(self._log_path).read_text(errors='replace').splitlines()
-                     if Path(self._log_path).exists() else [])
-        else: lines = list(self._log_handler.lines) if self._log_handler else []
-        return '\n'.join(lines[-n:] if n else lines)
     def stop(self, timeout: float = 10.0) -> None:
         "Graceful shutdown (SIGTERM for a child process; escalates to SIGKILL after `timeout`)."
         _LIVE.discard(self)
@@ -456,72 +465,48 @@ class ServerHandle:
         return (f"ServerHandle({self.url}, policy={self.metadata.get('policy_type')!r}, "
                 f"{'pid ' + str(self._proc.pid) if self._proc else 'thread'}, {'alive' if self.alive else 'stopped'})")
 
+# %% ../nbs/04b_server.ipynb #7123ac6d
+@patch
+def healthy(self: ServerHandle, timeout: float = 2.0) -> bool:
+    try: return http_get(self.host, self.port, '/healthz', timeout)[0] == 200
+    except OSError: return False
+
+# %% ../nbs/04b_server.ipynb #0f1a6235
+@patch
+def logs(self: ServerHandle, n: int | None = None) -> str:
+    "The server's log lines (last `n`)."
+    if self._proc is not None:
+        lines = (Path(self._log_path).read_text(errors='replace').splitlines()
+                 if Path(self._log_path).exists() else [])
+    else: lines = list(self._log_handler.lines) if self._log_handler else []
+    return '\n'.join(lines[-n:] if n else lines)
+
+# %% ../nbs/04b_server.ipynb #47182bd7
 def _pdeathsig():
     try:
         import ctypes; ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception: pass
 
-def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', device: str | None = None,
-          subprocess_mode: bool | None = None, timeout: float = 180.0, metadata: dict | None = None,
-          trust_remote_code: bool = False, config: ServeConfig | None = None, **kwargs) -> ServerHandle:
-    """Start a policy server in the background and return once `/healthz` is 200.
-    `policy_or_ckpt`: a LeRobot checkpoint dir, `'random'`, or an object with `infer(obs)->dict`.
-    Checkpoints run in a child process unless `subprocess_mode=False`; objects always run in a thread.
-    A checkpoint is checked before anything in it is loaded (`check_checkpoint`; `trust_remote_code=True` lifts the
-    refusal of unregistered processor steps). `kwargs` are `ServeConfig` fields (API key, limits), the rest go to the
-    policy.
-    Expected mistakes (port in use, broken checkpoint) raise `RobobenchError` with a one-line message."""
-    port = int(port or 0)
-    check_port_free(host, port)
-    names = {f.name for f in dataclasses.fields(ServeConfig)}
-    cfg = dataclasses.replace(config or ServeConfig(), **{k: v for k, v in kwargs.items() if k in names})
-    policy_kw, api_key = {k: v for k, v in kwargs.items() if k not in names}, cfg.api_key
-    is_path = isinstance(policy_or_ckpt, (str, os.PathLike)) and not hasattr(policy_or_ckpt, 'infer')
-    if subprocess_mode is None: subprocess_mode = is_path and policy_or_ckpt != 'random'
-    if subprocess_mode:
-        if not is_path:
-            raise ValueError('subprocess_mode needs a checkpoint path or "random" (objects cannot cross processes)')
-        if metadata: raise ValueError('metadata= is only supported for in-process servers')
-        d = Path(tempfile.mkdtemp(prefix='robobench-serve-'))
-        ready, log_path = d/'bound.json', d/'server.log'
-        argv = [sys.executable, '-c',
-                'import sys; from robobench.server import cli_serve; sys.exit(cli_serve(sys.argv[1:]))',
-                '--host', host, '--port', str(port), '--ready-file', str(ready)]
-        for name in names - {'api_key'}:   # the key goes by environment, not argv; 0 means none / unlimited
-            argv += [f"--{name.replace('_', '-')}", str(getattr(cfg, name) or 0)]
-        argv += ['--policy', 'random'] if policy_or_ckpt == 'random' else ['-m', str(policy_or_ckpt)]
-        if device: argv += ['--device', device]
-        if trust_remote_code: argv += ['--trust-remote-code']
-        for k, v in policy_kw.items(): argv += [f"--{k.replace('_', '-')}", str(v)]
-        env = {**os.environ}
-        if api_key: env['ROBOBENCH_API_KEY'] = api_key
-        logf = open(log_path, 'ab')
-        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=_pdeathsig)
-        logf.close()
-        t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end:
-            if proc.poll() is not None:
-                try: child_err = read_json(ready).get('error') if ready.exists() else None
-                except ValueError: child_err = None
-                if child_err: raise RobobenchError(child_err)  # the child's one-line expected mistake
-                raise RuntimeError(f'policy server exited with code {proc.returncode} before it was ready:\n'
-                                   + log_path.read_text(errors='replace')[-3000:])
-            if ready.exists():
-                try: port = read_json(ready)['port']
-                except (ValueError, KeyError): port = None
-                if port:
-                    try:
-                        if http_get(host, port, '/healthz', 2.0)[0] == 200: break
-                    except OSError: pass
-            time.sleep(0.1)
-        else:
-            proc.kill(); proc.wait(5)
-            raise TimeoutError(f'policy server not ready after {timeout:.0f}s:\n'
-                               + log_path.read_text(errors='replace')[-3000:])
-        md = _fetch_metadata(host, port, api_key)
-        return ServerHandle(host, port, md, api_key=api_key, proc=proc, log_path=log_path)
-    # in-process: background thread
-    policy = as_policy(policy_or_ckpt, device=device, trust_remote_code=trust_remote_code, **policy_kw)
+# %% ../nbs/04b_server.ipynb #1e5291f8
+def _wait_ready(host: str, port: Callable[[], int | None], failed: Callable[[], Exception | None], timeout: float,
+                on_timeout: Callable[[], Exception], interval: float = 0.1) -> int:
+    """Poll `GET /healthz` until it answers 200 and return the port that answered. Each round `failed()` (the exception
+    to raise when the server died before it was ready, else None) is checked first, then `port()` (the port to probe,
+    None/0 while there is none yet); after `timeout` s `on_timeout()` cleans up and returns the exception to raise."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if (e := failed()) is not None: raise e
+        if p := port():
+            try:
+                if http_get(host, p, '/healthz', 2.0)[0] == 200: return p
+            except OSError: pass
+        time.sleep(interval)
+    raise on_timeout()
+
+# %% ../nbs/04b_server.ipynb #a1ce25ce
+def _serve_in_thread(policy: Policy, host: str, port: int, cfg: ServeConfig, metadata: dict | None,
+                     timeout: float) -> ServerHandle:
+    "Serve `policy` from a daemon thread of this process; its log lines are kept for `handle.logs()`."
     srv = PolicyServer(policy, host=host, port=port, metadata=metadata, config=cfg)
     handler = _ListHandler(); handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
     lg = logging.getLogger('robobench.server'); lg.addHandler(handler)
@@ -532,91 +517,157 @@ def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', devi
         try: asyncio.run(srv.serve_async())
         except BaseException as e: err.append(e)
     th = threading.Thread(target=target, name='robobench-server', daemon=True); th.start()
-    t_end = time.monotonic() + timeout
-    while not srv.ready.is_set():
-        if err or not th.is_alive():
-            lg.removeHandler(handler)
-            if err and isinstance(err[0], RobobenchError): raise err[0]
-            raise RuntimeError(f'policy server failed to start: {err[0] if err else "thread exited"}')
-        if time.monotonic() > t_end: srv.stop(); raise TimeoutError(f'policy server not ready after {timeout:.0f}s')
-        time.sleep(0.01)
-    return ServerHandle(host, srv.port, srv.metadata, api_key=api_key, thread=th, server=srv, log_handler=handler)
+    def failed() -> Exception | None:
+        if not err and th.is_alive(): return None
+        lg.removeHandler(handler)
+        if err and isinstance(err[0], RobobenchError): return err[0]
+        return RuntimeError(f'policy server failed to start: {err[0] if err else "thread exited"}')
+    def on_timeout() -> Exception:
+        srv.stop(); return TimeoutError(f'policy server not ready after {timeout:.0f}s')
+    # probed once it says it is ready (no stream of /healthz probes while a model warms up)
+    port = _wait_ready(host, lambda: srv.port if srv.ready.is_set() else None, failed, timeout, on_timeout,
+                       interval=0.01)
+    return ServerHandle(host, port, srv.metadata, api_key=cfg.api_key, thread=th, server=srv, log_handler=handler)
 
-# %% ../nbs/04b_server.ipynb #72fbc8a8
-def _build_policy_from_args(a):
-    if a.model:
-        try: return LeRobotPolicy(a.model, device=a.device, n_action_steps=a.n_action_steps, fps=a.fps,
-                                  unnorm_key=a.unnorm_key, norm_stats=a.norm_stats,
-                                  trust_remote_code=a.trust_remote_code)
+# %% ../nbs/04b_server.ipynb #5fa2c630
+def _serve_in_child(ckpt, host: str, port: int, cfg: ServeConfig, timeout: float, device: str | None = None,
+                    trust_remote_code: bool = False, policy_kw: dict | None = None) -> ServerHandle:
+    """Serve a checkpoint dir (or `'random'`) from a child process running `cli_serve` (`robobench serve`), which dies
+    with this one. The child reports its port, or its one-line error, in a ready file."""
+    tmp_dir = Path(tempfile.mkdtemp(prefix='robobench-serve-'))
+    ready, log_path = tmp_dir/'bound.json', tmp_dir/'server.log'
+    argv = [sys.executable, '-c',
+            'import sys; from robobench.server import cli_serve; sys.exit(cli_serve(sys.argv[1:]))',
+            '--host', host, '--port', str(port), '--ready-file', str(ready)]
+    for field in dataclasses.fields(ServeConfig):   # the key goes by environment, not argv; 0 means none / unlimited
+        if field.name != 'api_key': argv += [f"--{field.name.replace('_', '-')}", str(getattr(cfg, field.name) or 0)]
+    argv += ['--policy', 'random'] if ckpt == 'random' else ['-m', str(ckpt)]
+    if device: argv += ['--device', device]
+    if trust_remote_code: argv += ['--trust-remote-code']
+    for key, value in (policy_kw or {}).items(): argv += [f"--{key.replace('_', '-')}", str(value)]
+    env = {**os.environ, **({'ROBOBENCH_API_KEY': cfg.api_key} if cfg.api_key else {})}
+    with open(log_path, 'ab') as logf:
+        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, preexec_fn=_pdeathsig)
+    def said() -> dict:   # what the child wrote to the ready file: {'port': ...} or {'error': ...}
+        try: return read_json(ready) if ready.exists() else {}
+        except ValueError: return {}   # still being written
+    tail = lambda: log_path.read_text(errors='replace')[-3000:]
+    def failed() -> Exception | None:
+        if proc.poll() is None: return None
+        if err := said().get('error'): return RobobenchError(err)  # the child's one-line expected mistake
+        return RuntimeError(f'policy server exited with code {proc.returncode} before it was ready:\n' + tail())
+    def on_timeout() -> Exception:
+        proc.kill(); proc.wait(5)
+        return TimeoutError(f'policy server not ready after {timeout:.0f}s:\n' + tail())
+    port = _wait_ready(host, lambda: said().get('port'), failed, timeout, on_timeout)
+    return ServerHandle(host, port, _fetch_metadata(host, port, cfg.api_key), api_key=cfg.api_key, proc=proc,
+                        log_path=log_path)
+
+# %% ../nbs/04b_server.ipynb #cbbaa7a5
+def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', device: str | None = None,
+          subprocess_mode: bool | None = None, timeout: float = 180.0, metadata: dict | None = None,
+          trust_remote_code: bool = False, config: ServeConfig | None = None, **kwargs) -> ServerHandle:
+    """Start a policy server in the background and return once `/healthz` is 200.
+    `policy_or_ckpt`: a LeRobot checkpoint dir, `'random'`, or a `Policy` (any object with `infer(obs)->dict`).
+    Checkpoints run in a child process unless `subprocess_mode=False`; objects always run in a thread.
+    A checkpoint is checked before anything in it is loaded (`check_checkpoint`; `trust_remote_code=True` lifts the
+    refusal of unregistered processor steps). `kwargs` are `ServeConfig` fields (API key, limits), the rest go to the
+    policy.
+    Expected mistakes (port in use, broken checkpoint) raise `RobobenchError` with a one-line message."""
+    port = int(port or 0)
+    check_port_free(host, port)
+    names = {f.name for f in dataclasses.fields(ServeConfig)}
+    cfg = dataclasses.replace(config or ServeConfig(), **{k: v for k, v in kwargs.items() if k in names})
+    policy_kw = {k: v for k, v in kwargs.items() if k not in names}
+    is_path = isinstance(policy_or_ckpt, (str, os.PathLike)) and not hasattr(policy_or_ckpt, 'infer')
+    if subprocess_mode is None: subprocess_mode = is_path and policy_or_ckpt != 'random'
+    if not subprocess_mode:
+        policy = load_policy(policy_or_ckpt, device=device, trust_remote_code=trust_remote_code, **policy_kw)
+        return _serve_in_thread(policy, host, port, cfg, metadata, timeout)
+    if not is_path:
+        raise ValueError('subprocess_mode needs a checkpoint path or "random" (objects cannot cross processes)')
+    if metadata: raise ValueError('metadata= is only supported for in-process servers')
+    return _serve_in_child(policy_or_ckpt, host, port, cfg, timeout, device, trust_remote_code, policy_kw)
+
+# %% ../nbs/04b_server.ipynb #d1344b55
+def _build_policy_from_args(args):
+    if args.model:
+        try: return LeRobotPolicy(args.model, device=args.device, n_action_steps=args.n_action_steps, fps=args.fps,
+                                  unnorm_key=args.unnorm_key, norm_stats=args.norm_stats,
+                                  trust_remote_code=args.trust_remote_code)
         except KeyError as e: raise SystemExit(f'robobench serve: error: {e.args[0]}') from None
-    if a.policy == 'random':
-        feats = {'observation.state': FeatureSpec([a.state_dim])} if a.state_dim else None
-        return RandomPolicy(a.action_dim, a.horizon, a.seed, input_features=feats, fps=a.fps)
-    if a.policy == 'scripted':
-        try: experts = __import__('robobench.experts', fromlist=['x'])
-        except ImportError as e:
-            raise SystemExit(f'robobench serve --policy scripted needs robobench.experts, '
-                             f'which is not available here ({e})')
-        if not a.env: raise SystemExit('--policy scripted needs --env ENV')
-        if not hasattr(experts, 'make_expert_policy'):
-            raise SystemExit('robobench.experts has no make_expert_policy(env) yet; '
-                             'serve a checkpoint or --policy random')
-        try: return experts.make_expert_policy(a.env, seed=a.seed)
+    if args.policy == 'random':
+        feats = {'observation.state': FeatureSpec([args.state_dim])} if args.state_dim else None
+        return RandomPolicy(args.action_dim, args.horizon, args.seed, input_features=feats, fps=args.fps)
+    if args.policy == 'scripted':
+        if not args.env: raise SystemExit('--policy scripted needs --env ENV')
+        try: return make_expert_policy(args.env, seed=args.seed)
         except (KeyError, ValueError) as e:
             raise SystemExit(f'robobench serve: error: {e.args[0] if e.args else e}') from None
     raise SystemExit('give a checkpoint with -m CHECKPOINT or --policy random|scripted')
 
-def cli_serve(argv: list[str] | None = None) -> int:
-    "`robobench serve -m CHECKPOINT | --policy random|scripted`: serve a policy over the openpi websocket protocol."
-    p = argparse.ArgumentParser(prog='robobench serve',
+# %% ../nbs/04b_server.ipynb #71163313
+def _serve_parser() -> argparse.ArgumentParser:
+    "The options of `robobench serve`: policy choice, bind address, device, then the `ServeConfig` fields."
+    parser = argparse.ArgumentParser(prog='robobench serve',
                                 description='Serve a policy over the openpi websocket protocol '
                                             '(msgpack-numpy, no pickle).')
-    p.add_argument('-m', '--model', help='LeRobot checkpoint dir (policy + saved pre/post-processors)')
-    p.add_argument('--policy', choices=['checkpoint', 'random', 'scripted'], default=None,
+    parser.add_argument('-m', '--model', help='LeRobot checkpoint dir (policy + saved pre/post-processors)')
+    parser.add_argument('--policy', choices=['checkpoint', 'random', 'scripted'], default=None,
                    help='built-in policy instead of a checkpoint')
-    p.add_argument('--env', help='env id for --policy scripted')
-    p.add_argument('--unnorm-key', default=None,
+    parser.add_argument('--env', help='env id for --policy scripted')
+    parser.add_argument('--unnorm-key', default=None,
                    help='which named normalization stats set to use '
                         '(norm_stats.json / norm_stats/<key>.json in the checkpoint)')
-    p.add_argument('--norm-stats', default=None,
+    parser.add_argument('--norm-stats', default=None,
                    help='JSON file {key: stats} (or dir of <key>.json) holding the stats sets '
                         '(default: in the checkpoint)')
-    p.add_argument('--host', default='127.0.0.1', help='bind address (0.0.0.0 for all interfaces)')
-    p.add_argument('--port', type=int, default=8000, help='port (0 = any free port)')
-    p.add_argument('--device', default=None, help='cpu | cuda | cuda:N | mps (default: best available)')
-    p.add_argument('--trust-remote-code', action='store_true',
+    parser.add_argument('--host', default='127.0.0.1', help='bind address (0.0.0.0 for all interfaces)')
+    parser.add_argument('--port', type=int, default=8000, help='port (0 = any free port)')
+    parser.add_argument('--device', default=None, help='cpu | cuda | cuda:N | mps (default: best available)')
+    parser.add_argument('--trust-remote-code', action='store_true',
                    help='load a checkpoint even if its processor files name classes LeRobot does not register '
                         '(they are imported and run!)')
-    p.add_argument('--action-dim', type=int, default=7); p.add_argument('--horizon', type=int, default=10)
-    p.add_argument('--state-dim', type=int, default=0, help='random policy: validate observation.state of this size')
-    p.add_argument('--n-action-steps', type=int, default=None, help='advertised open-loop steps per chunk')
-    p.add_argument('--fps', type=float, default=None); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--ready-file', default=None, help=argparse.SUPPRESS)
-    p.add_argument('--log-level', default='INFO')
-    config_parser(ServeConfig, 'robobench serve', parser=p)   # --api-key, --max-size, ... from ServeConfig
-    cfg, rest = parse_config(ServeConfig, sys.argv[1:] if argv is None else argv, p)
-    a = argparse.Namespace(**rest)
-    if a.model and a.policy not in (None, 'checkpoint'): p.error('give either -m CHECKPOINT or --policy, not both')
-    if (a.unnorm_key or a.norm_stats) and not a.model: p.error('--unnorm-key / --norm-stats apply to a checkpoint (-m)')
-    if not a.model and a.policy in (None, 'checkpoint'):
-        p.error('give a checkpoint with -m CHECKPOINT or --policy random|scripted')
-    logging.basicConfig(level=a.log_level.upper(), format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+    parser.add_argument('--action-dim', type=int, default=7); parser.add_argument('--horizon', type=int, default=10)
+    parser.add_argument('--state-dim', type=int, default=0,
+                        help='random policy: validate observation.state of this size')
+    parser.add_argument('--n-action-steps', type=int, default=None, help='advertised open-loop steps per chunk')
+    parser.add_argument('--fps', type=float, default=None); parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--ready-file', default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--log-level', default='INFO')
+    config_parser(ServeConfig, 'robobench serve', parser=parser)   # --api-key, --max-size, ... from ServeConfig
+    return parser
+
+# %% ../nbs/04b_server.ipynb #90ce9af4
+def cli_serve(argv: list[str] | None = None) -> int:
+    "`robobench serve -m CHECKPOINT | --policy random|scripted`: serve a policy over the openpi websocket protocol."
+    parser = _serve_parser()
+    cfg, rest = parse_config(ServeConfig, sys.argv[1:] if argv is None else argv, parser)
+    args = argparse.Namespace(**rest)
+    if args.model and args.policy not in (None, 'checkpoint'):
+        parser.error('give either -m CHECKPOINT or --policy, not both')
+    if (args.unnorm_key or args.norm_stats) and not args.model:
+        parser.error('--unnorm-key / --norm-stats apply to a checkpoint (-m)')
+    if not args.model and args.policy in (None, 'checkpoint'):
+        parser.error('give a checkpoint with -m CHECKPOINT or --policy random|scripted')
+    logging.basicConfig(level=args.log_level.upper(), format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                         stream=sys.stdout, force=True)
     logging.getLogger('websockets').setLevel(logging.WARNING)  # one line per /healthz probe otherwise
     api_key = cfg.api_key or os.environ.get('ROBOBENCH_API_KEY') or None
     def on_bound(s):
         print(f'robobench serve: ws://{s.host}:{s.port}  (GET /healthz; API key {"required" if api_key else "off"})',
               flush=True)
-        if a.ready_file: Path(a.ready_file).write_text(json.dumps({'host': s.host, 'port': s.port, 'pid': os.getpid()}))
+        if args.ready_file:
+            Path(args.ready_file).write_text(json.dumps({'host': s.host, 'port': s.port, 'pid': os.getpid()}))
     try:
-        check_port_free(a.host, a.port)  # before a model is loaded for minutes
-        t = time.perf_counter()
-        policy = _build_policy_from_args(a)
-        log.info('loaded %s in %.1f s', getattr(policy, 'metadata', {}).get('policy_type', type(policy).__name__),
-                 time.perf_counter() - t)
-        srv = PolicyServer(policy, host=a.host, port=a.port, config=dataclasses.replace(cfg, api_key=api_key))
+        check_port_free(args.host, args.port)  # before a model is loaded for minutes
+        start = time.perf_counter()
+        policy = as_policy(_build_policy_from_args(args))
+        log.info('loaded %s in %.1f s', policy.metadata.get('policy_type') or type(policy).__name__,
+                 time.perf_counter() - start)
+        srv = PolicyServer(policy, host=args.host, port=args.port, config=dataclasses.replace(cfg, api_key=api_key))
         srv.run(on_bound=on_bound, handle_signals=True)
     except RobobenchError as e:
-        if a.ready_file: Path(a.ready_file).write_text(json.dumps({'error': str(e)}))  # for serve() in the parent
+        if args.ready_file: Path(args.ready_file).write_text(json.dumps({'error': str(e)}))  # for serve() in the parent
         raise
     return 0

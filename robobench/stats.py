@@ -15,62 +15,68 @@ __all__ = ['OUTCOMES', 'wilson_interval', 'mcnemar_exact', 'episodes_needed', 'l
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     "95% (by default) Wilson score interval for `successes` out of `n` trials."
     if n <= 0: return (0.0, 1.0)
-    p = successes / n
+    rate = successes / n
     den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    centre = (rate + z * z / (2 * n)) / den
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / den
     return (max(0.0, centre - half), min(1.0, centre + half))
 
+# %% ../nbs/05a_stats.ipynb #e6b685a1
 def mcnemar_exact(b: int, c: int) -> float:
     "Two-sided exact McNemar p-value for `b` and `c` discordant pairs: scipy's exact binomial test with p=0.5."
     if b + c == 0: return 1.0
     from scipy.stats import binomtest
     return float(min(1.0, binomtest(min(b, c), b + c, 0.5).pvalue))
 
+# %% ../nbs/05a_stats.ipynb #04f5ffb7
 def episodes_needed(half_width: float, p: float = 0.5, z: float = 1.959963984540054) -> int:
     "Smallest n whose Wilson interval around success rate `p` has half-width <= `half_width`."
     if not 0 < half_width < 0.5: raise ValueError('half_width must be in (0, 0.5)')
-    n = 1
+    episodes = 1
     while True:
-        lo, hi = wilson_interval(round(p * n), n, z)
-        if (hi - lo) / 2 <= half_width: return n
-        n = n + 1 if n < 64 else int(n * 1.02) + 1
+        lo, hi = wilson_interval(round(p * episodes), episodes, z)
+        if (hi - lo) / 2 <= half_width: return episodes
+        episodes = episodes + 1 if episodes < 64 else int(episodes * 1.02) + 1
 
 # %% ../nbs/05a_stats.ipynb #86c62b24
-OUTCOMES = ('success', 'failure', 'error')
-
 def latest_records(records: list[dict]) -> dict[int, dict]:
     "The newest record per seed (a retried error episode replaces its error record)."
     out = {}
-    for r in records: out[int(r['seed'])] = r
+    for rec in records: out[int(rec['seed'])] = rec
     return out
 
+# %% ../nbs/05a_stats.ipynb #6b1dd08d
 def is_error(rec: dict) -> bool:
     "Did this episode end in an error (server lost, mismatch, crash...) rather than a success or a failure?"
     return rec.get('outcome') == 'error' or str(rec.get('failure_reason') or '').startswith('error')
 
+# %% ../nbs/05a_stats.ipynb #6bedc507
+OUTCOMES = ('success', 'failure', 'error')
+
+# %% ../nbs/05a_stats.ipynb #a8945081
 def outcome(rec: dict) -> str:
     "'success', 'failure' or 'error' (records written before the `outcome` field get it from success/failure_reason)."
     return 'error' if is_error(rec) else ('success' if rec.get('success') else 'failure')
-
 
 # %% ../nbs/05a_stats.ipynb #816970e3
 def task_breakdown(records: list[dict]) -> dict:
     """Success rate and 95% Wilson interval per task over completed episodes: grouped by their `task` (the
     instruction), else their `env` (records of several evaluations can be pooled). Errors are counted apart."""
     groups, errs = {}, {}
-    for r in records:
-        key = r.get('task') or r.get('env')
+    for rec in records:
+        key = rec.get('task') or rec.get('env')
         if key is None: continue
-        if is_error(r): errs[str(key)] = errs.get(str(key), 0) + 1; groups.setdefault(str(key), [])
-        else: groups.setdefault(str(key), []).append(bool(r['success']))
+        if is_error(rec): errs[str(key)] = errs.get(str(key), 0) + 1; groups.setdefault(str(key), [])
+        else: groups.setdefault(str(key), []).append(bool(rec['success']))
     out = {}
     for key, ok in sorted(groups.items()):
-        n, k = len(ok), sum(ok)
-        out[key] = {'episodes': n, 'successes': k, 'success_rate': k / n if n else None,
-                    'wilson_95': list(wilson_interval(k, n)), 'errors': errs.get(key, 0)}
+        episodes, successes = len(ok), sum(ok)
+        out[key] = {'episodes': episodes, 'successes': successes,
+                    'success_rate': successes / episodes if episodes else None,
+                    'wilson_95': list(wilson_interval(successes, episodes)), 'errors': errs.get(key, 0)}
     return out
 
+# %% ../nbs/05a_stats.ipynb #d8fb2a51
 def summarize(records: list[dict], seeds: list[int] | None = None) -> dict:
     """Success rate with its 95% Wilson interval over **completed** episodes (success or failure; the newest record
     per seed), mean return/length, failure reasons. Episodes that ended in an error are never counted as failures:
@@ -80,25 +86,26 @@ def summarize(records: list[dict], seeds: list[int] | None = None) -> dict:
     if seeds is not None: recs = {s: recs[s] for s in seeds if s in recs}
     errs = {s: r for s, r in recs.items() if is_error(r)}
     rs = [r for s, r in recs.items() if s not in errs]
-    n, k = len(rs), sum(bool(r['success']) for r in rs)
-    lo, hi = wilson_interval(k, n)
+    completed, successes = len(rs), sum(bool(r['success']) for r in rs)
+    lo, hi = wilson_interval(successes, completed)
     reasons, err_reasons = {}, {}
-    for r in rs:
-        if not r['success']:
-            key = str(r.get('failure_reason') or 'failure').split(':')[0]
+    for rec in rs:
+        if not rec['success']:
+            key = str(rec.get('failure_reason') or 'failure').split(':')[0]
             reasons[key] = reasons.get(key, 0) + 1
-    for r in errs.values():
-        key = (r.get('error') or {}).get('type') or 'error'
+    for rec in errs.values():
+        key = (rec.get('error') or {}).get('type') or 'error'
         err_reasons[key] = err_reasons.get(key, 0) + 1
     mean = lambda key: float(np.mean([r[key] for r in rs])) if rs else None
-    return {'episodes': n, 'successes': k, 'success_rate': k / n if n else None, 'wilson_95': [lo, hi],
-            'completed': n, 'errors': len(errs), 'total': n + len(errs),
+    return {'episodes': completed, 'successes': successes, 'success_rate': successes / completed if completed else None,
+            'wilson_95': [lo, hi], 'completed': completed, 'errors': len(errs), 'total': completed + len(errs),
             'mean_return': mean('return') if rs and 'return' in rs[0] else None,
             'mean_length': mean('length') if rs and 'length' in rs[0] else None,
             'failure_reasons': reasons, 'error_reasons': err_reasons, 'error_seeds': sorted(errs),
             'seeds': [min(recs), max(recs)] if recs else None,
             **({'per_task': per_task} if len(per_task := task_breakdown(list(recs.values()))) > 1 else {})}
 
+# %% ../nbs/05a_stats.ipynb #710dd53e
 def summary_line(s: dict, env: str = '') -> str:
     "The one-line result the CLI, notebooks and sweeps print: successes over completed episodes, errors apart."
     lo, hi = s['wilson_95']

@@ -20,34 +20,35 @@ from .checkpoints import (COMPLETE, atomic_dir, clean_partial, latest_checkpoint
 log = logging.getLogger('robobench.training')
 
 # %% auto #0
-__all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'HubWeightsMissing', 'check_policy_name',
+__all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'check_policy_name', 'HubWeightsMissing',
            'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config', 'TrainResult',
            'plot_training', 'train', 'train_arg_parser', 'parse_train_args', 'cli_train']
 
 # %% ../nbs/08_training.ipynb #5c4c2947
 POLICIES = ('act', 'diffusion', 'pi0', 'pi05', 'vqbet', 'tdmpc', 'sac', 'smolvla')
 
+# %% ../nbs/08_training.ipynb #73d84e3e
+def check_policy_name(name: str) -> str:
+    "The policy name, lower-cased; unknown names raise listing the valid ones; `sac` explains why not."
+    policy = str(name).lower()
+    if policy not in POLICIES: raise UnknownNameError(did_you_mean(policy, POLICIES, 'policy'))
+    if policy == 'sac':
+        raise ValueError("policy 'sac': in LeRobot 0.6.1 SAC is an online RL algorithm "
+                         "(lerobot.rl.algorithms.sac, actor 'gaussian_actor') trained from environment rewards "
+                         "with the actor/learner scripts; it cannot be trained from a demonstration dataset. "
+                         "For behaviour cloning use act, diffusion, vqbet or smolvla.")
+    return policy
+
+# %% ../nbs/08_training.ipynb #9b385c07
 HUB_WEIGHTS = {  # policy -> (default pretrained policy, other hub repos its processors/backbone need)
     'pi0': ('lerobot/pi0_base', ('google/paligemma-3b-pt-224',)),
     'pi05': ('lerobot/pi05_base', ('google/paligemma-3b-pt-224',)),
     'smolvla': ('lerobot/smolvla_base', ('HuggingFaceTB/SmolVLM2-500M-Video-Instruct',)),
 }
-CHUNK_FIELDS = ('chunk_size', 'horizon', 'action_chunk_size')  # what each policy calls its action chunk
-NEEDS_COLUMNS = {'tdmpc': ('next.reward',)}  # dataset columns a policy's loss reads besides its features
 
+# %% ../nbs/08_training.ipynb #a45739f2
 class HubWeightsMissing(RuntimeError):
     "A policy needs pretrained weights that are neither local nor reachable."
-
-def check_policy_name(name: str) -> str:
-    "The policy name, lower-cased; unknown names raise listing the valid ones; `sac` explains why not."
-    n = str(name).lower()
-    if n not in POLICIES: raise UnknownNameError(did_you_mean(n, POLICIES, 'policy'))
-    if n == 'sac':
-        raise ValueError("policy 'sac': in LeRobot 0.6.1 SAC is an online RL algorithm "
-                         "(lerobot.rl.algorithms.sac, actor 'gaussian_actor') trained from environment rewards "
-                         "with the actor/learner scripts; it cannot be trained from a demonstration dataset. "
-                         "For behaviour cloning use act, diffusion, vqbet or smolvla.")
-    return n
 
 # %% ../nbs/08_training.ipynb #13002290
 def _hf_cached(repo_id: str) -> bool:
@@ -148,42 +149,39 @@ def fix_normalization(cfg) -> list[dict]:
     mapping = dict(cfg.normalization_mapping)
     rows = []
     for io, feats in (('input', cfg.input_features), ('output', cfg.output_features)):
-        for k, f in feats.items():
-            t = f.type.name if hasattr(f.type, 'name') else str(f.type)
-            added = t not in mapping
-            if added: mapping[t] = _norm_mode('MEAN_STD')
-            mode = mapping[t].name if hasattr(mapping[t], 'name') else str(mapping[t])
+        for key, feat in feats.items():
+            kind = feat.type.name if hasattr(feat.type, 'name') else str(feat.type)
+            added = kind not in mapping
+            if added: mapping[kind] = _norm_mode('MEAN_STD')
+            mode = mapping[kind].name if hasattr(mapping[kind], 'name') else str(mapping[kind])
             stats = {'MEAN_STD': 'mean/std', 'MIN_MAX': 'min/max', 'QUANTILES': 'q01/q99', 'QUANTILE10': 'q10/q90',
                      'IDENTITY': 'none'}.get(mode, mode.lower())
-            rows.append({'feature': k, 'io': io, 'type': t, 'mode': mode, 'stats': stats, 'added_by_robobench': added})
+            rows.append({'feature': key, 'io': io, 'type': kind, 'mode': mode, 'stats': stats,
+                         'added_by_robobench': added})
     cfg.normalization_mapping = mapping
     return rows
 
+# %% ../nbs/08_training.ipynb #a024ca02
+CHUNK_FIELDS = ('chunk_size', 'horizon', 'action_chunk_size')  # what each policy calls its action chunk
+
+# %% ../nbs/08_training.ipynb #f1a76257
 def _set_sizes(cfg, action_chunk_size=None, n_obs_steps=None, n_action_steps=None) -> dict:
     done = {}
     if action_chunk_size is not None:
-        f = next((f for f in CHUNK_FIELDS if hasattr(cfg, f)), None)
-        if f is None:
+        name = next((name for name in CHUNK_FIELDS if hasattr(cfg, name)), None)
+        if name is None:
             raise ValueError(f"policy '{cfg.type}' has no action chunk setting (looked for {', '.join(CHUNK_FIELDS)})")
-        setattr(cfg, f, int(action_chunk_size)); done[f] = int(action_chunk_size)
-    for f, v in (('n_obs_steps', n_obs_steps), ('n_action_steps', n_action_steps)):
-        if v is None: continue
-        if not hasattr(cfg, f): raise ValueError(f"policy '{cfg.type}' has no '{f}' setting")
-        setattr(cfg, f, int(v)); done[f] = int(v)
+        setattr(cfg, name, int(action_chunk_size)); done[name] = int(action_chunk_size)
+    for name, value in (('n_obs_steps', n_obs_steps), ('n_action_steps', n_action_steps)):
+        if value is None: continue
+        if not hasattr(cfg, name): raise ValueError(f"policy '{cfg.type}' has no '{name}' setting")
+        setattr(cfg, name, int(value)); done[name] = int(value)
     if action_chunk_size is not None and n_action_steps is None and hasattr(cfg, 'n_action_steps'):
-        ch = getattr(cfg, next(f for f in CHUNK_FIELDS if hasattr(cfg, f)))
+        ch = getattr(cfg, next(name for name in CHUNK_FIELDS if hasattr(cfg, name)))
         if cfg.n_action_steps > ch: cfg.n_action_steps = ch; done['n_action_steps'] = ch
     return done
 
-def _backbone_cached(weights: str) -> bool:
-    "Is a torchvision weights enum value (e.g. 'ResNet18_Weights.IMAGENET1K_V1') in the torch hub cache?"
-    try:
-        import torch, torchvision
-        enum_name, member = weights.split('.')
-        url = getattr(getattr(torchvision.models, enum_name), member).url
-        return (Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]).exists()
-    except Exception: return False
-
+# %% ../nbs/08_training.ipynb #41e2cdf8
 def _config_with_sizes(make, policy: str, kw: dict, action_chunk_size, n_obs_steps, n_action_steps, error):
     "The policy config built with the sizes given (under the policy's own chunk field), when its checks need them."
     sizes = {k: int(v) for k, v in (('n_obs_steps', n_obs_steps), ('n_action_steps', n_action_steps)) if v is not None}
@@ -194,29 +192,32 @@ def _config_with_sizes(make, policy: str, kw: dict, action_chunk_size, n_obs_ste
         except (ValueError, NotImplementedError) as e: raise ValueError(f"policy '{policy}': {e}") from None
     raise ValueError(f"policy '{policy}': {error}") from error
 
-def make_policy_config(policy: str, features: dict, policy_kwargs: dict | None = None,
-                       pretrained_path: str | None = None, action_chunk_size=None, n_obs_steps=None,
-                       n_action_steps=None, device: str = 'cpu'):
-    "A LeRobot policy config for dataset `features` (LeRobot's factory), with robobench's normalization fix."
+# %% ../nbs/08_training.ipynb #657ecca8
+def _base_config(policy: str, kw: dict, pretrained_path, action_chunk_size, n_obs_steps, n_action_steps):
+    "The policy config from `pretrained_path` (with `kw` set on it), else from LeRobot's factory."
     from lerobot.policies.factory import make_policy_config as lr_make_config
-    from lerobot.utils.feature_utils import dataset_to_policy_features
-    from lerobot.configs.types import FeatureType
-    kw = dict(policy_kwargs or {})
     if pretrained_path:
         from lerobot.configs.policies import PreTrainedConfig
         cfg = PreTrainedConfig.from_pretrained(pretrained_path)
-        for k, v in kw.items(): setattr(cfg, k, v)
-    else:
-        try: cfg = lr_make_config(policy, **kw)
-        except TypeError as e: raise ValueError(f"bad policy_kwargs for '{policy}': {e}") from e
-        except (ValueError, NotImplementedError) as e:   # e.g. ACT's temporal ensembling wants n_action_steps=1 here
-            cfg = _config_with_sizes(lr_make_config, policy, kw, action_chunk_size, n_obs_steps, n_action_steps, e)
-    pf = dataset_to_policy_features(features)
-    cfg.output_features = {k: f for k, f in pf.items() if f.type is FeatureType.ACTION}
-    cfg.input_features = {k: f for k, f in pf.items() if k not in cfg.output_features}
-    if not cfg.output_features: raise ValueError("the dataset has no 'action' feature; cannot train a policy on it")
-    _set_sizes(cfg, action_chunk_size, n_obs_steps, n_action_steps)
-    cfg.device = device
+        for name, value in kw.items(): setattr(cfg, name, value)
+        return cfg
+    try: return lr_make_config(policy, **kw)
+    except TypeError as e: raise ValueError(f"bad policy_kwargs for '{policy}': {e}") from e
+    except (ValueError, NotImplementedError) as e:   # e.g. ACT's temporal ensembling wants n_action_steps=1 here
+        return _config_with_sizes(lr_make_config, policy, kw, action_chunk_size, n_obs_steps, n_action_steps, e)
+
+# %% ../nbs/08_training.ipynb #9789108e
+def _backbone_cached(weights: str) -> bool:
+    "Is a torchvision weights enum value (e.g. 'ResNet18_Weights.IMAGENET1K_V1') in the torch hub cache?"
+    try:
+        import torch, torchvision
+        enum_name, member = weights.split('.')
+        url = getattr(getattr(torchvision.models, enum_name), member).url
+        return (Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]).exists()
+    except Exception: return False
+
+def _drop_unusable_backbone(cfg):
+    "No pretrained vision backbone without cameras, nor offline when its weights are not cached."
     bb = getattr(cfg, 'pretrained_backbone_weights', None)
     if bb and cfg.image_features and not _backbone_cached(bb):
         from robobench.core import offline as _offline
@@ -224,19 +225,42 @@ def make_policy_config(policy: str, features: dict, policy_kwargs: dict | None =
             log.warning(f'{bb} is not cached and the hub is unreachable: training the vision backbone from scratch')
             cfg.pretrained_backbone_weights = None
     if bb and not cfg.image_features: cfg.pretrained_backbone_weights = None
+
+# %% ../nbs/08_training.ipynb #395cff13
+def _validate(cfg, policy: str, features: dict):
+    "LeRobot's feature checks (and those some policies run in `__post_init__`), failing with the dataset's features."
     try:
         cfg.validate_features()
         if hasattr(cfg, '__post_init__') and policy in ('diffusion', 'vqbet', 'tdmpc'): cfg.__post_init__()
     except (ValueError, AssertionError) as e:
         raise ValueError(f"policy '{policy}' cannot train on this dataset: {e}\n  dataset features: "
-                         + ', '.join(f'{k} {list(f.shape)} ({f.type.name})' for k, f in pf.items())
+                         + ', '.join(f'{k} {list(f.shape)} ({f.type.name})' for k, f in features.items())
                          + ("\n  (state-only ACT/Diffusion need 'observation.environment_state' or a camera)"
                             if 'environment state' in str(e) else '')) from e
+
+# %% ../nbs/08_training.ipynb #c966692d
+def make_policy_config(policy: str, features: dict, policy_kwargs: dict | None = None,
+                       pretrained_path: str | None = None, action_chunk_size=None, n_obs_steps=None,
+                       n_action_steps=None, device: str = 'cpu'):
+    "A LeRobot policy config for dataset `features` (LeRobot's factory), with robobench's normalization fix."
+    from lerobot.utils.feature_utils import dataset_to_policy_features
+    from lerobot.configs.types import FeatureType
+    cfg = _base_config(policy, dict(policy_kwargs or {}), pretrained_path, action_chunk_size, n_obs_steps,
+                       n_action_steps)
+    pf = dataset_to_policy_features(features)
+    cfg.output_features = {k: f for k, f in pf.items() if f.type is FeatureType.ACTION}
+    cfg.input_features = {k: f for k, f in pf.items() if k not in cfg.output_features}
+    if not cfg.output_features: raise ValueError("the dataset has no 'action' feature; cannot train a policy on it")
+    _set_sizes(cfg, action_chunk_size, n_obs_steps, n_action_steps)
+    cfg.device = device
+    _drop_unusable_backbone(cfg)
+    _validate(cfg, policy, pf)
     return cfg
 
 # %% ../nbs/08_training.ipynb #65b589ed
 @dataclass
 class TrainResult:
+    "What `train` returns: the output dir, the last step, best and final model dirs, the evaluations, the summary."
     out_dir: Path
     step: int
     best_dir: Path | None
@@ -248,6 +272,7 @@ class TrainResult:
     def records(self) -> list[dict]: return read_jsonl(self.out_dir / 'metrics.jsonl')
     def plot(self, **kw): return plot_training(self.out_dir, **kw)
 
+# %% ../nbs/08_training.ipynb #a225e0f7
 def plot_training(run, ax=None, smooth: int = 1):
     "Loss curve and evaluation success (with Wilson intervals) of a training dir or a list of metrics records."
     import matplotlib.pyplot as plt
@@ -257,14 +282,14 @@ def plot_training(run, ax=None, smooth: int = 1):
     if ax is None: fig, ax = plt.subplots(1, 2, figsize=(9, 3))
     else: fig = ax[0].figure
     if tr:
-        x, y = np.array([r['step'] for r in tr]), np.array([r['loss'] for r in tr])
-        if smooth > 1 and len(y) >= smooth: y = np.convolve(y, np.ones(smooth) / smooth, mode='same')
-        ax[0].plot(x, y); ax[0].set_yscale('log')
+        steps, loss = np.array([r['step'] for r in tr]), np.array([r['loss'] for r in tr])
+        if smooth > 1 and len(loss) >= smooth: loss = np.convolve(loss, np.ones(smooth) / smooth, mode='same')
+        ax[0].plot(steps, loss); ax[0].set_yscale('log')
     ax[0].set_xlabel('step'); ax[0].set_title('training loss')
     if ev:
-        x = np.array([r['step'] for r in ev]); s = np.array([r['eval']['success_rate'] for r in ev])
+        steps, rate = np.array([r['step'] for r in ev]), np.array([r['eval']['success_rate'] for r in ev])
         lo = np.array([r['eval']['ci_low'] for r in ev]); hi = np.array([r['eval']['ci_high'] for r in ev])
-        ax[1].errorbar(x, s, yerr=[np.clip(s - lo, 0, 1), np.clip(hi - s, 0, 1)], marker='o', capsize=3)
+        ax[1].errorbar(steps, rate, yerr=[np.clip(rate - lo, 0, 1), np.clip(hi - rate, 0, 1)], marker='o', capsize=3)
     ax[1].set_ylim(-0.02, 1.02); ax[1].set_xlabel('step'); ax[1].set_title('eval success (95% Wilson)')
     fig.tight_layout()
     return fig
@@ -274,18 +299,20 @@ def _open_views(cfg: TrainConfig) -> list:
     from robobench.data import open_dataset, LeRobotData
     if not cfg.repo_ids: raise ValueError('no datasets given (repo_ids / --repo-ids)')
     views = []
-    for r in cfg.repo_ids:
-        p = Path(cfg.root) / r if cfg.root is not None else None
-        try: v = open_dataset(r, root=p)
+    for repo in cfg.repo_ids:
+        path = Path(cfg.root) / repo if cfg.root is not None else None
+        try: view = open_dataset(repo, root=path)
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"dataset '{r}' not found{f' under {cfg.root}' if cfg.root else ''}: {e}") from e
-        if not isinstance(v, LeRobotData):
-            raise ValueError(f"{r}: training needs LeRobot datasets; convert RLDS first (robobench convert)")
-        views.append(v)
+            raise FileNotFoundError(f"dataset '{repo}' not found{f' under {cfg.root}' if cfg.root else ''}: {e}") from e
+        if not isinstance(view, LeRobotData):
+            raise ValueError(f"{repo}: training needs LeRobot datasets; convert RLDS first (robobench convert)")
+        views.append(view)
     return views
 
+# %% ../nbs/08_training.ipynb #cb24e56c
 def _wilson_low(e: dict) -> float: return float(e.get('ci_low', 0.0))
 
+# %% ../nbs/08_training.ipynb #56056e3a
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
@@ -303,78 +330,23 @@ class _Trainer:
 # %% ../nbs/08_training.ipynb #67ddfd88
 @patch
 def setup(self: _Trainer):
-    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
-    from lerobot.datasets.factory import resolve_delta_timestamps
+    "Everything before the first step: datasets, policy config, data path, policy and processors, optimizer, resume."
     from lerobot.utils.random_utils import set_seed
-    from robobench.mixing import mix_datasets
     cfg = self.cfg
     cfg.policy = check_policy_name(cfg.policy)
-    if cfg.env is not None:
-        from robobench.envs import list_envs
-        envs = list_envs()
-        if cfg.env not in envs and not cfg.env.startswith(('maniskill/', 'robosuite/')):
-            raise UnknownNameError(did_you_mean(cfg.env, envs, 'env'))
+    if cfg.env is not None:   # an alias, or a backend's env id (did-you-mean for unknown backends and tasks)
+        from robobench.envs import find_task, resolve_env_id
+        cfg.env = resolve_env_id(cfg.env)
+        find_task(cfg.env)
     check_hub_weights(cfg.policy, cfg.pretrained_path)
     self._prepare_out_dir()
     set_seed(cfg.seed)
     self.device = pick_device(None if cfg.device == 'auto' else cfg.device)
-    views = self.views = _open_views(cfg)
-    # only what a policy consumes must agree (mix_datasets checks it, and the fps); extra columns may differ
-    self.feature_keys = sorted({k for v in views for k in v.features if k.startswith('observation.') or k == 'action'})
-    self.fps = views[0].fps
-    for col in NEEDS_COLUMNS.get(cfg.policy, ()):
-        lacking = [v.name for v in views if col not in v.features]
-        if lacking:
-            raise ValueError(f"policy '{cfg.policy}' learns from rewards: dataset(s) {', '.join(lacking)} have no "
-                             f"'{col}' column. Record it with the dataset (LeRobot's 'next.reward' feature) or "
-                             f"pick a behaviour-cloning policy (act, diffusion, vqbet, smolvla).")
-    pcfg = make_policy_config(cfg.policy, views[0].features, cfg.policy_kwargs, cfg.pretrained_path,
-                              cfg.action_chunk_size, cfg.n_obs_steps, cfg.n_action_steps, self.device)
-    self.norm_rows = fix_normalization(pcfg)
-    self.pcfg = pcfg
-    meta = type('Meta', (), {'features': views[0].features, 'fps': self.fps})()
-    dts = resolve_delta_timestamps(pcfg, meta)
-    self.delta_indices = {k: [int(round(t * self.fps)) for t in v] for k, v in (dts or {}).items()}
-    # datasets: LeRobot's, mixed with weights and DAgger filtering (stats follow the filter)
-    self.mix = mix_datasets(views, weights=cfg.weights, dagger=cfg.dagger, seed=cfg.seed,
-                            keys=self.feature_keys if len(views) > 1 else None, delta_timestamps=dts)
-    self.keep = self.mix.keep
-    self.weights = self.mix.sampler.weights.double()
-    stats = self.mix.stats
-    missing = [k for k in list(pcfg.input_features) + list(pcfg.output_features) if k not in stats]
-    if missing: raise ValueError(f"no normalization stats for {missing} in the datasets' meta/stats.json")
-    self.keys = [k for k in list(pcfg.input_features) + list(pcfg.output_features)]
-    self._pick_data_path()
-    # policy + processors
-    cls = get_policy_class(pcfg.type)
-    resume_from = latest_checkpoint(self.out) if cfg.resume else None
-    self.resume_from = resume_from
-    src = resume_from or cfg.pretrained_path
-    self.policy = (cls.from_pretrained(src, config=pcfg) if src else cls(pcfg)).to(self.device)
-    self.pre, self.post = make_pre_post_processors(pcfg, dataset_stats=stats)
-    # optimizer and scheduler: the policy's presets
-    opt_cfg = pcfg.get_optimizer_preset()
-    if cfg.lr is not None: opt_cfg.lr = float(cfg.lr)
-    self.grad_clip = float(getattr(opt_cfg, 'grad_clip_norm', 0) or 0)
-    self.optimizer = opt_cfg.build(self.policy.get_optim_params())
-    sch = pcfg.get_scheduler_preset()
-    self.scheduler = sch.build(self.optimizer, cfg.training_steps) if sch is not None else None
-    self.step, self.evals, self.best = 0, [], None
-    # training time of earlier segments (a resumed run's before the kill)
-    self.prior_train_s, self._seg_start = 0.0, None
-    if resume_from is not None:
-        st = load_training_state(resume_from, self.optimizer, self.scheduler)
-        self.step = int(st['step']); self.evals = st.get('evals', []); self.best = st.get('best')
-        self.prior_train_s = float(st.get('train_s', 0.0))
-    # records past the step we start from belong to a segment that was killed before its next checkpoint
-    # (or before the first one): drop them, so metrics.jsonl holds each step once
-    old = read_jsonl(self.out / 'metrics.jsonl')
-    # time spent by killed segments counts too, also past their last checkpoint (their last logged time_s)
-    self.prior_train_s = max([self.prior_train_s] + [float(r['time_s']) for r in old if 'time_s' in r])
-    if any(r.get('step', 0) > self.step for r in old):
-        keep = [r for r in old if r.get('step', 0) <= self.step]
-        (self.out / 'metrics.jsonl').unlink(missing_ok=True)
-        for r in keep: append_jsonl(self.out / 'metrics.jsonl', r)
+    self._open_data()
+    delta_timestamps = self._configure_policy()
+    stats = self._mix_data(delta_timestamps)
+    self._build_policy(stats)
+    self._restore()
     self.n_params = sum(p.numel() for p in self.policy.parameters())
     self.run_info = run_info(argv=sys.argv)   # once: it runs git
     self._print_header()
@@ -391,35 +363,130 @@ def _prepare_out_dir(self: _Trainer):
                                   f"or choose another output_dir (--output-dir); nothing was overwritten")
     out.mkdir(parents=True, exist_ok=True)
 
+# %% ../nbs/08_training.ipynb #72c59dc4
+NEEDS_COLUMNS = {'tdmpc': ('next.reward',)}  # dataset columns a policy's loss reads besides its features
+
+# %% ../nbs/08_training.ipynb #9b182f14
+def _check_columns(policy: str, views: list):
+    "Refuse datasets that lack a column `policy`'s loss reads (`NEEDS_COLUMNS`)."
+    for col in NEEDS_COLUMNS.get(policy, ()):
+        lacking = [v.name for v in views if col not in v.features]
+        if lacking:
+            raise ValueError(f"policy '{policy}' learns from rewards: dataset(s) {', '.join(lacking)} have no "
+                             f"'{col}' column. Record it with the dataset (LeRobot's 'next.reward' feature) or "
+                             f"pick a behaviour-cloning policy (act, diffusion, vqbet, smolvla).")
+
+# %% ../nbs/08_training.ipynb #678c7261
+@patch
+def _open_data(self: _Trainer):
+    "The datasets (`views`), the feature keys a policy consumes, the fps."
+    views = self.views = _open_views(self.cfg)
+    # only what a policy consumes must agree (mix_datasets checks it, and the fps); extra columns may differ
+    self.feature_keys = sorted({k for v in views for k in v.features if k.startswith('observation.') or k == 'action'})
+    self.fps = views[0].fps
+    _check_columns(self.cfg.policy, views)
+
+# %% ../nbs/08_training.ipynb #1ec2b449
+@patch
+def _configure_policy(self: _Trainer):
+    "The LeRobot policy config (`pcfg`) with its normalization fixed (`norm_rows`); returns its delta timestamps."
+    from lerobot.datasets.factory import resolve_delta_timestamps
+    cfg, views = self.cfg, self.views
+    pcfg = make_policy_config(cfg.policy, views[0].features, cfg.policy_kwargs, cfg.pretrained_path,
+                              cfg.action_chunk_size, cfg.n_obs_steps, cfg.n_action_steps, self.device)
+    self.norm_rows = fix_normalization(pcfg)
+    self.pcfg = pcfg
+    meta = type('Meta', (), {'features': views[0].features, 'fps': self.fps})()
+    dts = resolve_delta_timestamps(pcfg, meta)
+    self.delta_indices = {k: [int(round(t * self.fps)) for t in v] for k, v in (dts or {}).items()}
+    return dts
+
+# %% ../nbs/08_training.ipynb #9b20316b
+@patch
+def _mix_data(self: _Trainer, delta_timestamps) -> dict:
+    "LeRobot's datasets mixed with weights and DAgger filtering (stats follow the filter); returns the stats."
+    from robobench.mixing import mix_datasets
+    cfg, pcfg, views = self.cfg, self.pcfg, self.views
+    self.mix = mix_datasets(views, weights=cfg.weights, dagger=cfg.dagger, seed=cfg.seed,
+                            keys=self.feature_keys if len(views) > 1 else None, delta_timestamps=delta_timestamps)
+    self.keep = self.mix.keep
+    self.weights = self.mix.sampler.weights.double()
+    stats = self.mix.stats
+    missing = [k for k in list(pcfg.input_features) + list(pcfg.output_features) if k not in stats]
+    if missing: raise ValueError(f"no normalization stats for {missing} in the datasets' meta/stats.json")
+    self.keys = [k for k in list(pcfg.input_features) + list(pcfg.output_features)]
+    self._pick_data_path()
+    return stats
+
 # %% ../nbs/08_training.ipynb #d881d695
 @patch
 def _pick_data_path(self: _Trainer):
     cfg = self.cfg
-    n = len(self.mix)
+    frames = len(self.mix)
     img_bytes = 0
-    for k in self.keys:
-        f = self.views[0].features.get(k, {})
-        if f.get('dtype') in ('image', 'video'): img_bytes += int(np.prod(f['shape'])) * n
+    for key in self.keys:
+        feat = self.views[0].features.get(key, {})
+        if feat.get('dtype') in ('image', 'video'): img_bytes += int(np.prod(feat['shape'])) * frames
     self.use_ram = cfg.cache == 'ram' or (cfg.cache == 'auto' and img_bytes / 1e9 <= cfg.cache_max_gb)
     if self.use_ram:
         t0 = time.perf_counter()
         self.cache = RamCache(self.views, self.keep, self.delta_indices, self.keys, progress=self.progress)
-        if len(self.cache) != n: raise RuntimeError(f'cache has {len(self.cache)} items, datasets {n}')
+        if len(self.cache) != frames: raise RuntimeError(f'cache has {len(self.cache)} items, datasets {frames}')
         self.cache_s = time.perf_counter() - t0
     else: self.cache, self.cache_s = None, 0.0
+
+# %% ../nbs/08_training.ipynb #1d90acb6
+@patch
+def _build_policy(self: _Trainer, stats: dict):
+    "The policy, its pre/post-processors (normalizing with `stats`), the optimizer and the scheduler."
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+    cfg, pcfg = self.cfg, self.pcfg
+    cls = get_policy_class(pcfg.type)
+    self.resume_from = latest_checkpoint(self.out) if cfg.resume else None
+    src = self.resume_from or cfg.pretrained_path
+    self.policy = (cls.from_pretrained(src, config=pcfg) if src else cls(pcfg)).to(self.device)
+    self.pre, self.post = make_pre_post_processors(pcfg, dataset_stats=stats)
+    # optimizer and scheduler: the policy's presets
+    opt_cfg = pcfg.get_optimizer_preset()
+    if cfg.lr is not None: opt_cfg.lr = float(cfg.lr)
+    self.grad_clip = float(getattr(opt_cfg, 'grad_clip_norm', 0) or 0)
+    self.optimizer = opt_cfg.build(self.policy.get_optim_params())
+    sch = pcfg.get_scheduler_preset()
+    self.scheduler = sch.build(self.optimizer, cfg.training_steps) if sch is not None else None
+
+# %% ../nbs/08_training.ipynb #a622a1b6
+@patch
+def _restore(self: _Trainer):
+    "Step, evaluations, best and training time of the checkpoint resumed from (a fresh start without one)."
+    self.step, self.evals, self.best = 0, [], None
+    # training time of earlier segments (a resumed run's before the kill)
+    self.prior_train_s, self._seg_start = 0.0, None
+    if self.resume_from is not None:
+        st = load_training_state(self.resume_from, self.optimizer, self.scheduler)
+        self.step = int(st['step']); self.evals = st.get('evals', []); self.best = st.get('best')
+        self.prior_train_s = float(st.get('train_s', 0.0))
+    # records past the step we start from belong to a segment that was killed before its next checkpoint
+    # (or before the first one): drop them, so metrics.jsonl holds each step once
+    old = read_jsonl(self.out / 'metrics.jsonl')
+    # time spent by killed segments counts too, also past their last checkpoint (their last logged time_s)
+    self.prior_train_s = max([self.prior_train_s] + [float(r['time_s']) for r in old if 'time_s' in r])
+    if any(r.get('step', 0) > self.step for r in old):
+        keep = [r for r in old if r.get('step', 0) <= self.step]
+        (self.out / 'metrics.jsonl').unlink(missing_ok=True)
+        for rec in keep: append_jsonl(self.out / 'metrics.jsonl', rec)
 
 # %% ../nbs/08_training.ipynb #9dbd4490
 @patch
 def _print_header(self: _Trainer):
-    c = self.cfg
-    lines = ['=' * 60, f'Training {c.policy.upper()} with LeRobot (robobench)', '=' * 60,
+    cfg = self.cfg
+    lines = ['=' * 60, f'Training {cfg.policy.upper()} with LeRobot (robobench)', '=' * 60,
              'Datasets: ' + ', '.join(f"{p['name']} ({p['frames']} frames, weight {p['weight']:.2f}"
                                        f"{', DAgger-filtered' if p['dagger_filtered'] else ''})"
                                        for p in self.mix.parts),
-             f'FPS: {self.fps}   Device: {self.device}   Batch size: {c.batch_size}   Parameters: {self.n_params:,}',
+             f'FPS: {self.fps}   Device: {self.device}   Batch size: {cfg.batch_size}   Parameters: {self.n_params:,}',
              'Data path: ' + ('RAM cache (%.1f MB, built in %.1f s)' % (self.cache.nbytes / 1e6, self.cache_s)
-                              if self.use_ram else 'LeRobotDataset + DataLoader (%d workers)' % c.num_workers),
-             f'Environment: {c.env or "(no evaluation)"}   Output: {self.out}', 'Normalization:']
+                              if self.use_ram else 'LeRobotDataset + DataLoader (%d workers)' % cfg.num_workers),
+             f'Environment: {cfg.env or "(no evaluation)"}   Output: {self.out}', 'Normalization:']
     lines += [f"  {r['feature']:36s} {r['type']:7s} {r['mode']:9s} uses {r['stats']}"
               + ('  (added by robobench)' if r['added_by_robobench'] else '')
               for r in self.norm_rows]
@@ -429,15 +496,16 @@ def _print_header(self: _Trainer):
 # %% ../nbs/08_training.ipynb #0722ea0a
 @patch
 def batches(self: _Trainer, start: int):
+    "The batches from step `start` on: gathered from the RAM cache, or loaded by LeRobot's DataLoader."
     import torch
     if self.use_ram:
-        for k in range(start, 1 << 62):
-            yield self.cache.batch(batch_indices(self.weights, self.cfg.batch_size, self.cfg.seed, k))
+        for step in range(start, 1 << 62):
+            yield self.cache.batch(batch_indices(self.weights, self.cfg.batch_size, self.cfg.seed, step))
     else:
-        cfg, w = self.cfg, self.weights
+        cfg, weights = self.cfg, self.weights
         class _Sampler:
             def __iter__(s):
-                for k in range(start, 1 << 62): yield batch_indices(w, cfg.batch_size, cfg.seed, k).tolist()
+                for step in range(start, 1 << 62): yield batch_indices(weights, cfg.batch_size, cfg.seed, step).tolist()
         dl = torch.utils.data.DataLoader(self.mix.dataset, batch_sampler=_Sampler(), num_workers=cfg.num_workers,
                                          persistent_workers=cfg.num_workers > 0,
                                          prefetch_factor=2 if cfg.num_workers else None)
@@ -446,6 +514,7 @@ def batches(self: _Trainer, start: int):
 # %% ../nbs/08_training.ipynb #3973edda
 @patch
 def info(self: _Trainer, kind: str) -> dict:
+    "A checkpoint's `train_info.json`: what was trained on which data, how, and how it evaluated so far."
     return {'kind': kind, 'step': self.step, 'policy': self.cfg.policy, 'config': self.cfg.to_dict(),
             'datasets': self.mix.summary()['parts'], 'fps': self.fps, 'env': self.cfg.env,
             'normalization': self.norm_rows, 'evals': self.evals, 'best': self.best,
@@ -469,6 +538,7 @@ def train_s(self: _Trainer) -> float:
 # %% ../nbs/08_training.ipynb #34b44313
 @patch
 def save(self: _Trainer, name: str, kind: str, training_state: bool = False) -> Path:
+    "Checkpoint dir `name` under the output dir: policy, processors, `train_info.json` (and the training state)."
     def write(d: Path):
         self.policy.save_pretrained(d); self.pre.save_pretrained(d); self.post.save_pretrained(d)
         self.write_info(d, kind)
@@ -477,112 +547,120 @@ def save(self: _Trainer, name: str, kind: str, training_state: bool = False) -> 
                                  {'evals': self.evals, 'best': self.best, 'train_s': round(self.train_s(), 3)})
     return atomic_dir(self.out / name, write, {'step': self.step, 'kind': kind})
 
+# %% ../nbs/08_training.ipynb #c3214140
+def _eval_summary(summary: dict, eval_s: float, run) -> dict:
+    "The evaluation record of `metrics.jsonl` from an evaluation's summary."
+    result = {k: summary.get(k) for k in ('success_rate', 'successes', 'episodes', 'mean_return', 'mean_length',
+                                          'errors')}
+    result['ci_low'], result['ci_high'] = summary['wilson_95']
+    result['eval_s'] = eval_s; result['run_folder'] = str(run)
+    return result
+
+def _eval_line(step: int, result: dict, run, improved: bool) -> str:
+    "The line printed after an evaluation: successes over completed episodes, interval, time, errors, a new best."
+    rate = 'n/a' if result['success_rate'] is None else f"{100 * result['success_rate']:.1f}%"
+    return (f"Evaluation (step {step}): success {result['successes']}/{result['episodes']} = {rate} "
+            f"[{100 * result['ci_low']:.0f}%, {100 * result['ci_high']:.0f}%] in {result['eval_s']:.1f} s"
+            + (f"; {result['errors']} ERROR episode(s) not counted (see {run}/episodes.jsonl)"
+               if result.get('errors') else '')
+            + ('  -> new best_model' if improved else ''))
+
 # %% ../nbs/08_training.ipynb #c88fa1d1
 @patch
 def evaluate(self: _Trainer) -> dict:
+    "Evaluate the current policy on the held-out seeds; the evaluation record (also appended to `metrics.jsonl`)."
     from robobench.evaluation import evaluate, EvalConfig
-    c = self.cfg
+    cfg = self.cfg
     cand = self.save('.eval_model', 'eval')
     run = self.out / 'evals' / f'step_{self.step}'
     if run.exists(): shutil.rmtree(run)
     t0 = time.perf_counter()
-    res = evaluate(config=EvalConfig(env=c.env, client='local',
+    res = evaluate(config=EvalConfig(env=cfg.env, client='local',
                                      client_kwargs={'path': str(cand), 'device': self.device},
-                                     env_kwargs=c.env_kwargs, episodes=c.eval_episodes, start_seed=c.eval_start_seed,
-                                     max_steps=c.max_steps, workers=c.eval_workers, video=c.save_video,
-                                     run_folder=str(run)), progress=False)
-    s = res.summary
-    e = {k: s.get(k) for k in ('success_rate', 'successes', 'episodes', 'mean_return', 'mean_length', 'errors')}
-    e['ci_low'], e['ci_high'] = s['wilson_95']
-    e['eval_s'] = round(time.perf_counter() - t0, 2); e['run_folder'] = str(run)
+                                     env_kwargs=cfg.env_kwargs, episodes=cfg.eval_episodes,
+                                     start_seed=cfg.eval_start_seed, max_steps=cfg.max_steps,
+                                     workers=cfg.eval_workers, video=cfg.save_video, run_folder=str(run)),
+                   progress=False)
+    result = _eval_summary(res.summary, round(time.perf_counter() - t0, 2), run)
     self.policy.train()
-    rec = {'step': self.step, 'eval': e}
+    rec = {'step': self.step, 'eval': result}
     self.evals.append(rec); append_jsonl(self.out / 'metrics.jsonl', rec)
-    improved = self.best is None or _wilson_low(e) > _wilson_low(self.best['eval'])
+    improved = self.best is None or _wilson_low(result) > _wilson_low(self.best['eval'])
     if improved:  # the evaluated candidate becomes best_model (relabelled, not written again)
         self.best = rec
         self.write_info(cand, 'best'); atomic_write_json(cand / COMPLETE, {'step': self.step, 'kind': 'best'})
         swap_in(cand, self.out / 'best_model')
     else: shutil.rmtree(cand, ignore_errors=True)
-    rate = 'n/a' if e['success_rate'] is None else f"{100 * e['success_rate']:.1f}%"
-    print(f"Evaluation (step {self.step}): success {e['successes']}/{e['episodes']} = {rate} "
-          f"[{100 * e['ci_low']:.0f}%, {100 * e['ci_high']:.0f}%] in {e['eval_s']:.1f} s"
-          + (f"; {e['errors']} ERROR episode(s) not counted (see {run}/episodes.jsonl)" if e.get('errors') else '')
-          + ('  -> new best_model' if improved else ''), flush=True)
+    print(_eval_line(self.step, result, run, improved), flush=True)
     return rec
 
-# %% ../nbs/08_training.ipynb #1e60d7bc
+# %% ../nbs/08_training.ipynb #799f8a81
+def _step_metrics(loss: float, grad_norm, out, t0: float, t1: float, t2: float) -> list[tuple[str, float]]:
+    "(name, value) of one step: loss, gradient norm, data and update time, and the scalars the policy returned."
+    return ([('loss', loss), ('grad_norm', float(grad_norm)), ('data_s', t1 - t0), ('update_s', t2 - t1)]
+            + [(k, float(v)) for k, v in (out or {}).items()
+               if isinstance(v, (int, float)) or (hasattr(v, 'numel') and v.numel() == 1)])
+
+# %% ../nbs/08_training.ipynb #7278511e
 @patch
-def run(self: _Trainer) -> TrainResult:
+def _update(self: _Trainer, batch):
+    "One optimizer step on `batch`: the loss (a tensor), the gradient norm and the policy's other outputs."
     import torch
-    from tqdm.auto import tqdm
-    c = self.cfg
-    wb = self._wandb()
-    live = _LivePlot(self.out) if self.live_plot else None
-    t_start = self._seg_start = time.perf_counter()
-    bar = tqdm(total=c.training_steps, initial=self.step, desc=f'train {c.policy}', disable=not self.progress,
-               dynamic_ncols=True)
-    it = self.batches(self.step)
-    win: dict[str, list] = {}
-    self.policy.train()
-    try:
-        while self.step < c.training_steps:
-            if c.time_limit is not None and time.perf_counter() - t_start >= c.time_limit:
-                print(f'time limit {c.time_limit:.0f} s reached at step {self.step}', flush=True); break
-            t0 = time.perf_counter()
-            batch = next(it)
-            t1 = time.perf_counter()
-            batch = self.pre(batch)
-            loss, out = self.policy.forward(batch)
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
-                                                self.grad_clip if self.grad_clip > 0 else float('inf'),
-                                                error_if_nonfinite=False)
-            self.optimizer.step(); self.optimizer.zero_grad()
-            if self.scheduler is not None: self.scheduler.step()
-            if hasattr(self.policy, 'update'): self.policy.update()
-            t2 = time.perf_counter()
-            self.step += 1
-            lv = float(loss.item())
-            if not math.isfinite(lv):
-                raise FloatingPointError(f'loss is {lv} at step {self.step}; lower --lr or check the data')
-            for k, v in [('loss', lv), ('grad_norm', float(gn)), ('data_s', t1 - t0), ('update_s', t2 - t1)] + \
-                    [(k, float(v)) for k, v in (out or {}).items()
-                     if isinstance(v, (int, float)) or (hasattr(v, 'numel') and v.numel() == 1)]:
-                win.setdefault(k, []).append(v)
-            bar.update(1)
-            if self.step % c.log_freq == 0 or self.step == c.training_steps:
-                rec = {'step': self.step, **{k: float(np.mean(v)) for k, v in win.items()},
-                       'lr': float(self.optimizer.param_groups[0]['lr']), 'time_s': round(self.train_s(), 2)}
-                win = {}
-                append_jsonl(self.out / 'metrics.jsonl', rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", data_ms=f"{1e3 * rec['data_s']:.1f}",
-                                step_ms=f"{1e3 * rec['update_s']:.0f}")
-                if wb: wb.log(rec, step=self.step)
-                if live: live.update()
-            if c.env and c.eval_freq and self.step % c.eval_freq == 0 and self.step < c.training_steps:
-                rec = self.evaluate()
-                if wb: wb.log({f'eval/{k}': v for k, v in rec['eval'].items() if isinstance(v, (int, float))},
-                              step=self.step)
-                if live: live.update()
-            if c.save_freq and self.step % c.save_freq == 0 and self.step < c.training_steps:
-                self.save(f'checkpoint_{self.step}', 'periodic', training_state=True)
-    except KeyboardInterrupt:
-        if self.step > 0:
-            d = self.save(f'checkpoint_{self.step}', 'interrupted', training_state=True)
-            print(f'\ninterrupted at step {self.step}: saved {d}; continue with resume=True (--resume)', flush=True)
-        raise
-    finally:
-        bar.close()
-    if c.env and (not self.evals or self.evals[-1]['step'] != self.step):
+    batch = self.pre(batch)
+    loss, out = self.policy.forward(batch)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
+                                               self.grad_clip if self.grad_clip > 0 else float('inf'),
+                                               error_if_nonfinite=False)
+    self.optimizer.step(); self.optimizer.zero_grad()
+    if self.scheduler is not None: self.scheduler.step()
+    if hasattr(self.policy, 'update'): self.policy.update()
+    return loss, grad_norm, out
+
+# %% ../nbs/08_training.ipynb #e085d445
+@patch
+def _log(self: _Trainer, win: dict, bar, wb, live):
+    "A `metrics.jsonl` record of the window's means (then emptied), lr and time; to the bar, W&B and the live plot."
+    rec = {'step': self.step, **{k: float(np.mean(v)) for k, v in win.items()},
+           'lr': float(self.optimizer.param_groups[0]['lr']), 'time_s': round(self.train_s(), 2)}
+    win.clear()
+    append_jsonl(self.out / 'metrics.jsonl', rec)
+    bar.set_postfix(loss=f"{rec['loss']:.4f}", data_ms=f"{1e3 * rec['data_s']:.1f}",
+                    step_ms=f"{1e3 * rec['update_s']:.0f}")
+    if wb: wb.log(rec, step=self.step)
+    if live: live.update()
+
+# %% ../nbs/08_training.ipynb #15c68d4d
+@patch
+def _periodic(self: _Trainer, wb, live):
+    "Every `eval_freq` steps an evaluation, every `save_freq` a resumable checkpoint (the last step has its own)."
+    cfg = self.cfg
+    if cfg.env and cfg.eval_freq and self.step % cfg.eval_freq == 0 and self.step < cfg.training_steps:
+        rec = self.evaluate()
+        if wb: wb.log({f'eval/{k}': v for k, v in rec['eval'].items() if isinstance(v, (int, float))},
+                      step=self.step)
+        if live: live.update()
+    if cfg.save_freq and self.step % cfg.save_freq == 0 and self.step < cfg.training_steps:
+        self.save(f'checkpoint_{self.step}', 'periodic', training_state=True)
+
+# %% ../nbs/08_training.ipynb #856924e5
+def _checkpoint_step(path: Path | None) -> int | None:
+    "The step of a `checkpoint_<step>` dir; None for no dir or another name."
+    return (int(path.name.split('_')[-1]) if path is not None and path.name.split('_')[-1].isdigit() else None)
+
+# %% ../nbs/08_training.ipynb #0a26093d
+@patch
+def _finish(self: _Trainer, t_start: float, wb, live) -> TrainResult:
+    "After the last step: evaluate, save the last checkpoint and `final_model`, write `train_summary.json`."
+    cfg = self.cfg
+    if cfg.env and (not self.evals or self.evals[-1]['step'] != self.step):
         self.evaluate()
         if live: live.update()
     self.save(f'checkpoint_{self.step}', 'periodic', training_state=True)
     final = self.save('final_model', 'final')
     metrics = {'step': self.step, 'train_s': round(self.train_s(), 2),
                'segment_train_s': round(time.perf_counter() - t_start, 2),
-               'resumed_from_step': (int(self.resume_from.name.split('_')[-1]) if self.resume_from is not None
-                                     and self.resume_from.name.split('_')[-1].isdigit() else None),
+               'resumed_from_step': _checkpoint_step(self.resume_from),
                'best': self.best, 'final_eval': self.evals[-1]['eval'] if self.evals else None}
     atomic_write_json(self.out / 'train_summary.json', metrics)
     if wb: wb.finish()
@@ -613,15 +691,56 @@ class _LivePlot:
         if time.perf_counter() - self.last < 2.0: return
         fig = plot_training(self.out); self.handle.update(fig); plt.close(fig); self.last = time.perf_counter()
 
+# %% ../nbs/08_training.ipynb #1e60d7bc
+@patch
+def run(self: _Trainer) -> TrainResult:
+    "Train from `self.step` to `training_steps` (or `time_limit`); Ctrl-C saves a resumable checkpoint first."
+    from tqdm.auto import tqdm
+    cfg = self.cfg
+    wb = self._wandb()
+    live = _LivePlot(self.out) if self.live_plot else None
+    t_start = self._seg_start = time.perf_counter()
+    bar = tqdm(total=cfg.training_steps, initial=self.step, desc=f'train {cfg.policy}', disable=not self.progress,
+               dynamic_ncols=True)
+    batches = self.batches(self.step)
+    win: dict[str, list] = {}
+    self.policy.train()
+    try:
+        while self.step < cfg.training_steps:
+            if cfg.time_limit is not None and time.perf_counter() - t_start >= cfg.time_limit:
+                print(f'time limit {cfg.time_limit:.0f} s reached at step {self.step}', flush=True); break
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            loss, grad_norm, out = self._update(batch)
+            t2 = time.perf_counter()
+            self.step += 1
+            loss_value = float(loss.item())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f'loss is {loss_value} at step {self.step}; lower --lr or check the data')
+            for name, value in _step_metrics(loss_value, grad_norm, out, t0, t1, t2):
+                win.setdefault(name, []).append(value)
+            bar.update(1)
+            if self.step % cfg.log_freq == 0 or self.step == cfg.training_steps: self._log(win, bar, wb, live)
+            self._periodic(wb, live)
+    except KeyboardInterrupt:
+        if self.step > 0:
+            ckpt = self.save(f'checkpoint_{self.step}', 'interrupted', training_state=True)
+            print(f'\ninterrupted at step {self.step}: saved {ckpt}; continue with resume=True (--resume)', flush=True)
+        raise
+    finally:
+        bar.close()
+    return self._finish(t_start, wb, live)
+
 # %% ../nbs/08_training.ipynb #b8ff29f8
 def train(config: TrainConfig | None = None, progress: bool = True, live_plot: bool | None = None,
           **kwargs) -> TrainResult:
     """Train a LeRobot policy (see `TrainConfig` for every option; keyword arguments override `config`).
     Output: `best_model/`, `checkpoint_<step>/`, `final_model/`, `metrics.jsonl`, `evals/step_<N>/` under `out_dir`."""
     cfg = dataclasses.replace(config or TrainConfig(), **kwargs) if kwargs else (config or TrainConfig())
-    t = _Trainer(cfg, progress=progress, live_plot=live_plot)
-    t.setup()
-    return t.run()
+    trainer = _Trainer(cfg, progress=progress, live_plot=live_plot)
+    trainer.setup()
+    return trainer.run()
 
 # %% ../nbs/08_training.ipynb #351ee772
 def train_arg_parser() -> argparse.ArgumentParser:
@@ -632,11 +751,13 @@ def train_arg_parser() -> argparse.ArgumentParser:
                          epilog='Any --policy.<field>=<value> sets a field of the LeRobot policy config '
                                 '(e.g. --policy.dim_model=128).')
 
+# %% ../nbs/08_training.ipynb #b0c37b7a
 def parse_train_args(argv: list[str] | None = None) -> TrainConfig:
     "A `TrainConfig` from a `robobench train` command line (`--policy.<field>` options -> `policy_kwargs`)."
     policy_kwargs, rest = split_policy_args(sys.argv[1:] if argv is None else argv)
     return parse_config(TrainConfig, rest, train_arg_parser(), policy_kwargs=policy_kwargs)[0]
 
+# %% ../nbs/08_training.ipynb #1ed2dd42
 def cli_train(argv: list[str] | None = None) -> int:
     "robobench train --repo-ids A,B --root DIR --policy act --env ENV [...]"
     cfg = parse_train_args(argv)

@@ -21,6 +21,7 @@ def as_result(run) -> EvalResult:
     "An `EvalResult` from a result or a run folder path."
     return run if isinstance(run, EvalResult) else EvalResult.load(run)
 
+# %% ../nbs/07_viz.ipynb #e9296c3b
 def select_episodes(run, outcome: str | None = None, seeds=None, n: int | None = None,
                     with_video: bool = False) -> list[dict]:
     "Episodes filtered by `outcome` ('success' | 'failure' | 'error' | None) and `seeds`, at most `n`."
@@ -35,9 +36,11 @@ def select_episodes(run, outcome: str | None = None, seeds=None, n: int | None =
 
 # %% ../nbs/07_viz.ipynb #0749df44
 def caption(r: dict) -> str:
+    "One line about episode record `r`: seed, outcome (a failure's reason) and length."
     return (f"seed {r['seed']} · {'success' if r['success'] else (r.get('failure_reason') or 'failure').split(':')[0]}"
             f" · {r['length']} steps")
 
+# %% ../nbs/07_viz.ipynb #30e871b7
 def video_policy(cfg) -> str:
     "Which episodes of an evaluation kept a video, in words."
     if not cfg.video: return 'no episode (video=False)'
@@ -45,6 +48,7 @@ def video_policy(cfg) -> str:
             'success': 'successes', 'failure': 'failures and errors'}.get(cfg.video_outcomes, cfg.video_outcomes)
     return what + (f' among the first {cfg.video_episodes} seeds' if cfg.video_episodes else '')
 
+# %% ../nbs/07_viz.ipynb #ea04defa
 def show_episodes(run, outcome: str | None = None, n: int = 4, seeds=None, width: int = 256, fps: float | None = None):
     "Play up to `n` rollout videos inline with mediapy, captioned with seed and outcome. Returns the episodes shown."
     import mediapy
@@ -67,24 +71,28 @@ def plot_success(runs: dict, ax=None, title: str = 'success rate (95% Wilson int
     import matplotlib.pyplot as plt
     labels, rates, los, his = [], [], [], []
     for label, run in runs.items():
-        s = run if isinstance(run, dict) else as_result(run).summary
-        lo, hi = wilson_interval(s['successes'], s['episodes'])
-        labels.append(f"{label}\n(n={s['episodes']})"); rates.append(s['successes'] / max(1, s['episodes']))
+        summary = run if isinstance(run, dict) else as_result(run).summary
+        lo, hi = wilson_interval(summary['successes'], summary['episodes'])
+        labels.append(f"{label}\n(n={summary['episodes']})")
+        rates.append(summary['successes'] / max(1, summary['episodes']))
         los.append(lo); his.append(hi)
     if ax is None: _, ax = plt.subplots(figsize=(1.6 + 1.3 * len(labels), 3))
-    r = np.array(rates)
-    ax.bar(range(len(r)), r, yerr=np.clip([r - np.array(los), np.array(his) - r], 0, 1), capsize=6, color='#4c72b0')
-    ax.set_xticks(range(len(r)), labels); ax.set_ylim(0, 1); ax.set_ylabel('success'); ax.set_title(title, fontsize=10)
-    for i, v in enumerate(r): ax.text(i, min(0.95, v + 0.03), f'{v:.0%}', ha='center', fontsize=9)
+    rate = np.array(rates)
+    ax.bar(range(len(rate)), rate, yerr=np.clip([rate - np.array(los), np.array(his) - rate], 0, 1), capsize=6,
+           color='#4c72b0')
+    ax.set_xticks(range(len(rate)), labels); ax.set_ylim(0, 1); ax.set_ylabel('success')
+    ax.set_title(title, fontsize=10)
+    for pos, value in enumerate(rate): ax.text(pos, min(0.95, value + 0.03), f'{value:.0%}', ha='center', fontsize=9)
     return ax
 
+# %% ../nbs/07_viz.ipynb #aba54af4
 def plot_episode(run, seed: int, ax=None):
     "Actions of one episode over time (from its saved trajectory)."
     import matplotlib.pyplot as plt
-    res = as_result(run); tr = res.trajectory(seed)
+    res = as_result(run); traj = res.trajectory(seed)
     rec = next(r for r in res.episodes if r['seed'] == seed)
     if ax is None: _, ax = plt.subplots(figsize=(6, 2.5))
-    for i, a in enumerate(np.asarray(tr['action']).T): ax.plot(a, label=f'a{i}', lw=1)
+    for dim, actions in enumerate(np.asarray(traj['action']).T): ax.plot(actions, label=f'a{dim}', lw=1)
     ax.set_xlabel('step'); ax.set_ylabel('action'); ax.set_title(caption(rec), fontsize=10)
     ax.legend(fontsize=7, ncol=4, loc='upper right')
     return ax
@@ -95,6 +103,22 @@ def _fig_png(fig) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80, bbox_inches='tight'); plt.close(fig)
     return buf.getvalue()
 
+# %% ../nbs/07_viz.ipynb #3e68d80c
+def _seed_options(res, outcome: str) -> list[tuple[str, int]]:
+    "(caption, seed) of the episodes of `outcome` ('all': every one) for the seed picker, those with a video first."
+    eps = select_episodes(res, None if outcome == 'all' else outcome)
+    eps = sorted(eps, key=lambda r: not r.get('video'))   # episodes with a video first
+    return [(caption(r) + ('' if r.get('video') else ' · no video'), r['seed']) for r in eps]
+
+def _record_html(rec: dict) -> str:
+    "An episode record as HTML: its fields as JSON, an error's traceback folded away below."
+    out = '<pre>' + html.escape(json.dumps({k: v for k, v in rec.items() if k != 'error'}, indent=1)) + '</pre>'
+    err = (rec.get('error') or {}).get('remote_traceback') or (rec.get('error') or {}).get('traceback')
+    if err:
+        out += '<details><summary>error traceback</summary><pre>' + html.escape(err[-4000:]) + '</pre></details>'
+    return out
+
+# %% ../nbs/07_viz.ipynb #f36b6f46
 def browse_episodes(run):
     """An ipywidgets triage gallery over a run folder: outcome filter (with counts), seed picker, video, action plot,
     record. It opens on the first failure that has a video (else the first failure, else the first episode)."""
@@ -108,27 +132,22 @@ def browse_episodes(run):
     seed = W.Dropdown(description='seed')
     video, plot, rec, note = W.Output(), W.Image(format='png'), W.HTML(), W.HTML()
     def refresh_seeds(*_):
-        eps = select_episodes(res, None if outcome.value == 'all' else outcome.value)
-        eps = sorted(eps, key=lambda r: not r.get('video'))   # episodes with a video first
-        seed.options = [(caption(r) + ('' if r.get('video') else ' · no video'), r['seed']) for r in eps]
-        seed.value = eps[0]['seed'] if eps else None          # ipywidgets 8 leaves the value unset: pick the first
+        options = _seed_options(res, outcome.value)
+        seed.options = options
+        seed.value = options[0][1] if options else None   # ipywidgets 8 leaves the value unset: pick the first
     def show(*_):
         video.clear_output()
-        r = next((r for r in res.episodes if r['seed'] == seed.value), None)
-        if r is None: rec.value, note.value, plot.value = f'<i>no {outcome.value} episodes</i>', '', b''; return
-        rec.value = '<pre>' + html.escape(json.dumps({k: v for k, v in r.items() if k != 'error'}, indent=1)) + '</pre>'
-        err = (r.get('error') or {}).get('remote_traceback') or (r.get('error') or {}).get('traceback')
-        if err:
-            rec.value += ('<details><summary>error traceback</summary><pre>' + html.escape(err[-4000:])
-                          + '</pre></details>')
-        if r.get('video'):
+        ep = next((r for r in res.episodes if r['seed'] == seed.value), None)
+        if ep is None: rec.value, note.value, plot.value = f'<i>no {outcome.value} episodes</i>', '', b''; return
+        rec.value = _record_html(ep)
+        if ep.get('video'):
             note.value = ''
             with video:
-                display(W.Video(value=(res.run_dir / r['video']).read_bytes(), format='mp4', width=320, loop=True))
-        else: note.value = (f"<i>seed {r['seed']} has no video "
+                display(W.Video(value=(res.run_dir / ep['video']).read_bytes(), format='mp4', width=320, loop=True))
+        else: note.value = (f"<i>seed {ep['seed']} has no video "
                             f"(videos were kept for {html.escape(video_policy(res.config))})</i>")
-        if r.get('trajectory'):
-            fig, ax = plt.subplots(figsize=(5, 2.2)); plot_episode(res, r['seed'], ax=ax); plot.value = _fig_png(fig)
+        if ep.get('trajectory'):
+            fig, ax = plt.subplots(figsize=(5, 2.2)); plot_episode(res, ep['seed'], ax=ax); plot.value = _fig_png(fig)
         else: plot.value = b''
     outcome.observe(refresh_seeds, 'value'); seed.observe(show, 'value')
     refresh_seeds(); show()
@@ -142,6 +161,7 @@ def _embed(tag: str, data: bytes, mime: str, **attrs) -> str:
     close = f'</{tag}>' if tag != 'img' else ''
     return f'<{tag}{extra} src="data:{mime};base64,{base64.b64encode(data).decode()}">{close}'
 
+# %% ../nbs/07_viz.ipynb #f185b7d1
 def policy_label(res, info: dict | None = None) -> str:
     "What was evaluated, for headers: policy type and checkpoint from the server's metadata, then the client spec."
     info = read_json(res.run_dir / 'run_info.json', default={}) if info is None and res.run_dir else (info or {})
@@ -149,65 +169,92 @@ def policy_label(res, info: dict | None = None) -> str:
     who = ' '.join(str(x) for x in (md.get('policy_type'), md.get('checkpoint_id') and f"({md['checkpoint_id']})") if x)
     return f'{who} via {res.config.client_name()}' if who else str(res.config.client_name())
 
-def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None) -> Path:
-    "Write a self-contained HTML report of an evaluation run folder; returns its path."
-    import matplotlib.pyplot as plt
-    res = as_result(run); s = res.summary
-    out = Path(out) if out else res.run_dir / 'report.html'
-    fig, ax = plt.subplots(figsize=(3, 3)); plot_success({res.config.env: s}, ax=ax)
-    lo, hi = s['wilson_95']
-    info = read_json(res.run_dir / 'run_info.json', default={})
+# %% ../nbs/07_viz.ipynb #95060bf2
+def _report_head(res, summary: dict, info: dict, title: str | None) -> list[str]:
+    "Title and the one paragraph result: successes over completed episodes, failure reasons, policy and layout."
+    lo, hi = summary['wilson_95']
     layout = ((info.get('client_info') or {}).get('layout') or res.config.layout
               or res.config.client_kwargs.get('layout') or 'lerobot')
-    parts = [f"<h1>{html.escape(title or f'Evaluation: {res.config.env}')}</h1>",
-             f"<p><b>{s['successes']}/{s['episodes']}</b> completed episodes succeeded = "
-             f"<b>{(s['success_rate'] or 0):.1%}</b> "
-             f"(95% Wilson interval {lo:.1%}–{hi:.1%}); mean length {s.get('mean_length') or 0:.1f}; "
-             f"failure reasons: {html.escape(json.dumps(s.get('failure_reasons', {})))}; "
-             f"policy: {html.escape(policy_label(res, info))}; "
-             f"layout: {html.escape(str(layout))} (request keys)</p>"]
-    if s.get('errors'):
+    return [f"<h1>{html.escape(title or f'Evaluation: {res.config.env}')}</h1>",
+            f"<p><b>{summary['successes']}/{summary['episodes']}</b> completed episodes succeeded = "
+            f"<b>{(summary['success_rate'] or 0):.1%}</b> "
+            f"(95% Wilson interval {lo:.1%}–{hi:.1%}); mean length {summary.get('mean_length') or 0:.1f}; "
+            f"failure reasons: {html.escape(json.dumps(summary.get('failure_reasons', {})))}; "
+            f"policy: {html.escape(policy_label(res, info))}; "
+            f"layout: {html.escape(str(layout))} (request keys)</p>"]
+
+# %% ../nbs/07_viz.ipynb #a98d01f2
+def _report_warnings(summary: dict, info: dict) -> list[str]:
+    "A red box when episodes ended in an error (not counted), a yellow one for what the server did not say."
+    parts = []
+    if summary.get('errors'):
         parts.append('<p style="background:#fdd;padding:6px;border:2px solid #c00">'
-                     f'<b>{s["errors"]} episode(s) ended in an ERROR</b> '
+                     f'<b>{summary["errors"]} episode(s) ended in an ERROR</b> '
                      'and are not counted in the success rate '
-                     f'({html.escape(json.dumps(s.get("error_reasons", {})))}; seeds '
-                     f'{html.escape(str(s.get("error_seeds", [])[:20]))}). '
+                     f'({html.escape(json.dumps(summary.get("error_reasons", {})))}; seeds '
+                     f'{html.escape(str(summary.get("error_seeds", [])[:20]))}). '
                      'Rerun the same evaluation to retry them.</p>')
     if info.get('assumptions'):
         parts.append('<p style="background:#ffd;padding:6px"><b>Assumed</b> (the policy server did not say): '
                      + '; '.join(f'{html.escape(k)} = {html.escape(str(v))}' for k, v in info['assumptions'].items())
                      + '</p>')
-    parts.append(_embed('img', _fig_png(fig), 'image/png'))
+    return parts
+
+# %% ../nbs/07_viz.ipynb #bbd89caf
+def _report_rollouts(res, videos_per_outcome: int) -> list[str]:
+    "Up to `videos_per_outcome` videos of each outcome, each with its action plot and caption."
+    import matplotlib.pyplot as plt
+    parts = []
     for oc in ('failure', 'success', 'error'):
         eps = select_episodes(res, oc, n=videos_per_outcome, with_video=True)
         if not eps: continue
         parts.append(f'<h2>{oc} rollouts</h2><div style="display:flex;flex-wrap:wrap;gap:12px">')
-        for r in eps:
-            cell = '<figure>' + _embed('video', (res.run_dir / r['video']).read_bytes(),
-                                       'video/' + Path(r['video']).suffix[1:],
+        for rec in eps:
+            cell = '<figure>' + _embed('video', (res.run_dir / rec['video']).read_bytes(),
+                                       'video/' + Path(rec['video']).suffix[1:],
                                        controls=True, loop=True, muted=True, width=256)
-            if r.get('trajectory'):
-                f2, a2 = plt.subplots(figsize=(3.4, 1.8)); plot_episode(res, r['seed'], ax=a2)
-                cell += '<br>' + _embed('img', _fig_png(f2), 'image/png', width=256)
-            parts.append(cell + f'<figcaption>{html.escape(caption(r))}</figcaption></figure>')
+            if rec.get('trajectory'):
+                fig, ax = plt.subplots(figsize=(3.4, 1.8)); plot_episode(res, rec['seed'], ax=ax)
+                cell += '<br>' + _embed('img', _fig_png(fig), 'image/png', width=256)
+            parts.append(cell + f'<figcaption>{html.escape(caption(rec))}</figcaption></figure>')
         parts.append('</div>')
+    return parts
+
+# %% ../nbs/07_viz.ipynb #9ae83c0e
+def _episode_table(res) -> str:
+    "Every episode: seed, outcome, length, return, failure reason."
     rows = ''.join(f"<tr><td>{r['seed']}</td>"
                    f"<td>{ {'success': '✔', 'failure': '✘', 'error': 'ERROR'}[_outcome(r)] }</td>"
                    f"<td>{r['length']}</td><td>{r.get('return', 0):.3f}</td>"
                    f"<td>{html.escape(str(r.get('failure_reason') or ''))}</td></tr>" for r in res.episodes)
-    parts.append('<h2>Episodes</h2><table border="1" cellpadding="3"><tr><th>seed</th><th>success</th>'
-                 f'<th>length</th><th>return</th><th>failure</th></tr>{rows}</table>')
+    return ('<h2>Episodes</h2><table border="1" cellpadding="3"><tr><th>seed</th><th>success</th>'
+            f'<th>length</th><th>return</th><th>failure</th></tr>{rows}</table>')
+
+def _error_details(res) -> list[str]:
+    "The errors' tracebacks, folded, one per seed (at most 50)."
     errs = [r for r in res.episodes if _outcome(r) == 'error']
-    if errs:
-        parts.append('<h2>Errors</h2>' + ''.join(
-            f"<details><summary>seed {r['seed']}: {html.escape(str(r.get('failure_reason')))}</summary><pre>"
-            + html.escape(((r.get('error') or {}).get('remote_traceback') or (r.get('error') or {}).get('traceback')
-                           or '')[-6000:])
-            + '</pre></details>' for r in errs[:50]))
+    if not errs: return []
+    return ['<h2>Errors</h2>' + ''.join(
+        f"<details><summary>seed {r['seed']}: {html.escape(str(r.get('failure_reason')))}</summary><pre>"
+        + html.escape(((r.get('error') or {}).get('remote_traceback') or (r.get('error') or {}).get('traceback')
+                       or '')[-6000:])
+        + '</pre></details>' for r in errs[:50])]
+
+# %% ../nbs/07_viz.ipynb #4997d2ff
+def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None) -> Path:
+    "Write a self-contained HTML report of an evaluation run folder; returns its path."
+    import matplotlib.pyplot as plt
+    from robobench.core import atomic_write_text
+    res = as_result(run); summary = res.summary
+    out = Path(out) if out else res.run_dir / 'report.html'
+    fig, ax = plt.subplots(figsize=(3, 3)); plot_success({res.config.env: summary}, ax=ax)
+    info = read_json(res.run_dir / 'run_info.json', default={})
+    parts = _report_head(res, summary, info, title) + _report_warnings(summary, info)
+    parts.append(_embed('img', _fig_png(fig), 'image/png'))
+    parts += _report_rollouts(res, videos_per_outcome) + [_episode_table(res)] + _error_details(res)
     parts.append(f"<h2>Run info</h2><pre>{html.escape(json.dumps(info, indent=1)[:4000])}</pre>")
     doc = ('<!doctype html><html><head><meta charset="utf-8"><title>robobench report</title></head>'
            f'<body style="font-family:sans-serif">{"".join(parts)}</body></html>')
-    from robobench.core import atomic_write_text
     return atomic_write_text(out, doc)
 
 # %% ../nbs/07_viz.ipynb #efa046e0
@@ -216,11 +263,13 @@ def show(self: EvalResult, outcome: str | None = None, n: int = 4, **kw):
     "Play up to `n` rollout videos inline (`outcome`: 'success' | 'failure' | 'error' | None for all)."
     return show_episodes(self, outcome=outcome, n=n, **kw)
 
+# %% ../nbs/07_viz.ipynb #fcd90f7b
 @patch
 def browse(self: EvalResult):
     "A triage gallery: filter by outcome / seed; video and per-episode plots."
     return browse_episodes(self)
 
+# %% ../nbs/07_viz.ipynb #dc848651
 @patch(nm='report')   # the method EvalResult.report; the module function `report` keeps its name
 def _report_view(self: EvalResult, out=None, **kw) -> Path:
     "A self-contained HTML report of this run (see `report`)."

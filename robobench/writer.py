@@ -5,24 +5,26 @@
 # %% ../nbs/02b_writer.ipynb #415090be
 from __future__ import annotations
 from pathlib import Path
+from fastcore.basics import patch
 from .core import BOOKKEEPING, append_jsonl, atomic_write_text, quiet_datasets, read_jsonl
 
 # %% auto #0
 __all__ = ['LEDGER', 'finished_episodes', 'reconcile_ledger', 'EpisodeWriter']
 
-# %% ../nbs/02b_writer.ipynb #5b185f98
-LEDGER = 'robobench_episodes.jsonl'
-
+# %% ../nbs/02b_writer.ipynb #f00edf13
 def finished_episodes(root) -> int:
     "How many episodes a (possibly interrupted) LeRobot v3 dataset at `root` holds in finalized metadata."
     files = sorted((Path(root) / 'meta' / 'episodes').glob('*/*.parquet'))
     if not files: return 0
     import pyarrow.parquet as pq
     total = 0
-    for f in files:
-        try: total += pq.read_metadata(f).num_rows
+    for file in files:
+        try: total += pq.read_metadata(file).num_rows
         except Exception: break   # an unfinalized file: the episodes in it were not kept
     return total
+
+# %% ../nbs/02b_writer.ipynb #1aa052b5
+LEDGER = 'robobench_episodes.jsonl'
 
 def reconcile_ledger(root, held: int) -> list[dict]:
     """The ledger of `root` cut back to the attempts before the first saved episode the dataset does not hold
@@ -35,7 +37,7 @@ def reconcile_ledger(root, held: int) -> list[dict]:
     atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in recs[:cut]))
     return recs[:cut]
 
-# %% ../nbs/02b_writer.ipynb #bf9c16a0
+# %% ../nbs/02b_writer.ipynb #45634b13
 class EpisodeWriter:
     """Append episodes to the LeRobot v3 dataset at `root` (created, or resumed if it exists) with one resume ledger.
     `features` are LeRobot features; on resume they must match the dataset's."""
@@ -67,33 +69,43 @@ class EpisodeWriter:
                                                  robot_type=robot_type, use_videos=use_videos)
         self.episodes, self._since_flush = held, 0
 
-    def save(self, frames, task: str, **record) -> int:
-        "Write one episode (`frames`: dicts of feature -> value) and its ledger line; returns its episode index."
-        with quiet_datasets():   # no datasets 'Map' bar per saved episode: callers show their own progress
-            for frame in frames: self.dataset.add_frame({**frame, 'task': task})
-            self.dataset.save_episode()
-        index, self.episodes, self._since_flush = self.episodes, self.episodes + 1, self._since_flush + 1
-        self._log({**record, 'saved': True, 'episode_index': index})
-        if self._since_flush >= self.flush_every: self.flush()
-        return index
-
-    def skip(self, **record):
-        "Record an attempt that is not saved (e.g. a failed demo)."
-        self._log({**record, 'saved': False, 'episode_index': None})
-
-    def _log(self, rec: dict):
-        self.ledger.append(rec)
-        append_jsonl(self.root / LEDGER, rec)
-
-    def flush(self):
-        "Finalize what is written (valid parquet footers) and reopen for more."
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
-        self.dataset.finalize()
-        self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root)
-        self._since_flush = 0
-
-    def close(self):
-        self.dataset.finalize()
-
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
+
+# %% ../nbs/02b_writer.ipynb #34835158
+@patch
+def _log(self: EpisodeWriter, rec: dict):
+    self.ledger.append(rec)
+    append_jsonl(self.root / LEDGER, rec)
+
+# %% ../nbs/02b_writer.ipynb #01a80763
+@patch
+def save(self: EpisodeWriter, frames, task: str, **record) -> int:
+    "Write one episode (`frames`: dicts of feature -> value) and its ledger line; returns its episode index."
+    with quiet_datasets():   # no datasets 'Map' bar per saved episode: callers show their own progress
+        for frame in frames: self.dataset.add_frame({**frame, 'task': task})
+        self.dataset.save_episode()
+    index, self.episodes, self._since_flush = self.episodes, self.episodes + 1, self._since_flush + 1
+    self._log({**record, 'saved': True, 'episode_index': index})
+    if self._since_flush >= self.flush_every: self.flush()
+    return index
+
+# %% ../nbs/02b_writer.ipynb #64629590
+@patch
+def skip(self: EpisodeWriter, **record):
+    "Record an attempt that is not saved (e.g. a failed demo)."
+    self._log({**record, 'saved': False, 'episode_index': None})
+
+# %% ../nbs/02b_writer.ipynb #7cf9bfb2
+@patch
+def flush(self: EpisodeWriter):
+    "Finalize what is written (valid parquet footers) and reopen for more."
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    self.dataset.finalize()
+    self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root)
+    self._since_flush = 0
+
+# %% ../nbs/02b_writer.ipynb #d6b7e479
+@patch
+def close(self: EpisodeWriter):
+    self.dataset.finalize()

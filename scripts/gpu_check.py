@@ -13,7 +13,7 @@ TINY = ['--policy.dim_model=64', '--policy.dim_feedforward=128', '--policy.n_hea
 import torch
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '')
-from robobench.experts import collect
+from robobench.collect import collect
 t = time.time(); collect('toy/Point', 20, '/tmp/gc/d/point', cameras=[], progress=False)
 print(f'collect {time.time() - t:.1f}s')
 t = time.time()

@@ -2,7 +2,8 @@
 import numpy as np, pytest
 from robobench.core import UnknownNameError
 from robobench.envs import make_env, list_envs
-from robobench.experts import collect, make_expert, measure_expert
+from robobench.collect import collect
+from robobench.experts import make_expert, measure_expert
 
 pytestmark = [pytest.mark.sim]
 DIMS = {'aloha/TransferCube': (14, 14, 7), 'aloha/Insertion': (14, 14, 14), 'pusht/PushT': (2, 2, 19)}

@@ -10,7 +10,7 @@ ROBOBENCH = str(Path(sys.executable).parent / 'robobench')
 
 def test_transfer_cube_demos_train_serve_eval(tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    from robobench.experts import collect
+    from robobench.collect import collect
     from robobench.server import serve
     s = collect('aloha/TransferCube', 2, tmp_path / 'data' / 'demos', start_seed=0, progress=False)
     assert s['complete'] and s['saved_episodes'] == 2

@@ -11,7 +11,8 @@ from _tiny_act import ACTION_DIM, ENV_DIM, N_STEPS, STATE_DIM, LeRobotReference,
 
 from robobench.clients import (InferenceClient, LocalClient, PolicyArgs, ServerTimeout, ServerUnavailable,
                                WebsocketClient, make_client)
-from robobench.server import RandomPolicy, serve
+from robobench.policies import RandomPolicy
+from robobench.server import serve
 
 pytestmark = pytest.mark.net
 

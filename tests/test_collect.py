@@ -2,7 +2,7 @@
 import json, numpy as np, pytest
 from pathlib import Path
 from robobench.core import read_jsonl
-from robobench.experts import collect, cli_collect, EPISODES_FILE
+from robobench.collect import collect, cli_collect, EPISODES_FILE
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -91,7 +91,7 @@ def test_rlds_export_reads_back_the_same_episodes(tmp_path):
 
 
 def test_collect_shows_one_progress_bar_not_a_map_bar_per_episode(tmp_path, capfd):
-    from robobench.experts import collect
+    from robobench.collect import collect
     collect('toy/Point', 3, tmp_path / 'ds', cameras=[], progress=True)
     err = capfd.readouterr().err
     assert 'collect toy/Point' in err and 'Map' not in err

@@ -39,7 +39,8 @@ def test_scripted_expert_is_reproducible(env_id):
 @pytest.mark.net
 @pytest.mark.sim
 def test_websocket_path_with_process_workers(tmp_path):
-    from robobench.server import serve, RandomPolicy
+    from robobench.policies import RandomPolicy
+    from robobench.server import serve
     with serve(RandomPolicy(action_dim=4, horizon=8, seed=0)) as srv:
         res = evaluate('maniskill/PickCube-v1', f'{srv.host}:{srv.port}', episodes=4, max_steps=12, workers=2,
                        client_kwargs={'n_action_steps': 4}, run_folder=tmp_path, progress=False, video=False)
@@ -148,7 +149,7 @@ def test_ray_backend_matches_local(tmp_path):
     key = lambda res: [(r['seed'], r['success'], r['length']) for r in res.episodes]
     assert key(local) == key(ray_res) and ray_res.summary['backend'] == 'ray'
     # the websocket path under Ray: each actor connects to a served policy; run_info records the server's metadata
-    from robobench.experts import make_expert_policy
+    from robobench.policies import make_expert_policy
     from robobench.server import serve
     with serve(make_expert_policy('toy/Point')) as srv:
         ws = evaluate('toy/Point', 'websocket', episodes=4, client_kwargs={'host': srv.host, 'port': srv.port},

@@ -28,7 +28,8 @@ def test_openpi_prompt_reaches_the_policy_as_its_task():
 @pytest.mark.net
 def test_cli_takes_json_maps_and_lists_and_code_by_name(tmp_path):
     "--policy.camera_map / --policy.scale as JSON, --policy.obs_map / --policy.mapping_function as package.module:name."
-    from robobench.server import serve, RandomPolicy, FeatureSpec
+    from robobench.policies import FeatureSpec, RandomPolicy
+    from robobench.server import serve
     with serve(RandomPolicy(action_dim=2, horizon=4, input_features={'observation.state': FeatureSpec([2])})) as srv:
         r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'toy/Point', '-m', f'{srv.host}:{srv.port}',
                             '--episodes', '2', '--max-steps', '4', '--run-folder', str(tmp_path / 'a'), '--no-video',

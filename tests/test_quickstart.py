@@ -11,7 +11,7 @@ TINY_ACT = {'dim_model': 32, 'dim_feedforward': 64, 'n_heads': 2, 'n_encoder_lay
 
 
 def test_finetune_template_on_point(tmp_path):
-    from robobench.experts import collect
+    from robobench.collect import collect
     collect('toy/Point', 8, tmp_path / 'data' / 'point', cameras=[], progress=False)
     r = run('finetune', {'DATASETS': ['point'], 'ROOT': str(tmp_path / 'data'), 'ENV': 'toy/Point',
                          'TRAINING_STEPS': 40, 'EVAL_FREQ': 20, 'EVAL_EPISODES': 3, 'BATCH_SIZE': 16,

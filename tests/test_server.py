@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_act import (ACTION_DIM, CHUNK, LeRobotReference, LeRobotStepReference, make_tiny_act,  # noqa: E402
                        make_tiny_diffusion, random_obs)
 
-from robobench.server import FeatureSpec, RandomPolicy, http_get, serve
+from robobench.policies import FeatureSpec, RandomPolicy
+from robobench.server import http_get, serve
 from robobench.checkpoints import norm_stats_hash
 
 pytestmark = pytest.mark.net
@@ -104,7 +105,7 @@ def test_history_policy_is_served_step_by_step_like_lerobot_eval(tmp_path):
     the observation history and action queue per connection, and restarts them on `episode_start` -- giving exactly
     the actions of LeRobot's own rollout loop (reset per episode, select_action per step)."""
     import torch
-    from robobench.server import LeRobotPolicy
+    from robobench.policies import LeRobotPolicy
     d = make_tiny_diffusion(tmp_path / 'dp')
     rng = np.random.default_rng(1)
     episodes = [[random_obs(rng) for _ in range(7)], [random_obs(rng) for _ in range(6)]]

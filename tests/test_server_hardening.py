@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_act import make_tiny_act, random_obs  # noqa: E402
 
 from robobench.core import RobobenchError
-from robobench.server import FeatureSpec, LeRobotPolicy, RandomPolicy, http_get, serve
+from robobench.policies import FeatureSpec, LeRobotPolicy, RandomPolicy
+from robobench.server import http_get, serve
 from robobench.checkpoints import check_checkpoint
 
 pytestmark = pytest.mark.net

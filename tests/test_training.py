@@ -103,7 +103,7 @@ def test_hub_policies_fail_fast_offline(tmp_path, capsys):
 def test_act_on_pickcube_checkpoints_load_and_serve(tmp_path):
     """ACT trains on collected PickCube demos, evaluates in ManiSkill, writes best/periodic/final; LeRobot loads them
     and robobench serves them."""
-    from robobench.experts import collect
+    from robobench.collect import collect
     collect('maniskill/PickCube-v1', 4, tmp_path / 'pick_demos', progress=False)
     out = tmp_path / 'ckpt'
     res = train(TrainConfig(repo_ids=['pick_demos'], root=str(tmp_path), policy='act', env='maniskill/PickCube-v1',
@@ -147,7 +147,7 @@ def test_act_on_pickcube_checkpoints_load_and_serve(tmp_path):
 
 
 def test_diffusion_trains_on_point_and_evaluates(tmp_path):
-    from robobench.experts import collect
+    from robobench.collect import collect
     collect('toy/Point', 6, tmp_path / 'point', cameras=[], progress=False)
     res = train(TrainConfig(repo_ids=['point'], root=str(tmp_path), policy='diffusion', env='toy/Point',
                             training_steps=6, eval_freq=0, eval_episodes=2, log_freq=3, batch_size=8,
@@ -172,7 +172,7 @@ def _train_cmd(root, out, steps, extra=()):
 
 def _point_demos(root) -> dict:
     "6 toy/Point demos under root/point; returns the environment for `robobench train` subprocesses."
-    from robobench.experts import collect
+    from robobench.collect import collect
     collect('toy/Point', 6, root / 'point', cameras=[], progress=False)
     return {**os.environ, 'HF_HUB_OFFLINE': '1', 'PYTHONUNBUFFERED': '1'}
 
@@ -220,7 +220,7 @@ def test_kill_during_checkpoint_write_then_resume_matches_uninterrupted(tmp_path
 
 def test_wandb_offline_and_live_plot_records(tmp_path, monkeypatch):
     "use_wandb logs offline (no network) next to the checkpoints; metrics.jsonl carries data vs update time."
-    from robobench.experts import collect
+    from robobench.collect import collect
     from robobench.training import plot_training
     monkeypatch.setenv('WANDB_MODE', 'offline'); monkeypatch.setenv('WANDB_SILENT', 'true')
     collect('toy/Point', 4, tmp_path / 'point', cameras=[], progress=False)
@@ -237,7 +237,7 @@ def test_wandb_offline_and_live_plot_records(tmp_path, monkeypatch):
 
 def test_policy_requirements_are_explained(tmp_path):
     "Policies that cannot learn from a dataset say why before training, instead of failing inside LeRobot."
-    from robobench.experts import collect
+    from robobench.collect import collect
     collect('toy/Point', 2, tmp_path / 'point', cameras=[], progress=False)
     cases = {'vqbet': 'only one image', 'tdmpc': "no 'next.reward' column", 'sac': 'online RL',
              'acts': "Did you mean 'act'"}

@@ -137,7 +137,8 @@ def test_policy_that_does_not_fit_the_env_stops_before_the_first_episode(tiny_ck
 
 @pytest.mark.net
 def test_mismatch_against_a_served_policy_is_found_from_its_metadata(tmp_path):
-    from robobench.server import serve, RandomPolicy, FeatureSpec
+    from robobench.policies import FeatureSpec, RandomPolicy
+    from robobench.server import serve
     with serve(RandomPolicy(action_dim=7, horizon=4, input_features={'observation.state': FeatureSpec([9])})) as srv:
         with pytest.raises(RobobenchError,
                            match=r"(?s)'observation.state' must have shape \[9\], the env gives \[2\].*7-dim actions"):
@@ -163,7 +164,7 @@ def test_cli_mistakes_are_one_line_with_the_fix(tmp_path):
                         '--episodes', '2', '--run-folder', str(tmp_path / 'j'), '--no-video'],
                        capture_output=True, text=True, timeout=120)
     _one_line_error(r, '--env-kwargs is not JSON')
-    from robobench.experts import collect
+    from robobench.collect import collect
     collect('toy/Point', 2, tmp_path / 'ds', cameras=[], progress=False)
     f = next((tmp_path / 'ds' / 'data').rglob('*.parquet'))
     f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])                 # a truncated download
@@ -200,7 +201,8 @@ def test_a_retried_error_episode_replaces_its_video_and_record(tmp_path):
 
 @pytest.mark.net
 def test_client_redials_after_the_server_closes_an_idle_connection():
-    from robobench.server import serve, RandomPolicy
+    from robobench.policies import RandomPolicy
+    from robobench.server import serve
     from robobench.clients import make_client
     with serve(RandomPolicy(action_dim=2, horizon=1), idle_timeout_s=0.5) as srv:
         with make_client(f'{srv.host}:{srv.port}', timeout=5) as c:
