@@ -142,7 +142,7 @@ def run_probe(name: str, code: str, fix: str, timeout: float = 180, env: dict | 
 def all_probes() -> dict:
     "`PROBES` plus one per simulator backend (its `probe` code starts the simulator in a child process)."
     from robobench.envs import backends
-    own = {f'{b.name} starts': (b.probe, b.probe_fix or SETUP_HINT) for b in backends() if b.probe}
+    own = {b.probe_name or f'{b.name} starts': (b.probe, b.probe_fix or SETUP_HINT) for b in backends() if b.probe}
     return {**own, **PROBES}
 
 # %% ../nbs/00a_doctor.ipynb #d480a285

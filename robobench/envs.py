@@ -226,6 +226,7 @@ class Backend:
     packages: dict = field(default_factory=dict)  # distribution -> (version spec or None, required?): doctor, run_info
     probe: str = ''                               # doctor: Python run in a child process, printing one line if it works
     probe_fix: str = ''                           # doctor: what to do when the probe fails
+    probe_name: str = ''                          # doctor: the probe's line (default '<name> starts')
     checks: list = field(default_factory=list)    # doctor: more checks, callables returning doctor `CheckResult`s
     listed: bool = True                           # False for test-only simulators (left out of expert sweeps)
     title: str = ''                               # how people write its name, for messages

@@ -203,6 +203,8 @@ BACKEND = register_backend(Backend(
     cameras={'external_cam': 'top', 'wrist_cam': 'left_wrist'},
     gripper={'qpos_open': 1.0, 'qpos_closed': 0.0, 'action_open': 1.0, 'action_closed': 0.0},
     packages={'gym-aloha': ('==0.1.5', True), 'dm-control': (None, True), 'mujoco': ('==3.8.1', True)},
-    probe=PROBE, probe_fix='run `make setup` (gym-aloha 0.1.5 runs on dm-control 1.0.41, which needs mujoco==3.8.1; '
+    probe=PROBE,
+    probe_name='gym-aloha starts (TransferCube, dm_control)',
+    probe_fix='run `make setup` (gym-aloha 0.1.5 runs on dm-control 1.0.41, which needs mujoco==3.8.1; '
                            'set MUJOCO_GL=egl)',
     title='ALOHA', doc="ALOHA bimanual ViperX (gym-aloha's tasks on dm_control), joint-position control at 50 Hz"))

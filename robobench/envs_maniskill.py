@@ -327,5 +327,7 @@ BACKEND = register_backend(Backend(
            'joint_pos': 'qpos[:7]'},
     quat_order='wxyz', gripper={'qpos_open': 0.04, 'qpos_closed': 0.0, 'action_open': OPEN, 'action_closed': CLOSE},
     packages={'mani-skill': ('==3.0.1', True), 'sapien': (None, True)},
-    probe=PROBE, probe_fix=MESA_FIX + '; then `robobench doctor` again', checks=[check_vulkan_loader],
+    probe=PROBE,
+    probe_name='ManiSkill3 starts (PickCube-v1, cpu)',
+    probe_fix=MESA_FIX + '; then `robobench doctor` again', checks=[check_vulkan_loader],
     title='ManiSkill', doc='ManiSkill3 (SAPIEN/PhysX) on CPU or GPU; any ManiSkill env id works'))

@@ -120,5 +120,6 @@ BACKEND = register_backend(Backend(
     'pusht', make_pusht_env, tasks=[Task('PushT', 'push the T-shaped block onto the T-shaped target', 300, 10,
                                          aliases=('PushT-v0',))],
     aliases={'pusht': 'pusht/PushT'}, cameras={'external_cam': 'top'},
-    packages={'gym-pusht': ('==0.1.8', True)}, probe=PROBE, probe_fix='run `make setup`',
+    packages={'gym-pusht': ('==0.1.8', True)}, probe=PROBE, probe_name='gym-pusht starts (PushT)',
+    probe_fix='run `make setup`',
     title='PushT', doc='PushT (gym-pusht, pymunk): push a T onto its target; no scripted expert (use datasets)'))

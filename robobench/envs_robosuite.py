@@ -307,5 +307,6 @@ BACKEND = register_backend(Backend(
     quat_order='xyzw', gripper={'qpos_open': [0.04, -0.04], 'qpos_closed': [0.0, 0.0], 'action_open': RS_OPEN,
                                 'action_closed': RS_CLOSE},
     packages={'robosuite': ('==1.5.2', True), 'mujoco': ('==3.8.1', True)},
-    probe=PROBE, probe_fix='run `make setup` (robosuite 1.5.2 needs mujoco==3.8.1)',
+    probe=PROBE,
+    probe_name='robosuite starts (Lift, Panda)', probe_fix='run `make setup` (robosuite 1.5.2 needs mujoco==3.8.1)',
     title='robosuite', doc='robosuite 1.5 (MuJoCo), single-arm Panda; any robosuite env id works'))
