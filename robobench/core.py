@@ -194,11 +194,16 @@ def _ready(self: Registry):
 
 # %% ../nbs/00_core.ipynb #d841d138
 @patch
-def plugins(self: Registry) -> dict:
-    "{name: entry point} of installed distributions in `group` that code has not registered (scanned once)."
+def entry_points(self: Registry) -> dict:
+    "{name: entry point} of installed distributions in `group`, loaded or not (scanned once)."
     if self.group is None: return {}
     if self._plugins is None: self._plugins = {ep.name: ep for ep in _md.entry_points(group=self.group)}
-    return {name: ep for name, ep in self._plugins.items() if name not in self._items}
+    return self._plugins
+
+@patch
+def plugins(self: Registry) -> dict:
+    "{name: entry point} of installed distributions in `group` that code has not registered (yet)."
+    return {name: ep for name, ep in self.entry_points().items() if name not in self._items}
 
 # %% ../nbs/00_core.ipynb #43450a00
 def require(module: str, hint: str | None = None):

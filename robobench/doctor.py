@@ -4,9 +4,9 @@
 
 # %% ../nbs/00a_doctor.ipynb #658e5f94
 from __future__ import annotations
-import argparse, ctypes.util, dataclasses, importlib.metadata, json, os, platform, shutil, subprocess, sys, time
+import argparse, ctypes.util, dataclasses, json, os, platform, shutil, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
-from .core import package_version, to_jsonable
+from .core import RobobenchError, package_version, to_jsonable
 
 # %% auto #0
 __all__ = ['SETUP_HINT', 'PACKAGES', 'APT', 'PROBES', 'OPTIONAL_PROBES', 'CheckResult', 'check_python', 'all_packages',
@@ -157,11 +157,9 @@ def check_plugins() -> list[CheckResult]:
     from robobench.envs import BACKENDS
     from robobench.clients import CLIENTS
     from robobench.layouts import LAYOUTS
-    from robobench.core import RobobenchError
     out = []
     for registry in (BACKENDS, CLIENTS, LAYOUTS):
-        for ep in importlib.metadata.entry_points(group=registry.group):   # loaded or not
-            name = ep.name
+        for name, ep in registry.entry_points().items():   # loaded or not
             dist = getattr(getattr(ep, 'dist', None), 'name', None) or '?'
             try:
                 registry.get(name)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_envs.ipynb #9b84577e
 from __future__ import annotations
-import dataclasses, importlib, importlib.util, re
+import dataclasses, functools, importlib, importlib.util, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -203,6 +203,7 @@ GRIPPER_KEYS = {      # a backend's gripper convention (`Backend.gripper`): whic
     'action_open': 'the action value that opens the gripper', 'action_closed': 'the action value that closes it',
 }
 
+@functools.lru_cache(maxsize=None)   # layouts ask every step
 def parse_state_ref(ref: str) -> tuple[str, slice]:
     "'tcp_pose[3:7]' -> ('tcp_pose', slice(3, 7)); 'robot0_eef_pos' -> (name, slice(None)): where a name lives."
     m = re.fullmatch(r'(\w+)(?:\[(-?\d*):(-?\d*)\])?', ref.strip())
@@ -231,7 +232,6 @@ class Backend:
     listed: bool = True                           # False for test-only simulators (left out of expert sweeps)
     title: str = ''                               # how people write its name, for messages
     doc: str = ''                                 # one line for `robobench doctor` and error messages
-    distribution: str | None = None               # plugins: the installed distribution that provides it
 
     def task(self, name: str) -> Task | None:
         "The built-in `Task` called `name`, or None."
@@ -302,11 +302,12 @@ def find_task(env_id: str) -> tuple[Backend, Task | None]:
         raise UnknownNameError(did_you_mean(name, BACKENDS.names(), 'env backend') +
                                f". Built-in envs: {', '.join(list_envs())}")
     backend = BACKENDS.get(name)
-    if backend.task(task) is None and not backend.any_task:
+    found = backend.task(task)
+    if found is None and not backend.any_task:
         aliases = [a for t in backend.tasks for a in t.aliases]
         raise UnknownNameError(did_you_mean(task, [t.name for t in backend.tasks], f'{backend.title or name} task') +
                                (f" (other names that work: {', '.join(aliases)})" if aliases else ''))
-    return backend, backend.task(task)
+    return backend, found
 
 # %% ../nbs/01_envs.ipynb #0034b3f2
 def make_env(env_id: str, **kwargs) -> RobobenchEnv:

@@ -10,7 +10,7 @@ import numpy as np
 from fastcore.basics import patch
 from .core import UnknownNameError, did_you_mean, require
 from .envs import (Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, flatten_parts, humanize_task,
-                            register_backend)
+                            image_hw, register_backend)
 
 # %% auto #0
 __all__ = ['STATE_EXTRA_KEYS', 'GC_EVERY', 'MS_STEP', 'OPEN', 'CLOSE', 'MESA_FIX', 'PROBE', 'BACKEND', 'split_state_dict',
@@ -71,9 +71,9 @@ def _gym_kwargs(control_mode, sim_backend, image_size, render_size, domain_rando
     kw = dict(obs_mode='state_dict', control_mode=control_mode, sim_backend=sim_backend,
               render_mode='rgb_array', num_envs=1)
     if image_size is not None:
-        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        height, width = image_hw(image_size)
         kw['sensor_configs'] = dict(width=int(width), height=int(height))
-    render_h, render_w = (render_size, render_size) if isinstance(render_size, int) else render_size
+    render_h, render_w = image_hw(render_size)
     kw['human_render_camera_configs'] = dict(width=int(render_w), height=int(render_h))
     if domain_randomization:  # only tasks that implement it accept these kwargs (e.g. PickSingleYCB, PushT)
         kw.update(domain_randomization if isinstance(domain_randomization, dict) else {})

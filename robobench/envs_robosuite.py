@@ -9,7 +9,7 @@ import numpy as np
 from fastcore.basics import patch
 from .core import UnknownNameError, did_you_mean, require
 from .envs import (Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, flatten_parts, humanize_task,
-                            register_backend)
+                            image_hw, register_backend)
 
 # %% auto #0
 __all__ = ['ROBOT_STATE_KEYS', 'DEFAULT_CAMERAS', 'DR_DEFAULTS', 'RS_STEP', 'RS_OPEN', 'RS_CLOSE', 'LATCH_CLEAR', 'DOOR_HINGE',
@@ -83,8 +83,8 @@ class RobosuiteEnv(RobobenchEnv):
         for cam in cams:
             if cam not in names: raise UnknownNameError(did_you_mean(cam, names, f'camera of robosuite/{task}'))
         self._cams, self._cam_names, self.render_camera = cams, names, render_camera
-        ih, iw = (image_size, image_size) if isinstance(image_size, int) else image_size
-        self._rsize = (render_size, render_size) if isinstance(render_size, int) else tuple(render_size)
+        ih, iw = image_hw(image_size)
+        self._rsize = image_hw(render_size)
         self._nrob = len(self.raw.robots)
         self._obj_keys = [n for n, o in self.raw._observables.items()
                           if o.modality == 'object' and o.is_enabled() and o.is_active()]

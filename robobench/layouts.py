@@ -80,7 +80,7 @@ def get_layout(layout) -> dict:
     if isinstance(layout, (str, Path)) and str(layout) in LAYOUTS: return LAYOUTS.get(str(layout))
     path = Path(layout) if isinstance(layout, (str, Path)) else None
     if path is not None and path.suffix in ('.json', '.yaml', '.yml') and path.is_file():
-        return check_layout(path.stem, _read_layout(path))
+        return check_layout(path.stem, path)
     raise RobobenchError(did_you_mean(str(layout), LAYOUTS.names(), 'layout') + '.',
                          'pass one of those names, or a .json / .yaml file holding a layout (see robobench.layouts).')
 

@@ -15,13 +15,14 @@ __all__ = ['SPLAT_CAMERAS', 'RECORDS', 'SplatView', 'Episode', 'downsample', 'er
 
 # %% ../nbs/01d_rollout.ipynb #234cf8c5
 class _SplatCameras(collections.abc.Mapping):
-    "{backend name: its PolaRiS view -> camera map}, read from each simulator's `Backend.cameras`."
-    def _all(self):
+    "{backend name: its PolaRiS view -> camera map}, read from each simulator's `Backend.cameras` when asked."
+    def __getitem__(self, name):
+        from robobench.envs import get_backend
+        return dict(get_backend(name).cameras)   # an unknown name is an UnknownNameError, a KeyError
+    def __iter__(self):
         from robobench.envs import backends
-        return {b.name: dict(b.cameras) for b in backends()}
-    def __getitem__(self, name): return self._all()[name]
-    def __iter__(self): return iter(self._all())
-    def __len__(self): return len(self._all())
+        return iter([b.name for b in backends()])
+    def __len__(self): return len(list(iter(self)))
 
 SPLAT_CAMERAS = _SplatCameras()   # PolaRiS's views -> each simulator's cameras (third-person: external_cam, wrist_cam)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 def simulator_names() -> dict[str, list[re.Pattern]]:
     "{backend name: patterns} for the package's own backends."
     from robobench.envs import backends
-    own = [b for b in backends() if b.distribution is None and 'robobench' in getattr(b.factory(), '__module__', '')]
+    own = [b for b in backends() if getattr(b.factory(), '__module__', '').startswith('robobench.')]
     pins = collections.Counter(d for b in own for d in b.packages)
     out = {}
     for b in own:
