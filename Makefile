@@ -7,7 +7,7 @@ export EXTRAS
 STAMP := .venv/.robobench-installed$(if $(EXTRAS),-$(subst $(eval) ,-,$(EXTRAS)))
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup system test nbcheck nbtest pytest lab doctor lock demo help
+.PHONY: setup libero system test nbcheck nbtest pytest lab doctor lock demo help
 
 help:
 	@echo "make test    set up (first time: system packages, .venv, pinned deps), check notebooks, run all tests"
@@ -15,6 +15,7 @@ help:
 	@echo "make lab     open JupyterLab on nbs/"
 	@echo "make doctor  can this machine run each part?"
 	@echo "make lock    re-resolve requirements.in into requirements.lock"
+	@echo "make libero  LIBERO's own environment .venv-libero (~2 GB; part of make setup)"
 
 system:
 	@bash scripts/setup_system.sh
@@ -24,7 +25,14 @@ $(STAMP): requirements.lock $(wildcard requirements-*.txt) overrides.txt setup.p
 	@bash scripts/setup_venv.sh
 	@touch $@
 
-setup: system $(STAMP)
+LIBERO_STAMP := .venv-libero/.robobench-installed
+$(LIBERO_STAMP): $(STAMP) requirements-libero.lock scripts/setup_libero.sh robobench/envs_libero_worker.py
+	@bash scripts/setup_libero.sh
+	@touch $@
+
+setup: system $(STAMP) $(LIBERO_STAMP)
+
+libero: $(LIBERO_STAMP)   # LIBERO's own environment only (part of `make setup`)
 
 lock:
 	$(BIN)/uv pip compile requirements.in --override overrides.txt --python-version 3.12 -o requirements.lock

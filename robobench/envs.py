@@ -229,6 +229,8 @@ class Backend:
     probe_fix: str = ''                           # doctor: what to do when the probe fails
     probe_name: str = ''                          # doctor: the probe's line (default '<name> starts')
     checks: list = field(default_factory=list)    # doctor: more checks, callables returning doctor `CheckResult`s
+    episode_seeds: Any = None                     # (task, per_task, start) -> seeds running each sub-task per_task
+                                                  # times (a suite's tasks x init states): `--episodes-per-task`
     listed: bool = True                           # False for test-only simulators (left out of expert sweeps)
     title: str = ''                               # how people write its name, for messages
     doc: str = ''                                 # one line for `robobench doctor` and error messages
@@ -332,14 +334,16 @@ def get_backend(spec_or_name) -> Backend:
     return BACKENDS.get(getattr(spec_or_name, 'backend', spec_or_name))
 
 def canonical_state(spec: EnvSpec, obs: dict, name: str) -> np.ndarray:
-    "A `CANONICAL_STATE` entry of `obs`, found through the env's backend (`eef_quat` always as x, y, z, w)."
+    """A `CANONICAL_STATE` entry of `obs`, found through the env's backend (`eef_quat` always as x, y, z, w; float32,
+    or float64 where the env reports float64)."""
     backend = get_backend(spec)
     if name not in backend.state:
         raise RobobenchError(f"{spec.env_id} does not say where {name!r} is in its state (it declares "
                              f"{sorted(backend.state) or 'none'}).", f"add it to the {backend.name!r} backend's "
                              f"`state` (state entries: {[n for n, _ in spec.state_layout]}).")
     entry, where = parse_state_ref(backend.state[name])
-    value = np.asarray(spec.get(obs, entry), np.float32)[where]
+    value = np.asarray(spec.get(obs, entry))
+    value = (value if value.dtype == np.float64 else value.astype(np.float32))[where]   # float64 stays (LIBERO's)
     if name == 'eef_quat' and backend.quat_order == 'wxyz': value = np.roll(value, -1)
     return value
 

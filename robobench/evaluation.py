@@ -73,6 +73,8 @@ class EvalConfig:
     env_kwargs: dict = field(default_factory=dict)      # make_env kwargs (control_mode, cameras, image_size...)
     episodes: int = 50                  # seeds to evaluate: start_seed .. start_seed + episodes - 1
     start_seed: int = 0                 # first seed (held-out seeds for policies trained on demos from 0)
+    episodes_per_task: int | None = None  # suites (libero/<suite>): this many episodes of every task, with the
+                                          # backend's seeds (init states start_seed..); replaces `episodes`
     max_steps: int | None = None        # None: the env's own max_steps
     workers: int = 1                    # parallel envs (each with its own client)
     backend: str = 'auto'               # auto | local | process | ray
@@ -105,6 +107,16 @@ class EvalConfig:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return to_jsonable({**fields, 'client': self.client_name()})
 
+    def seeds(self) -> list[int]:
+        "The seeds to run: start_seed .. start_seed + episodes - 1, or the backend's seeds for `episodes_per_task`."
+        if self.episodes_per_task is None: return list(range(self.start_seed, self.start_seed + self.episodes))
+        env = resolve_env_id(self.env)
+        backend, _ = find_task(env)
+        if backend.episode_seeds is None:
+            raise RobobenchError(f"--episodes-per-task spreads episodes over the tasks of a suite, and {env} has no "
+                                 "such tasks.", "use --episodes N (or a suite env such as libero/libero_object).")
+        return [int(s) for s in backend.episode_seeds(env.partition('/')[2], self.episodes_per_task, self.start_seed)]
+
     def identity(self) -> dict:
         "The fields that must match to resume into an existing run folder."
         return to_jsonable({'env': self.env, 'client': self.client_name(), 'client_kwargs': self.client_kwargs,
@@ -115,7 +127,7 @@ class EvalConfig:
 def pending_seeds(cfg: EvalConfig, records: list[dict]) -> list[int]:
     "Seeds of the requested range still to run: no record, or only an error record."
     done = latest_records(records)
-    return [s for s in range(cfg.start_seed, cfg.start_seed + cfg.episodes) if s not in done or is_error(done[s])]
+    return [s for s in cfg.seeds() if s not in done or is_error(done[s])]
 
 # %% ../nbs/06_evaluation.ipynb #feff7ff1
 def _client_meta(client) -> dict:
@@ -402,10 +414,10 @@ def _write_run_files(run_dir: Path, cfg: EvalConfig, summary: dict, meta: dict, 
     atomic_write_json(run_dir / 'summary.json', summary)
     metric_keys = ('episodes', 'successes', 'success_rate', 'wilson_95', 'errors', 'completed', 'total',
                    'error_seeds', 'mean_return', 'mean_length')
-    atomic_write_json(run_dir / 'metrics.json', {k: summary[k] for k in metric_keys})
+    atomic_write_json(run_dir / 'metrics.json', {k: summary[k] for k in metric_keys + ('per_task',) if k in summary})
     prev = read_json(run_dir / 'run_info.json', default={})
     atomic_write_json(run_dir / 'run_info.json', run_info(kind='evaluate', env=cfg.env, env_kwargs=cfg.env_kwargs,
-                      seeds=[cfg.start_seed, cfg.start_seed + cfg.episodes - 1], client=cfg.identity()['client'],
+                      seeds=[min(seeds := cfg.seeds()), max(seeds)], client=cfg.identity()['client'],
                       **meta, runs=prev.get('runs', 0) + 1))
 
 # %% ../nbs/06_evaluation.ipynb #d686a188
@@ -421,6 +433,7 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
     backend = _pick_backend(cfg)
     run_dir = Path(cfg.run_folder) if cfg.run_folder else None
     records = _open_run_folder(cfg, run_dir) if run_dir else []
+    seeds = cfg.seeds()
     todo = pending_seeds(cfg, records)
     on_record = (lambda r: append_jsonl(run_dir / 'episodes.jsonl', r)) if run_dir else (lambda r: None)
     failed_trajs = []
@@ -429,12 +442,12 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
     def ready():   # the bar appears once a worker has its env and client (a bad client or env errors before it)
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(todo), desc=f'eval {cfg.env}',
+            bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f'eval {cfg.env}',
                        disable=not progress, unit='ep')
     def record(rec, traj=None):
         ready(); records.append(rec); on_record(rec); bar.update(1)
         if traj is not None: failed_trajs.append((rec['seed'], traj))
-        so_far = summarize(records, list(range(cfg.start_seed, cfg.start_seed + cfg.episodes)))
+        so_far = summarize(records, seeds)
         bar.set_postfix(success='n/a' if so_far['success_rate'] is None else f"{so_far['success_rate']:.0%}",
                         errors=so_far['errors'])
     meta = {}
@@ -444,7 +457,6 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
             meta = runner(cfg, todo, run_dir, record, ready) or {}
     finally:
         if bar is not None: bar.close()
-    seeds = list(range(cfg.start_seed, cfg.start_seed + cfg.episodes))
     summary = {**summarize(records, seeds), 'env': cfg.env, 'backend': backend, 'workers': cfg.workers}
     if run_dir: _write_run_files(run_dir, cfg, summary, meta, failed_trajs)
     eps = sorted(latest_records(records).values(), key=lambda r: r['seed'])
@@ -550,6 +562,10 @@ def cli_eval(argv: list[str] | None = None) -> int:
     if opts['json']: print(json.dumps(summary, indent=2))
     else:
         print(summary_line(summary, env))
+        for task, t in (summary.get('per_task') or {}).items():   # suites: one line per task, the mean above
+            lo, hi = t['wilson_95']
+            print(f"  {t['successes']:>3}/{t['episodes']:<3} {lo:4.0%}-{hi:4.0%}  {task}"
+                  + (f"  ({t['errors']} error(s))" if t['errors'] else ''))
         for rec in res.errors[:5]: print(f"  error, seed {rec['seed']}: {rec['failure_reason']}", file=sys.stderr)
         if len(res.errors) > 5:
             print(f'  ... {len(res.errors) - 5} more in {run_folder}/episodes.jsonl', file=sys.stderr)

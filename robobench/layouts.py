@@ -4,6 +4,7 @@
 
 # %% ../nbs/04a_layouts.ipynb #64d4fa7d
 from __future__ import annotations
+import math
 from pathlib import Path
 import numpy as np
 from .core import Registry, RobobenchError, did_you_mean
@@ -86,12 +87,14 @@ def get_layout(layout) -> dict:
 
 # %% ../nbs/04a_layouts.ipynb #018484f9
 def quat_to_axisangle(q: np.ndarray) -> np.ndarray:
-    "(x, y, z, w) quaternion -> axis * angle (3), as openpi's example client computes it."
+    """(x, y, z, w) quaternion -> axis * angle (3), computed as openpi's example client does (robosuite's
+    `quat2axisangle`); float64 in, float64 out (openpi's LIBERO requests carry float64 state), else float32."""
+    dtype = np.float64 if np.asarray(q).dtype == np.float64 else np.float32
     q = np.asarray(q, np.float64).copy()
     q[3] = np.clip(q[3], -1.0, 1.0)
     den = np.sqrt(1.0 - q[3] * q[3])
-    if np.isclose(den, 0.0): return np.zeros(3, np.float32)
-    return (q[:3] * 2.0 * np.arccos(q[3]) / den).astype(np.float32)
+    if math.isclose(den, 0.0): return np.zeros(3, dtype)
+    return ((q[:3] * 2.0 * math.acos(q[3])) / den).astype(dtype)
 
 # %% ../nbs/04a_layouts.ipynb #e98ba7e9
 STATE_TRANSFORMS = {  # the few named conversions a layout's state parts may ask for
@@ -128,7 +131,8 @@ def state_part(obs: dict, spec, name: str, transform: str | None = None) -> np.n
     if name == '*': value = np.asarray(obs['state'], np.float32)
     elif name in CANONICAL_STATE: value = canonical_state(spec, obs, name)
     else: value = spec.get(obs, name)
-    return np.asarray(STATE_TRANSFORMS[transform](value), np.float32).reshape(-1)
+    value = np.asarray(STATE_TRANSFORMS[transform](value))
+    return value.astype(np.float64 if value.dtype == np.float64 else np.float32).reshape(-1)   # the env's precision
 
 def _state_parts(layout: dict, entry: dict, spec) -> list:
     "An entry's parts: a list, or (older layout files) a dict of lists by backend name with '*' for any."

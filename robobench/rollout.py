@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections.abc, math, time
 from dataclasses import dataclass, field
 import numpy as np
-from .core import did_you_mean
+from .core import did_you_mean, to_jsonable
 
 # %% auto #0
 __all__ = ['SPLAT_CAMERAS', 'RECORDS', 'SplatView', 'Episode', 'downsample', 'error_info', 'error_reason', 'overlay_info',
@@ -139,7 +139,7 @@ def rollout(env, actor, seed: int, max_steps: int | None = None, until: str = 's
     frames, steps = [], ([] if record == 'steps' else None)
     traj = {'state': [], 'env_state': [], 'action': []} if record == 'trajectory' else None
     ret, length, success, reason, err = 0.0, 0, False, None, None
-    infer_s, task, phase = 0.0, None, 'client_reset'
+    infer_s, task, phase, start = 0.0, None, 'client_reset', {}
     if getattr(actor, 'env_spec', False) is None: actor.env_spec = env.spec   # layouts read named state entries
     def frame(**info):
         img = downsample(env.render(camera), video_max_side)
@@ -149,6 +149,7 @@ def rollout(env, actor, seed: int, max_steps: int | None = None, until: str = 's
         phase = 'env_reset'
         obs, info = env.reset(seed=int(seed), render_images=True if render_images is None else render_images)
         task = obs.get('instruction') or None
+        start = {k: v for k, v in info.items() if k not in ('success', 'elapsed_steps', 'seed')}   # e.g. LIBERO's
         phase = 'render'
         if video: frames.append(frame(step=0, reward=0.0, success=bool(info.get('success'))))
         for _ in range(max_steps):
@@ -183,6 +184,7 @@ def rollout(env, actor, seed: int, max_steps: int | None = None, until: str = 's
     rec = {'seed': int(seed), 'outcome': 'error' if err else ('success' if success else 'failure'),
            'success': bool(success), 'return': float(ret), 'length': int(length),
            'duration_s': round(time.perf_counter() - t0, 4), 'infer_s': round(infer_s, 4), 'failure_reason': reason,
-           'env': env.spec.env_id, 'task': task, 'end_time': round(time.time(), 3), **({'error': err} if err else {})}
+           'env': env.spec.env_id, 'task': task, 'end_time': round(time.time(), 3), **({'error': err} if err else {}),
+           **({'reset_info': to_jsonable(start)} if start else {})}   # what the env said about the episode it chose
     traj = {k: np.stack(v) for k, v in traj.items()} if traj and traj['action'] else None
     return Episode(rec, frames, traj, steps)
