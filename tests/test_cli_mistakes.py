@@ -136,3 +136,17 @@ def test_cuda_asked_for_without_a_gpu():
     with pytest.raises(RobobenchError, match='no CUDA device here') as e:
         pick_device('cuda')
     assert 'use --device cpu' in str(e.value)
+
+
+def test_an_env_option_the_simulator_refuses_is_named(tmp_path):
+    r = _cli('eval', '-e', 'toy/Point', '--policy.client', 'random', '--env-kwargs', '{"control_mode": "bogus"}',
+             '--episodes', '1', '--no-video', '--run-folder', tmp_path / 'run')
+    one_line(r, "toy/Point refused control_mode='bogus'", "unexpected keyword argument 'control_mode'", '--env-kwargs')
+    assert not (tmp_path / 'run').exists()
+
+
+def test_train_resume_with_nothing_to_resume(tmp_path):
+    for out in (tmp_path / 'missing', tmp_path / 'empty'):
+        if out.name == 'empty': out.mkdir()
+        r = _cli('train', '--repo-ids', 'x', '--root', tmp_path, '--output-dir', out, '--resume', '--device', 'cpu')
+        one_line(r, f'nothing to resume: {out}', 'drop --resume')
