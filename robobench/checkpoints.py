@@ -165,6 +165,15 @@ def _step_problems(st: dict, registry: dict, registered_paths: set) -> list[str]
         out.append(f'state_file {str(sf)[:80]!r} points outside the checkpoint dir')
     return out
 
+# %% ../nbs/03b_checkpoints.ipynb #9d4556d8
+def _outside(ckpt: Path, name) -> str | None:
+    "None if `name` (a file the checkpoint names) resolves inside `ckpt`; else where it goes, for the error."
+    if not isinstance(name, str) or not name: return 'is not a file name'
+    root, target = Path(ckpt).resolve(), (Path(ckpt) / name).resolve()
+    roots = [root] + ([root.parent.parent / 'blobs'] if root.parent.name == 'snapshots' else [])
+    if any(target.is_relative_to(r) for r in roots): return None
+    return f'resolves outside the checkpoint dir (to {target})'
+
 # %% ../nbs/03b_checkpoints.ipynb #cedbd749
 # config fields LeRobot hands to transformers with trust_remote_code=True
 # (a value other than the default is remote code)
@@ -226,6 +235,13 @@ def check_checkpoint(path, trust_remote_code: bool = False) -> list[str]:
     for fn, steps in docs.items():
         for index, st in enumerate(steps):
             untrusted += [f'{fn} step {index}: {w}' for w in _step_problems(st, registry, registered_paths)]
+    for fn, steps in docs.items():   # never lifted by trust_remote_code: files outside the dir are not its own
+        for index, st in enumerate(steps):
+            if st.get('state_file') is not None and (where := _outside(ckpt, st['state_file'])):
+                raise RobobenchError(f"refusing to load {ckpt}: {fn} step {index} names state_file "
+                                     f"{str(st['state_file'])[:80]!r}, which {where}.",
+                                     'a checkpoint may only name files inside its own directory: put the real file '
+                                     'there (not a link out of it) under a plain file name, or re-save the checkpoint')
     if untrusted and not trust_remote_code:
         more = f' (and {len(untrusted) - 2} more)' if len(untrusted) > 2 else ''
         raise RobobenchError(f'refusing to load {ckpt}: ' + '; '.join(untrusted[:2]) + more + '.',

@@ -4,22 +4,24 @@
 
 # %% ../nbs/05_clients.ipynb #f503e060
 from __future__ import annotations
-import abc, collections, collections.abc, dataclasses, inspect, os, re, time, warnings
+import abc, collections, collections.abc, dataclasses, inspect, os, re, time, typing, warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from fastcore.basics import patch
 
+from .config import _base_type
 from .core import Registry, RobobenchError, did_you_mean, import_object, parse_value
 from .layouts import get_layout, layout_request
 from .policies import FeatureSpec, LeRobotPolicy, RandomPolicy, check_actions, validate_request
 from .rollout import SPLAT_CAMERAS, SplatView  # noqa: F401 (PolaRiS's obs['splat'] lives with the rollout loop)
 
 # %% auto #0
-__all__ = ['CLIENTS', 'PolicyArgs', 'InferenceClient', 'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch',
-           'compat_problems', 'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable', 'ServerTimeout',
-           'ServerError', 'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'ClientSpecError', 'make_client']
+__all__ = ['CLIENTS', 'PolicyArgs', 'client_options', 'ClientOptionError', 'check_client_options', 'InferenceClient',
+           'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch', 'compat_problems',
+           'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable', 'ServerTimeout', 'ServerError',
+           'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'ClientSpecError', 'make_client', 'client_kind']
 
 # %% ../nbs/05_clients.ipynb #6b6a531d
 @dataclasses.dataclass
@@ -30,6 +32,57 @@ class PolicyArgs:
     port: int = 8000
     api_key: str | None = None
     open_loop_horizon: int | None = None
+
+# %% ../nbs/05_clients.ipynb #09beb561
+def client_options(client) -> dict | None:
+    """{option: annotation} a client class (or registered name) takes as keyword arguments: its `__init__`'s
+    parameters, then its base classes' while `**kw` is passed up; `PolicyArgs`' fields for a PolaRiS-style
+    `__init__(self, args)`. None when `**kw` reaches no base class (the scripted client hands it to its expert):
+    then any name goes."""
+    klass = InferenceClient._registry.get(client) if isinstance(client, str) else client
+    opts = {}
+    for cls in klass.__mro__:
+        init = cls.__dict__.get('__init__')
+        if init is None: continue
+        if cls is object: return None
+        params = list(inspect.signature(init).parameters.values())[1:]
+        if [p.name for p in params] == ['args'] and params[0].kind is params[0].POSITIONAL_OR_KEYWORD:
+            return {**typing.get_type_hints(PolicyArgs), **opts}
+        try: hints = typing.get_type_hints(init)
+        except Exception: hints = {}
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY): opts.setdefault(p.name, hints.get(p.name, Any))
+        if not any(p.kind is p.VAR_KEYWORD for p in params): return opts
+    return None
+
+# %% ../nbs/05_clients.ipynb #457818de
+class ClientOptionError(RobobenchError, TypeError):
+    "A client option (`--policy.<name>`) the client does not take, or a value of the wrong type."
+
+_KIND_EXAMPLE = {int: ('an int', '8'), float: ('a number', '0.5'), bool: ('true or false', 'true')}
+
+def check_client_options(client, options: dict, extra: tuple = ()) -> None:
+    """Refuse in one line, before anything is built: an option that client class (or registered name) `client`
+    does not take, with the nearest valid names (`extra`: more names the caller takes itself, e.g. `client`),
+    or a number or flag given something else (`--policy.n_action_steps abc`)."""
+    opts = client_options(client)
+    if opts is None: return
+    name = client if isinstance(client, str) else getattr(client, 'client_name', client.__name__)
+    valid = sorted(set(opts) | set(extra))
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise ClientOptionError(f"{'; '.join(did_you_mean(k, valid, '--policy option') for k in unknown)} "
+                                f"(client {name!r}).", 'spell each option as one of those: --policy.<name> VALUE')
+    for k, v in options.items():
+        if k not in opts: continue
+        kind, optional = _base_type(opts[k])
+        if kind not in _KIND_EXAMPLE or (v is None and optional): continue
+        ok = isinstance(v, bool) if kind is bool else (isinstance(v, (int, float) if kind is float else int)
+                                                       and not isinstance(v, bool))
+        if not ok:
+            what, example = _KIND_EXAMPLE[kind]
+            raise ClientOptionError(f'--policy.{k} expects {what}, got {v!r} (client {name!r}).',
+                                    f'pass e.g. --policy.{k} {example}')
 
 # %% ../nbs/05_clients.ipynb #1b1d5905
 class InferenceClient(abc.ABC):
@@ -54,13 +107,9 @@ class InferenceClient(abc.ABC):
     def make(cls, name: str, **kw) -> 'InferenceClient':
         "Build the client registered as `name` (did-you-mean error for unknown names)."
         klass = cls._registry.get(name)
+        check_client_options(name, kw)   # a misspelt or mistyped option: one line naming the valid ones
         params = [p for p in inspect.signature(klass.__init__).parameters.values() if p.name != 'self']
         if len(params) == 1 and params[0].name == 'args' and params[0].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD:
-            fields = {f.name for f in dataclasses.fields(PolicyArgs)}
-            unknown = set(kw) - fields
-            if unknown:
-                raise TypeError(f'{name} takes PolicyArgs; unknown argument(s) {sorted(unknown)}; '
-                                f'valid: {sorted(fields)}')
             return klass(PolicyArgs(client=name, **kw))
         return klass(**kw)
 
@@ -520,3 +569,14 @@ def make_client(spec, **kw) -> InferenceClient:
                           + did_you_mean(spec, InferenceClient.names(), 'client'),
                           "pass -m HOST:PORT (a policy server), -m CHECKPOINT_DIR, or --policy.client NAME "
                           "(a registered name, or package.module:ClassName to import your own).")
+
+# %% ../nbs/05_clients.ipynb #507c083d
+def client_kind(spec) -> str | None:
+    """The registered client `make_client(spec)` builds: a registered name as is, 'host:port' → 'websocket', a
+    directory → 'local'; None for anything else (an object, or a spec `make_client` refuses)."""
+    if isinstance(spec, os.PathLike): return 'local'
+    if not isinstance(spec, str): return None
+    if spec in InferenceClient._registry: return spec
+    host_port = parse_host_port(spec)
+    if host_port is not None and (spec.startswith(('ws://', 'wss://')) or not Path(spec).exists()): return 'websocket'
+    return 'local' if Path(spec).is_dir() else None

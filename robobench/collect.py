@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .core import (ACTION, ENV_STATE, STATE, atomic_write_json, image_key, read_jsonl, run_info,
+import sys
+from .core import (ACTION, ENV_STATE, STATE, atomic_write_json, image_key, read_jsonl, remove_if_failed, run_info,
                             to_jsonable)
 from .config import config_parser, parse_config
 from .envs import RobobenchEnv, make_env
@@ -138,9 +139,15 @@ def cli_collect(argv: list[str] | None = None) -> int:
                        description='Run a scripted expert and write a LeRobot v3 dataset (re-run to resume).')
     cfg, _ = parse_config(CollectConfig, argv, ap)
     fields = {k: v for k, v in vars(cfg).items() if k not in ('env', 'episodes', 'out')}
-    try: summary = collect(cfg.env, cfg.episodes, cfg.out, **fields)
-    except (KeyError, ValueError, FileExistsError) as e:
-        print(f'robobench collect: error: {e}'); return 2
+    created = not Path(cfg.out).exists()   # a collect that fails before its first attempt leaves no folder behind
+    try:
+        with remove_if_failed(cfg.out, created, worked=lambda p: bool(read_jsonl(p / EPISODES_FILE))):
+            summary = collect(cfg.env, cfg.episodes, cfg.out, **fields)
+    except (KeyError, ValueError, FileExistsError) as e:   # the message and its fix, on stderr
+        msg = ' '.join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+        if isinstance(e, KeyError) and 'Fix:' not in msg: msg += ' Fix: pick one of those with --env BACKEND/TASK.'
+        print(f'robobench collect: error: {msg}', file=sys.stderr)
+        return 2
     print(f"saved {summary['saved_success']} successful episodes ({summary['saved_episodes']} in total) "
           f"to {summary['out']} [{summary['attempts']} attempts, "
           f"expert success {summary['expert_success_rate']:.0%}, next seed {summary['next_seed']}]")

@@ -9,7 +9,14 @@ from typing import Any
 from .core import RobobenchError, did_you_mean, parse_value
 
 # %% auto #0
-__all__ = ['POLICY_PREFIX', 'split_policy_args', 'field_types', 'field_help', 'config_parser', 'parse_config', 'check_fields']
+__all__ = ['POLICY_PREFIX', 'POSITIVE', 'ArgParser', 'split_policy_args', 'field_types', 'field_help', 'config_parser',
+           'parse_config', 'check_fields']
+
+# %% ../nbs/00b_config.ipynb #adae81c2
+class ArgParser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose errors are one-line `RobobenchError`s (exit 2 from the CLI) instead of the usage block."
+    def error(self, message: str):
+        raise RobobenchError(f"{message.rstrip('.')}.", f'see `{self.prog} --help` for the options')
 
 # %% ../nbs/00b_config.ipynb #949e7f92
 POLICY_PREFIX = '--policy.'
@@ -71,6 +78,18 @@ def field_help(cls) -> dict[str, str]:
     from fastcore.docments import docments
     return {k: v for k, v in docments(cls).items() if k != 'return' and v}
 
+# %% ../nbs/00b_config.ipynb #f224143b
+POSITIVE = {'episodes', 'max_steps', 'workers', 'max_attempts', 'video_every', 'batch_size', 'training_steps',
+            'eval_episodes', 'eval_workers', 'save_freq', 'log_freq', 'action_chunk_size', 'n_obs_steps',
+            'n_action_steps', 'max_connections', 'max_connections_per_peer', 'max_workers'}   # int fields: > 0
+
+def _positive_int(text: str) -> int:
+    "An argparse `type`: an int above 0 (argparse names the flag in its one-line error)."
+    try: value = int(text)
+    except ValueError: raise argparse.ArgumentTypeError(f'invalid int value: {text!r}') from None
+    if value < 1: raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
+    return value
+
 # %% ../nbs/00b_config.ipynb #6e35ebd0
 def _flag(name: str) -> str: return '--' + name.replace('_', '-')
 
@@ -78,8 +97,9 @@ def config_parser(cls, prog: str, description: str | None = None, epilog: str | 
                   aliases: dict[str, list[str]] | None = None, required: tuple = (), skip: tuple = (),
                   parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one option per field of dataclass `cls`: `--field-name` (plus `aliases[field]`),
-    `--flag/--no-flag` for booleans, JSON for dicts, JSON or comma-separated for lists. Help is the field comment."""
-    ap = parser or argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    `--flag/--no-flag` for booleans, JSON for dicts, JSON or comma-separated for lists, a positive int for the
+    counts and step limits named in `POSITIVE`. Help is the field comment."""
+    ap = parser or ArgParser(prog=prog, description=description, epilog=epilog)
     helps, types, aliases = field_help(cls), field_types(cls), aliases or {}
     for fld in dataclasses.fields(cls):
         if fld.name in skip: continue
@@ -92,7 +112,8 @@ def config_parser(cls, prog: str, description: str | None = None, epilog: str | 
         if fld.name in required: kw['required'] = True
         if kind is bool: ap.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
         elif kind in (dict, list): ap.add_argument(*flags, type=_json_value(kind, flags[0]), metavar='JSON', **kw)
-        else: ap.add_argument(*flags, type=kind, metavar=fld.name.upper(), **kw)
+        else: ap.add_argument(*flags, type=_positive_int if fld.name in POSITIVE and kind is int else kind,
+                              metavar=fld.name.upper(), **kw)
     return ap
 
 # %% ../nbs/00b_config.ipynb #0871e6d6

@@ -4,8 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #857ad3e8
 from __future__ import annotations
-import dataclasses, datetime as _dt, difflib, importlib, importlib.metadata as _md, json, os, platform, random
-import socket, subprocess, sys, tempfile
+import contextlib, dataclasses, datetime as _dt, difflib, importlib, importlib.metadata as _md, json, os, platform
+import random, shutil, socket, subprocess, sys, tempfile
 from pathlib import Path
 from typing import Any, Iterable
 from fastcore.basics import patch
@@ -16,7 +16,7 @@ __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_
            'read_json', 'append_jsonl', 'read_jsonl', 'seed_everything', 'pick_device', 'UnknownNameError',
            'did_you_mean', 'Registry', 'require', 'parse_value', 'import_object', 'quiet_datasets', 'init_ray',
            'RobobenchError', 'debug_enabled', 'one_line_error', 'record_packages', 'package_version', 'git_info',
-           'run_info', 'make_run_dir', 'free_port', 'offline', 'image_key', 'feature_dim_names']
+           'run_info', 'make_run_dir', 'remove_if_failed', 'free_port', 'offline', 'image_key', 'feature_dim_names']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -124,13 +124,15 @@ def pick_device(prefer: str | None = None) -> str:
     "`prefer` if given (or `$ROBOBENCH_DEVICE`), else cuda -> mps -> cpu, whichever torch can use."
     prefer = prefer or os.environ.get('ROBOBENCH_DEVICE') or 'auto'
     if prefer not in ('auto', 'cuda', 'mps', 'cpu') and not prefer.startswith('cuda:'):
-        raise ValueError(f"device must be one of auto, cuda, cuda:N, mps, cpu; got {prefer!r}")
+        raise RobobenchError(f"device must be one of auto, cuda, cuda:N, mps, cpu; got {prefer!r}.",
+                             'pass --device auto, cuda, cuda:N, mps or cpu')
     if prefer != 'auto':
         if prefer != 'cpu':
             import torch
             ok = torch.cuda.is_available() if prefer.startswith('cuda') else torch.backends.mps.is_available()
-            if not ok: raise RuntimeError(f"device {prefer!r} was asked for but torch cannot use it here "
-                                          f"(torch {torch.__version__}); use --device cpu or auto")
+            if not ok: raise RobobenchError(f"no {'CUDA' if prefer.startswith('cuda') else 'MPS'} device here: "
+                                            f"--device {prefer} was asked for but torch {torch.__version__} cannot "
+                                            "use it.", 'use --device cpu (or --device auto)')
         return prefer
     try: import torch
     except ImportError: return 'cpu'
@@ -382,6 +384,17 @@ def make_run_dir(kind: str, name: str | None = None, root=None, params: dict | N
     if params is not None: atomic_write_json(run_dir/'params.json', params)
     atomic_write_json(run_dir/'run_info.json', run_info(kind=kind, name=name, **(info or {})))
     return run_dir
+
+# %% ../nbs/00_core.ipynb #010b2461
+@contextlib.contextmanager
+def remove_if_failed(path, created: bool = True, worked=lambda path: False):
+    """Run the body; if it raises, remove `path` when this command `created` it and `worked(path)` is false (nothing
+    worth keeping there yet), so a failed command leaves no empty run folder behind."""
+    try: yield
+    except BaseException:
+        path = Path(path)
+        if created and path.is_dir() and not worked(path): shutil.rmtree(path, ignore_errors=True)
+        raise
 
 # %% ../nbs/00_core.ipynb #3aa47a23
 def free_port(host: str = '127.0.0.1') -> int:

@@ -11,6 +11,7 @@ import numpy as np
 from fastcore.basics import patch
 from .core import atomic_write_json, import_object, offline, read_json, to_jsonable
 from .core import ACTION, BOOKKEEPING, ENV_STATE, IMAGES, STATE, feature_dim_names  # noqa: F401 (data's names)
+from .config import ArgParser
 
 # %% auto #0
 __all__ = ['log', 'SUCCESS_KEYS', 'STATS_KEYS', 'DATASET_FORMATS', 'is_camera', 'vector_keys', 'vector_stats', 'norm_stats_dict',
@@ -555,7 +556,7 @@ def _raise_if_damaged(path, err: BaseException):
 # %% ../nbs/03_data.ipynb #de608893
 def cli_inspect(argv: list[str] | None = None) -> int:
     "robobench inspect PATH [--json] [--stats] [--check] [--stats-out FILE --unnorm-key KEY]"
-    ap = argparse.ArgumentParser(prog='robobench inspect', description='Summarize a LeRobot or RLDS dataset.')
+    ap = ArgParser(prog='robobench inspect', description='Summarize a LeRobot or RLDS dataset.')
     ap.add_argument('path', help='LeRobot root, RLDS dir (custom_dataset/1.0.0) or hub repo id')
     ap.add_argument('--json', action='store_true', help='print JSON')
     ap.add_argument('--stats', action='store_true',

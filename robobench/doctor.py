@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, ctypes.util, dataclasses, json, os, platform, shutil, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from .core import RobobenchError, package_version, to_jsonable
+from .config import ArgParser
 
 # %% auto #0
 __all__ = ['SETUP_HINT', 'PACKAGES', 'APT', 'PROBES', 'OPTIONAL_PROBES', 'CheckResult', 'check_python', 'all_packages',
@@ -203,7 +204,7 @@ def format_report(results: list[CheckResult], lines_done: bool = False) -> str:
 # %% ../nbs/00a_doctor.ipynb #765ce7f0
 def cli_doctor(argv: list[str] | None = None) -> int:
     "`robobench doctor [--json] [--quick]`: exit 1 when a required part is missing."
-    ap = argparse.ArgumentParser(prog='robobench doctor', description='Can this machine run each part of robobench?')
+    ap = ArgParser(prog='robobench doctor', description='Can this machine run each part of robobench?')
     ap.add_argument('--json', action='store_true', help='print machine-readable JSON')
     ap.add_argument('--quick', action='store_true',
                     help='skip starting simulators / TensorFlow / torch in child processes')

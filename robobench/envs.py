@@ -318,7 +318,19 @@ def make_env(env_id: str, **kwargs) -> RobobenchEnv:
     backend, task = find_task(env_id)
     defaults = {} if task is None else {'instruction': task.instruction, 'max_steps': task.max_steps, **task.kwargs}
     name = env_id.partition('/')[2] if task is None else task.name
-    return backend.factory()(name, **{**{k: v for k, v in defaults.items() if v not in (None, '')}, **kwargs})
+    factory = backend.factory()
+    try: return factory(name, **{**{k: v for k, v in defaults.items() if v not in (None, '')}, **kwargs})
+    except (TypeError, ValueError, KeyError, AssertionError, NotImplementedError) as e:
+        raise _bad_option(env_id, kwargs, e) from e
+
+def _bad_option(env_id: str, kwargs: dict, e: BaseException) -> BaseException:
+    "The simulator refused an option the caller gave (its message names the key or value): one line saying so."
+    msg = ' '.join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+    named = [k for k, v in kwargs.items() if k in msg or (isinstance(v, str) and v and v in msg)]
+    if not named: return e   # not about the options: a bug, left as it is
+    given = ', '.join(f'{k}={kwargs[k]!r}' for k in named)
+    return RobobenchError(f'{env_id} refused {given}: {type(e).__name__}: {msg[:300]}.',
+                          'fix or drop that key in --env-kwargs (env_kwargs); the simulator\'s words say what it takes')
 
 def register_env(env_id: str, instruction: str = '', max_steps: int | None = None, **defaults) -> Task:
     "Add (or replace) a built-in task of an existing backend: `register_env('<backend>/<task>', instruction, ...)`."

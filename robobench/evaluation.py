@@ -11,16 +11,18 @@ from typing import Any
 import numpy as np
 from fastcore.basics import patch
 from .core import (ACTION, ENV_STATE, STATE, EXIT_EPISODE_ERRORS, RobobenchError, append_jsonl, import_object,
-                   atomic_write_json, read_json, read_jsonl, run_info, make_run_dir, to_jsonable, did_you_mean)
-from .config import config_parser, parse_config, split_policy_args
+                   atomic_write_json, read_json, read_jsonl, run_info, make_run_dir, to_jsonable, did_you_mean,
+                   remove_if_failed)
+from .config import ArgParser, config_parser, parse_config, split_policy_args
 from .envs import find_task, resolve_env_id
 from .rollout import error_reason, rollout
 from .stats import OUTCOMES, is_error, latest_records, mcnemar_exact, summarize, summary_line, wilson_interval
 from .stats import episodes_needed, outcome, task_breakdown  # noqa: F401 (re-exported: evaluation's statistics API)
 
 # %% auto #0
-__all__ = ['VIDEO_OUTCOMES', 'VIEWS', 'EVAL_ALIASES', 'resolve_client', 'save_trajectory', 'write_video', 'EvalConfig',
-           'pending_seeds', 'EvalResult', 'evaluate', 'dump_failed', 'compare', 'eval_arg_parser', 'cli_eval']
+__all__ = ['VIDEO_OUTCOMES', 'VIEWS', 'EVAL_ALIASES', 'NO_POLICY', 'NO_POLICY_FIX', 'resolve_client', 'save_trajectory',
+           'write_video', 'EvalConfig', 'pending_seeds', 'EvalResult', 'evaluate', 'dump_failed', 'compare',
+           'eval_arg_parser', 'cli_eval']
 
 # %% ../nbs/06_evaluation.ipynb #4f7bbc41
 def resolve_client(client, env=None, **kwargs):
@@ -283,7 +285,8 @@ def _run_processes(cfg, seeds, run_dir, record, ready_cb=lambda: None, poll_s: f
                     ename, msg, expected = rec
                     if expected: raise RobobenchError(msg)   # a mismatch or bad argument: the same in every worker
                     if len(fatal) >= 3 or not workers:
-                        raise RuntimeError(f'evaluation workers cannot start: {ename}: {msg}')
+                        error = ConnectionError if ename == 'ServerUnavailable' else RuntimeError   # no server
+                        raise error(f'evaluation workers cannot start: {ename}: {msg}')
                     continue
                 if kind == 'ready':
                     ready.add(conn); ready_cb()
@@ -402,8 +405,8 @@ def _open_run_folder(cfg: EvalConfig, run_dir: Path) -> list[dict]:
                                if k in {f.name for f in dataclasses.fields(EvalConfig)}}).identity()
         if old_id != cfg.identity():
             diff = {k: (old_id.get(k), v) for k, v in cfg.identity().items() if old_id.get(k) != v}
-            raise ValueError(f'run folder {run_dir} holds a different evaluation ({diff}); '
-                             'use another --run-folder')
+            raise RobobenchError(f'run folder {run_dir} holds a different evaluation (was, now: {diff}).',
+                                 'use another --run-folder (or delete that folder to start it over)')
     atomic_write_json(run_dir / 'params.json', cfg.to_params())
     return read_jsonl(run_dir / 'episodes.jsonl')
 
@@ -524,10 +527,10 @@ EVAL_ALIASES = {'env': ['--environment', '-e'], 'episodes': ['--num-episodes'], 
 # %% ../nbs/06_evaluation.ipynb #51c8b892
 def eval_arg_parser() -> argparse.ArgumentParser:
     "`robobench eval`'s parser: one option per `EvalConfig` field (`client` comes from -m or --policy.client)."
-    ap = argparse.ArgumentParser(
+    ap = ArgParser(
         prog='robobench eval', description='Evaluate a policy client in a robobench env. Extra --policy.<name> VALUE '
         'pairs go to the client (e.g. --policy.port 8000; --policy.client NAME picks a registered client).')
-    ap.add_argument('-m', '--model', default=None,
+    ap.add_argument('-m', '--model', '--policy-server', dest='model', default=None,
                     help='host:port of a policy server, or a checkpoint dir (as `eval_sim.py -m host:port`)')
     ap.add_argument('--trust-remote-code', action='store_true',
                     help='load a checkpoint (-m DIR) whose config or processors name classes LeRobot does not register '
@@ -540,6 +543,39 @@ def eval_arg_parser() -> argparse.ArgumentParser:
 def _eval_env_alias(env: str) -> str:
     "An env id from `-e`: an alias a backend declares, a backend alone (its first built-in env), or as given."
     return resolve_env_id(env)
+
+# %% ../nbs/06_evaluation.ipynb #2a4e8c58
+NO_POLICY = ('no policy to evaluate: robobench eval needs -m/--policy-server (HOST:PORT of a policy server, or a '
+             'checkpoint dir) or --policy.client NAME.')
+NO_POLICY_FIX = ('e.g. -m 127.0.0.1:8000 (start a server with `robobench serve`), -m CHECKPOINT_DIR, or '
+                 '--policy.client random for a random-policy baseline')
+
+def _check_policy_options(spec, options: dict) -> None:
+    "One line for a `--policy.<name>` the client of `spec` (or, with no client yet, any client) does not take."
+    from robobench.clients import CLIENTS, check_client_options, client_kind, client_options
+    if spec is not None:
+        if client_kind(spec) is not None: check_client_options(client_kind(spec), options, extra=('client',))
+        return
+    valid = {'client'}
+    for name in CLIENTS.names():
+        try: valid |= set(client_options(name) or ())
+        except Exception: pass   # a broken plugin says so when it is asked for
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise RobobenchError('; '.join(did_you_mean(k, valid, '--policy option') for k in unknown) + '.',
+                             'spell each option as one of those: --policy.<name> VALUE')
+
+def _no_server(e: ConnectionError, spec, env: str) -> BaseException:
+    "A policy server that cannot be reached before the first episode: one line saying how to start one."
+    from robobench.clients import parse_host_port
+    host_port = parse_host_port(spec) if isinstance(spec, str) else None
+    if host_port is None: return e
+    host, port = host_port
+    why = str(e).rsplit('s: ', 1)[-1] if 's: ' in str(e) else str(e)
+    return RobobenchError(f'no policy server answers at {host}:{port} ({why}).',
+                          f'start one there, e.g. `robobench serve -m CHECKPOINT_DIR --port {port}` (or `robobench '
+                          f'serve --policy scripted --env {env} --port {port}`), or give -m the address of a running '
+                          'server')
 
 # %% ../nbs/06_evaluation.ipynb #d56a48ef
 def cli_eval(argv: list[str] | None = None) -> int:
@@ -555,9 +591,16 @@ def cli_eval(argv: list[str] | None = None) -> int:
         policy_options['trust_remote_code'] = True
     env = _eval_env_alias(cfg.env)
     find_task(env)   # the did-you-mean error for unknown backends and tasks, before a run folder exists
+    spec = opts['model'] or client_name
+    _check_policy_options(spec, policy_options)
+    if spec is None: raise RobobenchError(NO_POLICY, NO_POLICY_FIX)   # never a silent random policy
+    created = not (cfg.run_folder and Path(cfg.run_folder).exists())
     run_folder = cfg.run_folder or str(make_run_dir('evaluate', env.replace('/', '_')))
-    res = evaluate(config=dataclasses.replace(cfg, env=env, client=opts['model'] or client_name or 'random',
-                                              client_kwargs=policy_options, run_folder=run_folder))
+    # a failure before the first episode leaves no run folder behind (one with episodes is kept, to resume)
+    with remove_if_failed(run_folder, created, worked=lambda p: bool(read_jsonl(p / 'episodes.jsonl'))):
+        try: res = evaluate(config=dataclasses.replace(cfg, env=env, client=spec, client_kwargs=policy_options,
+                                                       run_folder=run_folder))
+        except ConnectionError as e: raise _no_server(e, spec, env) from None
     summary = res.summary
     if opts['json']: print(json.dumps(summary, indent=2))
     else:

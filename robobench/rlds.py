@@ -12,6 +12,7 @@ from fastcore.basics import patch, patch_to
 from .core import append_jsonl, image_key
 from .writer import EpisodeWriter, finished_episodes
 from .data import ACTION, ENV_STATE, IMAGES, STATE, SUCCESS_KEYS, EpisodeData
+from .config import ArgParser
 
 # %% auto #0
 __all__ = ['rlds_key_map', 'rlds_episode_to_lerobot', 'find_rlds_dir', 'TFChildError', 'TFChild', 'write_rlds_dataset',
@@ -594,7 +595,7 @@ def export_rlds(dataset, out, name: str | None = None, version: str = '1.0.0', c
 # %% ../nbs/03c_rlds.ipynb #cb69d197
 def cli_convert(argv: list[str] | None = None) -> int:
     "robobench convert RLDS_DIR --to lerobot --out DIR"
-    ap = argparse.ArgumentParser(prog='robobench convert',
+    ap = ArgParser(prog='robobench convert',
                                  description='Convert an RLDS/TFDS dataset to LeRobot v3 (resumable).')
     ap.add_argument('src', help='RLDS dir, e.g. custom_dataset/1.0.0')
     ap.add_argument('--to', default='lerobot', choices=['lerobot'])

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from .core import (RUNS_ROOT, UnknownNameError, atomic_write_json, atomic_write_text, did_you_mean, parse_value,
                             make_run_dir, read_json, to_jsonable)
+from .config import ArgParser
 
 # %% auto #0
 __all__ = ['RUNNER_PARAMETERS', 'TEMPLATE_CONFIGS', 'SPEC_KEYS', 'templates_dir', 'list_templates', 'template_path',
@@ -550,7 +551,7 @@ def sweep(spec, root=None, backend: str = 'local', ray_address: str | None = Non
 
 # %% ../nbs/09_runs.ipynb #11e4e8e7
 def _run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='robobench run', description='Execute a papermill template from nbs/runs '
+    parser = ArgParser(prog='robobench run', description='Execute a papermill template from nbs/runs '
                                      'into papermill_runs/<template>/<date>/<time>_<name>/.')
     parser.add_argument('template', nargs='?', help='template name (see --list) or path to a notebook')
     parser.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
@@ -606,7 +607,7 @@ def cli_run(argv: list[str] | None = None) -> int:
 
 # %% ../nbs/09_runs.ipynb #b25ce943
 def _sweep_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='robobench sweep', description='Run a grid of papermill jobs; finished runs '
+    parser = ArgParser(prog='robobench sweep', description='Run a grid of papermill jobs; finished runs '
                                      'are skipped, failed ones retried; writes <root>/sweeps/<name>/summary.csv.')
     parser.add_argument('spec', help='sweep YAML (template, name, params, grid, seeds)')
     parser.add_argument('--backend', default='local', choices=['local', 'ray'])

@@ -13,7 +13,7 @@ import numpy as np
 
 from dataclasses import dataclass
 from fastcore.basics import patch
-from .config import config_parser, parse_config
+from .config import ArgParser, config_parser, parse_config
 from .core import RobobenchError, read_json, to_jsonable
 from robobench.policies import (
     CONTROL_KEYS, NUMERIC_KINDS, TEXT_KEYS, FeatureSpec, LeRobotPolicy, Policy, PolicyOutputError, RandomPolicy,
@@ -595,21 +595,21 @@ def _build_policy_from_args(args):
         try: return LeRobotPolicy(args.model, device=args.device, n_action_steps=args.n_action_steps, fps=args.fps,
                                   unnorm_key=args.unnorm_key, norm_stats=args.norm_stats,
                                   trust_remote_code=args.trust_remote_code)
-        except KeyError as e: raise SystemExit(f'robobench serve: error: {e.args[0]}') from None
+        except KeyError as e: raise RobobenchError(f'{e.args[0]}', 'check -m CHECKPOINT') from None
     if args.policy == 'random':
         feats = {'observation.state': FeatureSpec([args.state_dim])} if args.state_dim else None
         return RandomPolicy(args.action_dim, args.horizon, args.seed, input_features=feats, fps=args.fps)
     if args.policy == 'scripted':
-        if not args.env: raise SystemExit('--policy scripted needs --env ENV')
+        if not args.env: raise RobobenchError('--policy scripted needs --env ENV.', 'e.g. --env toy/Point')
         try: return make_expert_policy(args.env, seed=args.seed)
-        except (KeyError, ValueError) as e:
-            raise SystemExit(f'robobench serve: error: {e.args[0] if e.args else e}') from None
-    raise SystemExit('give a checkpoint with -m CHECKPOINT or --policy random|scripted')
+        except (KeyError, ValueError) as e:   # an unknown env or task: the did-you-mean list of valid ones
+            raise RobobenchError(f'{e.args[0] if e.args else e}', 'pick one of those with --env BACKEND/TASK') from None
+    raise RobobenchError('no policy to serve.', 'give a checkpoint with -m CHECKPOINT or --policy random|scripted')
 
 # %% ../nbs/04b_server.ipynb #71163313
 def _serve_parser() -> argparse.ArgumentParser:
     "The options of `robobench serve`: policy choice, bind address, device, then the `ServeConfig` fields."
-    parser = argparse.ArgumentParser(prog='robobench serve',
+    parser = ArgParser(prog='robobench serve',
                                 description='Serve a policy over the openpi websocket protocol '
                                             '(msgpack-numpy, no pickle).')
     parser.add_argument('-m', '--model', help='LeRobot checkpoint dir (policy + saved pre/post-processors)')

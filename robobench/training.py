@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 import numpy as np
 from fastcore.basics import patch
-from .core import (atomic_write_json, append_jsonl, read_jsonl, did_you_mean, UnknownNameError,
+from .core import (atomic_write_json, append_jsonl, read_jsonl, did_you_mean, UnknownNameError, RobobenchError,
                             pick_device, run_info, to_jsonable)
 from .batches import RamCache, batch_indices
 from .config import config_parser, parse_config, split_policy_args
@@ -355,6 +355,10 @@ def setup(self: _Trainer):
 @patch
 def _prepare_out_dir(self: _Trainer):
     out, cfg = self.out, self.cfg
+    if cfg.resume and latest_checkpoint(out) is None and not (out / 'metrics.jsonl').exists():
+        raise RobobenchError(f"nothing to resume: {out} {'holds no training run' if out.exists() else 'does not exist'}.",
+                             'drop --resume (resume=False) to start a fresh run there, or give --output-dir of the '
+                             'run to continue')
     if out.exists():
         clean_partial(out)
         have = latest_checkpoint(out) is not None or (out / 'final_model').exists()

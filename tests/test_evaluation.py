@@ -166,7 +166,8 @@ def test_cli_eval_and_bad_env(tmp_path):
                        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)['success_rate'] == 1.0
-    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'maniskill/PickCub-v1', '--episodes', '1', '--no-video',
+    r = subprocess.run([ROBOBENCH, 'eval', '--environment', 'maniskill/PickCub-v1', '--policy.client', 'random',
+                        '--episodes', '1', '--no-video',
                         '--run-folder', str(tmp_path / 'x')], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "PickCube-v1" in r.stderr
 
