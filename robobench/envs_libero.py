@@ -8,13 +8,15 @@ import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
 from .core import RobobenchError, UnknownNameError, did_you_mean
-from .envs import Backend, EnvSpec, RobobenchEnv, Task, image_hw, register_backend
+from .envs import Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, image_hw, register_backend
 from .envs_libero_worker import CAMERAS, ENV_SEED, SETTLE_STEPS, SUITE_MAX_STEPS
 from .pipes import Worker
 
 # %% auto #0
-__all__ = ['PYTHON_VAR', 'SETUP_FIX', 'SUITE_ALIASES', 'INIT_STATES', 'PROBE', 'BACKEND', 'libero_python', 'worker_env',
-           'libero_tasks', 'parse_libero_task', 'libero_episode', 'libero_seeds', 'LiberoEnv', 'make_libero_env']
+__all__ = ['PYTHON_VAR', 'SETUP_FIX', 'SUITE_ALIASES', 'INIT_STATES', 'OSC_STEP', 'ROT_STEP', 'PALM_HALF', 'OPEN', 'CLOSE',
+           'PROBE', 'BACKEND', 'libero_python', 'worker_env', 'libero_tasks', 'parse_libero_task', 'libero_episode',
+           'libero_seeds', 'LiberoEnv', 'quat_to_matrix', 'matrix_to_axisangle', 'yaw_matrix', 'target_object',
+           'LiberoObjectExpert', 'make_libero_env']
 
 # %% ../nbs/01h_envs_libero.ipynb #9626faf4
 PYTHON_VAR = 'ROBOBENCH_LIBERO_PYTHON'   # an interpreter with LIBERO, if not the checkout's .venv-libero
@@ -182,6 +184,86 @@ def available_cameras(self: LiberoEnv): return list(CAMERAS)
 def _close(self: LiberoEnv):
     if self._worker is not None: self._worker.close(); self._worker = None
 
+# %% ../nbs/01h_envs_libero.ipynb #9265d0c3
+def quat_to_matrix(q) -> np.ndarray:
+    "(x, y, z, w) quaternion -> 3x3 rotation matrix."
+    x, y, z, w = np.asarray(q, np.float64)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+def matrix_to_axisangle(R) -> np.ndarray:
+    "3x3 rotation matrix -> axis * angle."
+    angle = np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))
+    if angle < 1e-6: return np.zeros(3)
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2 * np.sin(angle))
+    return axis * angle
+
+def yaw_matrix(yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+# %% ../nbs/01h_envs_libero.ipynb #8a673c45
+OSC_STEP, ROT_STEP = 0.05, 0.5    # LIBERO's OSC_POSE: action 1.0 = 5 cm / 0.5 rad
+PALM_HALF = 0.09                  # half the palm's length along the finger axis (m)
+OPEN, CLOSE = -1.0, 1.0
+
+def target_object(instruction: str) -> str:
+    "'pick up the bbq sauce and place it in the basket' -> 'bbq_sauce_1' (LIBERO-Object's object names)."
+    what = instruction.removeprefix('pick up the ').split(' and place')[0]
+    return what.replace(' ', '_') + '_1'
+
+class LiberoObjectExpert(Expert):
+    "LIBERO-Object's pick-and-place from privileged object poses (state only), through the OSC delta-pose controller."
+    def reset(self):
+        super().reset(); self.target, self.R0, self.yaw = None, None, 0.0
+
+    def choose_yaw(self, obs, obj) -> float:
+        "The wrist yaw whose palm ends keep farthest from the other objects (0 unless another is >1 cm better)."
+        others = [self.part(obs, n)[:2] for n, _ in self.spec.env_state_layout
+                  if n.endswith('_pos') and n != f'{self.target}_pos' and not n.startswith('basket')]
+        best = None
+        for yaw in np.radians([0, 15, -15, 25, -25]):
+            axis = np.array([-np.sin(yaw), np.cos(yaw)])
+            ends = (obj[:2] + PALM_HALF * axis, obj[:2] - PALM_HALF * axis)
+            clear = min((np.linalg.norm(e - o) for e in ends for o in others), default=1.0)
+            if best is None or clear > best[0] + 0.01: best = (clear, yaw)
+        return float(best[1])
+
+    def rotation(self, obs) -> np.ndarray:
+        "Rotation action holding the start orientation turned by `yaw` about the vertical."
+        R = quat_to_matrix(self.part(obs, 'robot0_eef_quat'))
+        if self.R0 is None: self.R0 = R
+        return np.clip(matrix_to_axisangle(yaw_matrix(self.yaw) @ self.R0 @ R.T) / ROT_STEP, -1, 1)
+
+    def act(self, obs):
+        if self.target is None: self.target = target_object(obs['instruction'])
+        self.t += 1
+        eef, obj = self.part(obs, 'robot0_eef_pos'), self.part(obs, f'{self.target}_pos')
+        basket, grip = self.part(obs, 'basket_1_pos'), OPEN
+        if self.phase == 0:                                       # above the object
+            if self.t == 1: self.yaw = self.choose_yaw(obs, obj)
+            tgt = obj + [0, 0, 0.10]
+            if np.linalg.norm(eef - tgt) < 0.015 or self.t > 80: self.next()
+        if self.phase == 1:                                       # down to it
+            tgt = np.r_[obj[:2], max(obj[2], 0.01)]
+            if np.linalg.norm(eef - tgt) < 0.01 or self.t > 60: self.next()
+        if self.phase == 2:                                       # close
+            tgt, grip = self.mem.setdefault('grasp', eef.copy()), CLOSE
+            if self.t > 15: self.next()
+        if self.phase == 3:                                       # lift above the basket's rim
+            tgt, grip = np.r_[self.mem['grasp'][:2], 0.30], CLOSE
+            if eef[2] > 0.28 or self.t > 60: self.next()
+        if self.phase == 4:                                       # over the basket
+            tgt, grip = np.r_[basket[:2], 0.30], CLOSE
+            if np.linalg.norm(eef[:2] - tgt[:2]) < 0.015 or self.t > 100: self.next()
+        if self.phase == 5:                                       # lower a little
+            tgt, grip = np.r_[basket[:2], 0.18], CLOSE
+            if eef[2] < 0.19 or self.t > 40: self.next()
+        if self.phase == 6:                                       # let go
+            tgt = np.r_[basket[:2], 0.18]
+        return np.concatenate([ee_delta(eef, tgt, OSC_STEP), self.rotation(obs), [grip]]).astype(np.float32)
+
 # %% ../nbs/01h_envs_libero.ipynb #ca40173e
 PROBE = """
 from robobench.envs_libero import libero_python, libero_tasks
@@ -195,7 +277,8 @@ def make_libero_env(task: str, **kwargs) -> LiberoEnv:
 
 BACKEND = register_backend(Backend(
     'libero', make_libero_env, any_task=True,
-    tasks=[Task(s, '', n, 20, aliases=(s.removeprefix('libero_'),)) for s, n in SUITE_MAX_STEPS.items()],
+    tasks=[Task(s, '', n, 20, aliases=(s.removeprefix('libero_'),),
+                expert=LiberoObjectExpert if s == 'libero_object' else None) for s, n in SUITE_MAX_STEPS.items()],
     cameras={'external_cam': 'agentview', 'wrist_cam': 'wrist'},
     state={'eef_pos': 'robot0_eef_pos', 'eef_quat': 'robot0_eef_quat', 'gripper_qpos': 'robot0_gripper_qpos',
            'joint_pos': 'robot0_joint_pos'},

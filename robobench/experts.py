@@ -22,8 +22,10 @@ def make_expert(env: RobobenchEnv | str, name: str | None = None, **kw) -> Exper
     "The scripted expert for `env` (looked up by `env.spec.env_id`, or by `name`)."
     if isinstance(env, str): env = make_env(env, **kw)
     key = name or env.spec.env_id
-    try: task = find_task(key)[1]
-    except UnknownNameError: task = None
+    try: backend, task = find_task(key)
+    except UnknownNameError: backend, task = None, None
+    if task is None and backend is not None and '/' in key.partition('/')[2]:
+        task = backend.task(key.partition('/')[2].split('/')[0])   # a task inside a built-in one: a suite's task
     if task is None or task.expert is None:
         raise UnknownNameError(did_you_mean(key, expert_env_ids(), 'expert') +
                                '. Pass your own actor (an object with act(obs)) to collect() for other envs.')
@@ -32,13 +34,15 @@ def make_expert(env: RobobenchEnv | str, name: str | None = None, **kw) -> Exper
 
 # %% ../nbs/02_experts.ipynb #6318fae0
 def measure_expert(env: RobobenchEnv | str, episodes: int = 50, start_seed: int = 0, expert=None,
-                   progress=False) -> dict:
-    "Success rate of `expert` (default: the registered one) over seeds start_seed..start_seed+episodes-1."
+                   progress=False, seeds: list | None = None) -> dict:
+    """Success rate of `expert` (default: the registered one) over seeds start_seed..start_seed+episodes-1 (or the
+    given `seeds`, e.g. a suite's `Backend.episode_seeds`)."""
     own = isinstance(env, str)
     if own: env = make_env(env, cameras=[], render_images=False)
     expert = expert or make_expert(env)
     t0, records = time.time(), []
-    seeds = range(start_seed, start_seed + episodes)
+    seeds = list(range(start_seed, start_seed + episodes)) if seeds is None else [int(s) for s in seeds]
+    wanted, episodes = list(seeds), len(seeds)
     if progress:
         from tqdm.auto import tqdm
         seeds = tqdm(seeds, desc=env.spec.env_id)
@@ -50,17 +54,19 @@ def measure_expert(env: RobobenchEnv | str, episodes: int = 50, start_seed: int 
     ok = [r['seed'] for r in records if r['success']]
     return {'env_id': env.spec.env_id, 'episodes': episodes, 'start_seed': start_seed, 'successes': len(ok),
             'success_rate': len(ok) / max(1, episodes),
-            'failed_seeds': sorted(set(range(start_seed, start_seed + episodes)) - set(ok)),
+            'failed_seeds': sorted(set(wanted) - set(ok)),
             'mean_steps': float(np.mean([r['length'] for r in records])) if records else 0.0,
             'seconds': round(time.time() - t0, 1)}
 
 # %% ../nbs/02_experts.ipynb #fa066060
 def measure_experts(episodes: int = 50, env_ids: list | None = None) -> list[dict]:
-    "Success of every scripted expert (of listed backends) over `episodes` seeds; prints a table."
+    "Success of every scripted expert (of listed backends) over `episodes` seeds (per task of a suite); prints a table."
     listed = {b.name for b in backends() if b.listed}
     rows = []
     for eid in env_ids or [e for e in expert_env_ids() if e.partition('/')[0] in listed]:
-        r = measure_expert(eid, episodes=episodes); rows.append(r)
+        backend, task = find_task(eid)   # a suite: `episodes` of each of its tasks
+        seeds = backend.episode_seeds(eid.partition('/')[2], episodes, 0) if backend.episode_seeds else None
+        r = measure_expert(eid, episodes=episodes, seeds=seeds); rows.append(r)
         print(f"{eid:28s} {r['successes']:3d}/{r['episodes']}  ({r['success_rate']:.0%})  "
               f"mean steps {r['mean_steps']:.0f}  "
               f"{r['seconds']}s  failed seeds {r['failed_seeds'][:10]}", flush=True)

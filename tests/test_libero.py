@@ -165,3 +165,31 @@ def test_a_missing_libero_environment_is_one_line_naming_the_command(tmp_path):
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and 'make libero' in err[0] and 'nope' in err[0], r.stderr
+
+
+def test_libero_object_expert_demos_train_serve_eval(tmp_path):
+    """The loop on LIBERO, state only: the scripted expert's demos (it succeeds) -> a tiny ACT -> `robobench serve`
+    -> `robobench eval -m` over openpi's protocol: 0 errors."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from robobench.collect import collect
+    from robobench.server import serve
+    s = collect('libero/libero_object/1', 2, tmp_path / 'data' / 'demos', start_seed=0, progress=False,
+                env_kwargs={'render_images': False})
+    assert s['complete'] and s['saved_episodes'] == 2 and s['attempts'] == 2, s   # the expert's first two succeed
+    ds = LeRobotDataset('local/demos', root=tmp_path / 'data' / 'demos')
+    assert ds.fps == 20 and ds.meta.features['action']['shape'] == (7,) and 2 * 60 < ds.num_frames < 2 * 280
+    out = tmp_path / 'ckpt'
+    r = subprocess.run([ROBOBENCH, 'train', '--repo-ids', 'demos', '--root', str(tmp_path / 'data'), '--policy', 'act',
+                        '--training-steps', '10', '--batch-size', '8', '--save-freq', '10', '--log-freq', '5',
+                        '--action-chunk-size', '10', '--n-action-steps', '5', '--policy.dim_model', '32',
+                        '--policy.dim_feedforward', '64', '--policy.use_vae', 'false', '--output-dir', str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with serve(out / 'final_model', device='cpu') as srv:
+        r = subprocess.run([ROBOBENCH, 'eval', '-m', f'{srv.host}:{srv.port}', '-e', 'libero/libero_object/1',
+                            '--episodes', '1', '--start-seed', '7', '--max-steps', '10', '--no-video',
+                            '--env-kwargs', '{"render_images": false}', '--run-folder', str(tmp_path / 'eval'), '--json'],
+                           capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout[:r.stdout.rindex('}') + 1])
+    assert (summary['errors'], summary['completed']) == (0, 1), summary
