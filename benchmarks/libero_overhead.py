@@ -9,7 +9,7 @@
 
 Run: .venv/bin/python benchmarks/libero_overhead.py [--steps 40] [--episodes 4] [--episode-steps 40]
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, textwrap, time
+import argparse, json, os, statistics, subprocess, tempfile, textwrap, time
 import numpy as np
 
 DIRECT = textwrap.dedent('''

@@ -68,7 +68,7 @@ def _own_env(env_id: str, cfg: CollectConfig, cameras: list) -> RobobenchEnv:
 # %% ../nbs/02c_collect.ipynb #05ed3559
 def _frames(ep, success: bool, seed: int, cameras: list) -> list[dict]:
     "The dataset frames of a rollout recorded with `record='steps'`: state, env_state, action, images, columns."
-    f32 = lambda v: np.asarray(v, np.float32)   # the features are float32 (LIBERO reports float64)
+    f32 = lambda v: np.asarray(v, np.float32)   # the features are float32 (some simulators report float64)
     return [{STATE: f32(obs['state']), ENV_STATE: f32(obs['env_state']), ACTION: action,
              'episode_success': np.array([success]), 'seed': np.array([seed], np.int64),
              **{image_key(c): obs['images'][c] for c in cameras}}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #e9633402
 from __future__ import annotations
-import argparse, json, logging, os, socket, sys
+import json, logging, os, socket, sys
 from pathlib import Path
 from typing import Any, Iterable
 import numpy as np

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_doctor.ipynb #658e5f94
 from __future__ import annotations
-import argparse, ctypes.util, dataclasses, json, os, platform, shutil, subprocess, sys, time
+import ctypes.util, dataclasses, json, os, platform, shutil, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from .core import RobobenchError, package_version, to_jsonable
 from .config import ArgParser

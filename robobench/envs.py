@@ -355,7 +355,7 @@ def canonical_state(spec: EnvSpec, obs: dict, name: str) -> np.ndarray:
                              f"`state` (state entries: {[n for n, _ in spec.state_layout]}).")
     entry, where = parse_state_ref(backend.state[name])
     value = np.asarray(spec.get(obs, entry))
-    value = (value if value.dtype == np.float64 else value.astype(np.float32))[where]   # float64 stays (LIBERO's)
+    value = (value if value.dtype == np.float64 else value.astype(np.float32))[where]   # float64 stays as reported
     if name == 'eef_quat' and backend.quat_order == 'wxyz': value = np.roll(value, -1)
     return value
 

@@ -14,7 +14,7 @@ from .core import (ACTION, ENV_STATE, STATE, EXIT_EPISODE_ERRORS, RobobenchError
                    atomic_write_json, read_json, read_jsonl, run_info, make_run_dir, to_jsonable, did_you_mean,
                    remove_if_failed)
 from .config import ArgParser, config_parser, parse_config, split_policy_args
-from .envs import find_task, resolve_env_id
+from .envs import backends, find_task, resolve_env_id
 from .rollout import error_reason, rollout
 from .stats import OUTCOMES, is_error, latest_records, mcnemar_exact, summarize, summary_line, wilson_interval
 from .stats import episodes_needed, outcome, task_breakdown  # noqa: F401 (re-exported: evaluation's statistics API)
@@ -75,7 +75,7 @@ class EvalConfig:
     env_kwargs: dict = field(default_factory=dict)      # make_env kwargs (control_mode, cameras, image_size...)
     episodes: int = 50                  # seeds to evaluate: start_seed .. start_seed + episodes - 1
     start_seed: int = 0                 # first seed (held-out seeds for policies trained on demos from 0)
-    episodes_per_task: int | None = None  # suites (libero/<suite>): this many episodes of every task, with the
+    episodes_per_task: int | None = None  # suites (a benchmark's task set): this many episodes of every task, with the
                                           # backend's seeds (init states start_seed..); replaces `episodes`
     max_steps: int | None = None        # None: the env's own max_steps
     workers: int = 1                    # parallel envs (each with its own client)
@@ -115,8 +115,9 @@ class EvalConfig:
         env = resolve_env_id(self.env)
         backend, _ = find_task(env)
         if backend.episode_seeds is None:
+            suites = [f'{b.name}/...' for b in backends() if b.episode_seeds]
             raise RobobenchError(f"--episodes-per-task spreads episodes over the tasks of a suite, and {env} has no "
-                                 "such tasks.", "use --episodes N (or a suite env such as libero/libero_object).")
+                                 "such tasks.", f"use --episodes N (or a suite: {', '.join(suites) or 'none'}).")
         return [int(s) for s in backend.episode_seeds(env.partition('/')[2], self.episodes_per_task, self.start_seed)]
 
     def identity(self) -> dict:

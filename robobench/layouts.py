@@ -43,8 +43,8 @@ register_layout('lerobot', {
     'doc': "robobench's own: LeRobot feature names (observation.state, observation.environment_state, "
            "observation.images.<camera>, task), as robobench serve and LeRobot checkpoints expect"})
 register_layout('openpi-libero', {
-    'doc': "openpi's LIBERO example client (examples/libero/main.py): pi0 / pi05 LIBERO servers",
-    # LIBERO's renders come upside down and the example rotates them 180°: an upright image mirrored left-right
+    'doc': "openpi's example client examples/libero/main.py: pi0 / pi05 servers of that benchmark",
+    # its renders come upside down and the example rotates them 180°: an upright image mirrored left-right
     'images': [{'key': 'observation/image', 'view': 'external_cam', 'size': [224, 224], 'flip': 'horizontal'},
                {'key': 'observation/wrist_image', 'view': 'wrist_cam', 'size': [224, 224], 'flip': 'horizontal'}],
     'state': [{'key': 'observation/state',   # eef position + axis-angle + gripper qpos = 8
@@ -87,8 +87,8 @@ def get_layout(layout) -> dict:
 
 # %% ../nbs/04a_layouts.ipynb #018484f9
 def quat_to_axisangle(q: np.ndarray) -> np.ndarray:
-    """(x, y, z, w) quaternion -> axis * angle (3), computed as openpi's example client does (robosuite's
-    `quat2axisangle`); float64 in, float64 out (openpi's LIBERO requests carry float64 state), else float32."""
+    """(x, y, z, w) quaternion -> axis * angle (3), computed as openpi's example client does (`_quat2axisangle` of
+    examples/libero/main.py); float64 in, float64 out (that client's requests carry float64 state), else float32."""
     dtype = np.float64 if np.asarray(q).dtype == np.float64 else np.float32
     q = np.asarray(q, np.float64).copy()
     q[3] = np.clip(q[3], -1.0, 1.0)

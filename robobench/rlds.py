@@ -4,7 +4,7 @@
 
 # %% ../nbs/03c_rlds.ipynb #ed932a5b
 from __future__ import annotations
-import argparse, importlib, inspect, multiprocessing as mp, os, sys, time, traceback, weakref
+import importlib, inspect, multiprocessing as mp, os, sys, time, traceback, weakref
 from pathlib import Path
 from typing import Any, Iterator
 import numpy as np

@@ -149,7 +149,7 @@ def rollout(env, actor, seed: int, max_steps: int | None = None, until: str = 's
         phase = 'env_reset'
         obs, info = env.reset(seed=int(seed), render_images=True if render_images is None else render_images)
         task = obs.get('instruction') or None
-        start = {k: v for k, v in info.items() if k not in ('success', 'elapsed_steps', 'seed')}   # e.g. LIBERO's
+        start = {k: v for k, v in info.items() if k not in ('success', 'elapsed_steps', 'seed')}   # e.g. a suite's task
         phase = 'render'
         if video: frames.append(frame(step=0, reward=0.0, success=bool(info.get('success'))))
         for _ in range(max_steps):

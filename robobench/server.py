@@ -600,7 +600,8 @@ def _build_policy_from_args(args):
         feats = {'observation.state': FeatureSpec([args.state_dim])} if args.state_dim else None
         return RandomPolicy(args.action_dim, args.horizon, args.seed, input_features=feats, fps=args.fps)
     if args.policy == 'scripted':
-        if not args.env: raise RobobenchError('--policy scripted needs --env ENV.', 'e.g. --env toy/Point')
+        if not args.env: raise RobobenchError('--policy scripted needs --env ENV.',
+                                              'e.g. --env BACKEND/TASK (robobench.list_envs())')
         try: return make_expert_policy(args.env, seed=args.seed)
         except (KeyError, ValueError) as e:   # an unknown env or task: the did-you-mean list of valid ones
             raise RobobenchError(f'{e.args[0] if e.args else e}', 'pick one of those with --env BACKEND/TASK') from None

@@ -356,7 +356,8 @@ def setup(self: _Trainer):
 def _prepare_out_dir(self: _Trainer):
     out, cfg = self.out, self.cfg
     if cfg.resume and latest_checkpoint(out) is None and not (out / 'metrics.jsonl').exists():
-        raise RobobenchError(f"nothing to resume: {out} {'holds no training run' if out.exists() else 'does not exist'}.",
+        what = 'holds no training run' if out.exists() else 'does not exist'
+        raise RobobenchError(f"nothing to resume: {out} {what}.",
                              'drop --resume (resume=False) to start a fresh run there, or give --output-dir of the '
                              'run to continue')
     if out.exists():

@@ -33,7 +33,8 @@ def test_eval_without_a_policy_names_both_options_instead_of_a_random_policy(tmp
 
 @pytest.mark.parametrize('args, needles', [
     (['--policy.clien', 'scripted'], ["unknown --policy option 'clien'", "Did you mean 'client'"]),
-    (['--policy.client', 'random', '--policy.action_dimm', '2'], ["Did you mean 'action_dim'", 'Valid --policy options']),
+    (['--policy.client', 'random', '--policy.action_dimm', '2'],
+     ["Did you mean 'action_dim'", 'Valid --policy options']),
     (['--policy.client', 'random', '--policy.n_action_steps', 'abc'],
      ["--policy.n_action_steps expects an int, got 'abc'", '--policy.n_action_steps 8']),
 ])

@@ -188,7 +188,8 @@ def test_libero_object_expert_demos_train_serve_eval(tmp_path):
     with serve(out / 'final_model', device='cpu') as srv:
         r = subprocess.run([ROBOBENCH, 'eval', '-m', f'{srv.host}:{srv.port}', '-e', 'libero/libero_object/1',
                             '--episodes', '1', '--start-seed', '7', '--max-steps', '10', '--no-video',
-                            '--env-kwargs', '{"render_images": false}', '--run-folder', str(tmp_path / 'eval'), '--json'],
+                            '--env-kwargs', '{"render_images": false}', '--run-folder', str(tmp_path / 'eval'),
+                            '--json'],
                            capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout[:r.stdout.rindex('}') + 1])
