@@ -16,7 +16,8 @@ from .core import (ACTION, ENV_STATE, STATE, EXIT_EPISODE_ERRORS, RobobenchError
 from .config import ArgParser, config_parser, parse_config, split_policy_args
 from .envs import backends, find_task, resolve_env_id
 from .rollout import error_reason, rollout
-from .stats import OUTCOMES, is_error, latest_records, mcnemar_exact, summarize, summary_line, wilson_interval
+from .stats import (OUTCOMES, is_error, latest_records, mcnemar_exact, per_task_lines, summarize, summary_line,
+                             wilson_interval)
 from .stats import episodes_needed, outcome, task_breakdown  # noqa: F401 (re-exported: evaluation's statistics API)
 
 # %% auto #0
@@ -380,8 +381,9 @@ class EvalResult:
         summary = self.summary; lo, hi = summary['wilson_95']
         rate = f"{summary['success_rate']:.0%} [{lo:.0%}, {hi:.0%}]" if summary['success_rate'] is not None else 'n/a'
         errs = f", {summary.get('errors')} ERRORS (not counted)" if summary.get('errors') else ''
-        return (f"EvalResult({self.config.env}, {summary['episodes']} completed episodes, success {rate}{errs}, "
+        head = (f"EvalResult({self.config.env}, {summary['episodes']} completed episodes, success {rate}{errs}, "
                 f"run_dir={self.run_dir})")
+        return '\n'.join([head, *per_task_lines(summary)])   # a suite: one line per task below
 
 # %% ../nbs/06_evaluation.ipynb #ed4be61d
 VIEWS = ('show', 'browse', 'report')   # EvalResult methods that robobench.viz adds with fastcore's @patch
@@ -606,10 +608,7 @@ def cli_eval(argv: list[str] | None = None) -> int:
     if opts['json']: print(json.dumps(summary, indent=2))
     else:
         print(summary_line(summary, env))
-        for task, t in (summary.get('per_task') or {}).items():   # suites: one line per task, the mean above
-            lo, hi = t['wilson_95']
-            print(f"  {t['successes']:>3}/{t['episodes']:<3} {lo:4.0%}-{hi:4.0%}  {task}"
-                  + (f"  ({t['errors']} error(s))" if t['errors'] else ''))
+        for line in per_task_lines(summary): print(line)   # suites: one line per task, the mean above
         for rec in res.errors[:5]: print(f"  error, seed {rec['seed']}: {rec['failure_reason']}", file=sys.stderr)
         if len(res.errors) > 5:
             print(f'  ... {len(res.errors) - 5} more in {run_folder}/episodes.jsonl', file=sys.stderr)

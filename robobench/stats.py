@@ -9,7 +9,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['OUTCOMES', 'wilson_interval', 'mcnemar_exact', 'episodes_needed', 'latest_records', 'is_error', 'outcome',
-           'task_breakdown', 'summarize', 'summary_line']
+           'task_breakdown', 'summarize', 'summary_line', 'per_task_lines']
 
 # %% ../nbs/05a_stats.ipynb #3800b08e
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -115,3 +115,13 @@ def summary_line(s: dict, env: str = '') -> str:
         line += (f"; {s['errors']} ERROR episode(s) not counted {s.get('error_reasons') or ''} "
                  f"seeds {s['error_seeds'][:10]}{' ...' if len(s['error_seeds']) > 10 else ''}: rerun to retry them")
     return line + f"; failures: {s['failure_reasons'] or 'none'}"
+
+# %% ../nbs/05a_stats.ipynb #a6ad7c77
+def per_task_lines(s: dict) -> list[str]:
+    "One line per task of a summary's `per_task` (suites): successes / completed, the Wilson interval, errors."
+    out = []
+    for task, t in (s.get('per_task') or {}).items():
+        lo, hi = t['wilson_95']
+        out.append(f"  {t['successes']:>3}/{t['episodes']:<3} {lo:4.0%}-{hi:4.0%}  {task}"
+                   + (f"  ({t['errors']} error(s))" if t['errors'] else ''))
+    return out

@@ -194,3 +194,18 @@ def test_libero_object_expert_demos_train_serve_eval(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout[:r.stdout.rindex('}') + 1])
     assert (summary['errors'], summary['completed']) == (0, 1), summary
+
+
+def test_episodes_per_task_seeds():
+    "`--episodes-per-task K` on a suite: K init states of every task, once each; refused where there are no tasks."
+    from robobench.core import RobobenchError
+    from robobench.envs_libero import libero_episode
+    from robobench.evaluation import EvalConfig
+    seeds = EvalConfig(env='libero/libero_goal', episodes_per_task=3, start_seed=10).seeds()
+    assert len(seeds) == 30 and len(set(seeds)) == 30
+    assert sorted(libero_episode(s, 10) for s in seeds) == [(t, i) for t in range(10) for i in (10, 11, 12)]
+    assert EvalConfig(env='libero/libero_goal/4', episodes_per_task=2).seeds() == [0, 1]
+    with pytest.raises(RobobenchError, match='libero/'):
+        EvalConfig(env='toy/Point', episodes_per_task=2).seeds()
+    with pytest.raises(RobobenchError, match='episodes per task'):
+        EvalConfig(env='libero/libero_goal', episodes_per_task=51).seeds()
