@@ -320,6 +320,7 @@ def make_env(env_id: str, **kwargs) -> RobobenchEnv:
     name = env_id.partition('/')[2] if task is None else task.name
     factory = backend.factory()
     try: return factory(name, **{**{k: v for k, v in defaults.items() if v not in (None, '')}, **kwargs})
+    except (RobobenchError, UnknownNameError): raise   # already one line naming what to do
     except (TypeError, ValueError, KeyError, AssertionError, NotImplementedError) as e:
         raise _bad_option(env_id, kwargs, e) from e
 
