@@ -68,37 +68,43 @@ def _decode_npgeneric(d: dict):
         raise RequestError(f'an __npgeneric__ {dt.str} cannot hold {value!r}: {e}') from None
 
 # %% ../nbs/04b_server.ipynb #41d5bb23
-def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None = None):
+def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None = None, what: str = 'request'):
     """Decode one msgpack-numpy frame (openpi's encoding) with a budget checked before anything is allocated.
-    `max_items`: msgpack objects (maps, arrays and their entries); `max_decoded_bytes`: array bytes (default: the
-    frame's size).
+    `max_items`: msgpack objects (maps, arrays and their entries, every key-value pair as sent: a map that repeats a
+    key is refused); `max_decoded_bytes`: array bytes (default: the frame's size). `what` names the frame in errors
+    (the server decodes requests with it; robobench's client decodes the server's metadata and replies with it too).
     Every failure is a `RequestError`."""
     import msgpack
-    if isinstance(data, str): raise RequestError('requests must be binary msgpack frames, got a text frame')
+    if isinstance(data, str): raise RequestError(f'{what}s must be binary msgpack frames, got a text frame')
     size = len(data)
     budget = size if max_decoded_bytes is None else int(max_decoded_bytes)
     left = [int(max_items), budget]
     def count(k: int):
         left[0] -= k
-        if left[0] < 0: raise RequestError(f'the request holds more than {max_items} msgpack objects (max_items)')
+        if left[0] < 0: raise RequestError(f'the {what} holds more than {max_items} msgpack objects (max_items)')
     def list_hook(obj):
         count(len(obj) + 1); return obj
-    def object_hook(obj):
-        count(len(obj) + 1)
+    def pairs_hook(pairs):   # every pair as sent, before equal keys collapse into one dict entry
+        count(len(pairs) + 1)
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen = set()
+            dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise RequestError(f'the {what} repeats the key {str(dup)[:40]!r} in one map (duplicate keys are refused)')
         if b'__ndarray__' in obj: return _decode_ndarray(obj, left, budget)
         if b'__npgeneric__' in obj: return _decode_npgeneric(obj)
         return obj
     cap = max(1, min(size, int(max_items)))
     try:
-        return msgpack.unpackb(data, object_hook=object_hook, list_hook=list_hook, max_array_len=cap, max_map_len=cap,
-                               max_str_len=min(size, _MAX_STR), max_bin_len=min(size, budget),
+        return msgpack.unpackb(data, object_pairs_hook=pairs_hook, list_hook=list_hook, max_array_len=cap,
+                               max_map_len=cap, max_str_len=min(size, _MAX_STR), max_bin_len=min(size, budget),
                                max_ext_len=min(size, 1024))
     except RequestError: raise
     except Exception as e:
         if isinstance(e, ValueError) and 'exceeds max_' in str(e):  # a container/str/bin header over the limits
-            raise RequestError(f'the request is over a decoding limit '
+            raise RequestError(f'the {what} is over a decoding limit '
                                f'({e}; max_items={max_items}, max_decoded_bytes={budget})') from None
-        raise RequestError(f'could not decode the request as msgpack-numpy: '
+        raise RequestError(f'could not decode the {what} as msgpack-numpy: '
                            f'{type(e).__name__}: {str(e)[:200]}') from None
 
 # %% ../nbs/04b_server.ipynb #e9e2c22f
