@@ -13,7 +13,7 @@ from openpi_client import msgpack_numpy
 
 from robobench.server import http_get
 
-pytestmark = pytest.mark.net
+pytestmark = [pytest.mark.net, pytest.mark.filterwarnings('ignore::DeprecationWarning')]
 CLI = [sys.executable, '-c', 'import sys; from robobench.cli import main; sys.exit(main(sys.argv[1:]))']
 GiB = 2**30
 
@@ -152,3 +152,77 @@ def test_duplicate_key_maps_are_refused_fast_by_a_running_server(tmp_path):
         few = b'\x82\xb1observation.state\xc0\xb1observation.state\xc0'   # two pairs, one key: refused too
         ws.send(few); assert 'repeats the key' in ws.recv(timeout=5)
         ws.close()
+
+
+# -- admission that cannot be starved ----------------------------------------------------------------------------------
+POINT_OBS = {'observation.state': np.zeros(2, np.float32), 'observation.environment_state': np.ones(2, np.float32)}
+
+
+def test_64_idle_connections_from_one_process_cannot_lock_out_a_newcomer(tmp_path):
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+    with ServeProc(tmp_path, '--policy', 'scripted', '--env', 'toy/Point') as srv:   # 64 slots, 32 per peer
+        idle = []
+        for _ in range(64):   # one local process takes every slot and never asks anything
+            idle.append(_raw(srv.port)); time.sleep(0.002)
+        assert http_get('127.0.0.1', srv.port)[0] == 200   # idle connections make room: a newcomer is admitted
+        t = time.monotonic()
+        c = WebsocketClientPolicy('127.0.0.1', srv.port)   # openpi's own client
+        out = c.infer(POINT_OBS)
+        dt = time.monotonic() - t
+        assert out['actions'].shape[-1] == 2 and dt < 2.0, dt
+        with pytest.raises(websockets.exceptions.ConnectionClosedOK) as e:   # the longest-idle one made room
+            idle[0].recv(timeout=5)
+        assert 'idle while the server was full' in e.value.rcvd.reason
+        assert c.infer(POINT_OBS)['actions'].shape[-1] == 2   # the newcomer keeps its slot
+        for _ in range(8):   # more newcomers from the same peer: each takes an idle slot, the busy client keeps its
+            _raw(srv.port)
+        assert c.infer(POINT_OBS)['actions'].shape[-1] == 2
+        c._ws.close()
+        for ws in idle: ws.close()
+        assert 'closed the connection from 127.0.0.1 idle for' in srv.log()
+
+
+def test_healthz_says_503_exactly_when_a_newcomer_would_be_refused():
+    from robobench.policies import FeatureSpec, RandomPolicy
+    from robobench.server import serve
+
+    class Slow(RandomPolicy):
+        def infer(self, obs):
+            time.sleep(0.4); return super().infer(obs)
+    ok = msgpack_numpy.packb({'observation.state': np.zeros(1, np.float32)})
+    with serve(Slow(2, 2, input_features={'observation.state': FeatureSpec([1])}), max_connections=4,
+               max_connections_per_peer=2, idle_timeout_s=60) as srv:
+        conns = [_raw(srv.port) for _ in range(4)]   # over the per-peer share while slots are free: admitted
+        assert http_get(srv.host, srv.port)[0] == 200
+        for ws in conns: ws.send(ok)                 # a request in flight on every slot (4 x 0.4 s, one worker)
+        time.sleep(0.1)
+        status, body = http_get(srv.host, srv.port)
+        assert status == 503 and 'busy' in body, body
+        with pytest.raises(websockets.exceptions.InvalidStatus) as e:   # ...and a newcomer is refused, as it said
+            _raw(srv.port)
+        assert e.value.response.status_code == 503
+        for ws in conns: assert msgpack_numpy.unpackb(ws.recv(timeout=10))['actions'].shape == (2, 2)
+        assert http_get(srv.host, srv.port)[0] == 200   # all idle again: a newcomer would displace one
+        new = _raw(srv.port)                            # ...and is admitted
+        with pytest.raises(websockets.exceptions.ConnectionClosedOK):
+            conns[0].recv(timeout=5)                     # the longest idle (answered first) made room
+        new.send(ok); assert msgpack_numpy.unpackb(new.recv(timeout=5))['actions'].shape == (2, 2)
+        for ws in [new, *conns[1:]]: ws.close()
+
+
+def test_a_peer_that_never_answers_pings_is_closed_within_seconds():
+    from robobench.policies import RandomPolicy
+    from robobench.server import serve
+    with serve(RandomPolicy(2, 2), ping_interval_s=0.5, ping_timeout_s=0.5) as srv:
+        assert srv.metadata['limits']['ping_timeout_s'] == 0.5
+        s = socket.create_connection((srv.host, srv.port))   # a websocket handshake, then silence (no pongs)
+        s.sendall(b'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+                  b'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+        assert s.recv(4096).startswith(b'HTTP/1.1 101')
+        assert srv._server.n_connections == 1
+        t = time.monotonic()
+        while srv._server.n_connections and time.monotonic() - t < 10: time.sleep(0.1)
+        assert srv._server.n_connections == 0 and time.monotonic() - t < 5, time.monotonic() - t
+        s.close()
+    from robobench.server import ServeConfig
+    assert ServeConfig().ping_interval_s + ServeConfig().ping_timeout_s <= 15   # the default: gone within 15 s
