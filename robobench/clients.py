@@ -21,7 +21,8 @@ from .rollout import SPLAT_CAMERAS, SplatView  # noqa: F401 (PolaRiS's obs['spla
 __all__ = ['CLIENTS', 'PolicyArgs', 'client_options', 'ClientOptionError', 'check_client_options', 'InferenceClient',
            'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch', 'compat_problems',
            'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable', 'ServerTimeout', 'ServerError',
-           'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'ClientSpecError', 'make_client', 'client_kind']
+           'ServerFrameError', 'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'ClientSpecError',
+           'make_client', 'client_kind']
 
 # %% ../nbs/05_clients.ipynb #6b6a531d
 @dataclasses.dataclass
@@ -411,6 +412,12 @@ class ServerError(RuntimeError):
         self.remote_error = lines[-1] if lines else '(the server sent an empty error)'
         super().__init__(f"policy server {url + ' ' if url else ''}failed on this request: {self.remote_error}")
 
+# %% ../nbs/05_clients.ipynb #18b4e8bf
+class ServerFrameError(RobobenchError):
+    """The policy server sent a frame robobench refuses to decode (over `max_size` or the decoding budget, a dtype that
+    is not bool/int/uint/float, duplicate keys...). The CLI shows it in one line and exits 2 when it happens at
+    connect time; mid-run it ends the episode as an error."""
+
 # %% ../nbs/05_clients.ipynb #ff85032a
 def parse_host_port(spec: str) -> tuple[str, int] | None:
     "'10.0.0.5:8000' / 'localhost:8000' / '[::1]:8000' / 'ws://h:p' → (host, port); else None."
@@ -422,34 +429,63 @@ def parse_host_port(spec: str) -> tuple[str, int] | None:
 class OpenpiConnection:
     """One connection speaking openpi's websocket protocol, with deadlines: the handshake (with openpi's
     `Authorization: Api-Key` header) and the metadata frame within `connect_timeout`, each reply within `timeout`.
-    Frames are packed with openpi-client's public `msgpack_numpy`; a text reply (the server's traceback) raises
-    `ServerError`. openpi's `WebsocketClientPolicy` waits forever instead, so robobench owns this small piece."""
+    Requests are packed with openpi-client's public `msgpack_numpy`; the server's frames (metadata, replies) are
+    decoded with the budget the server applies to requests (`robobench.server.decode_request`): at most `max_size`
+    bytes a frame, `max_items` msgpack objects, numeric dtypes only, no duplicate keys, else `ServerFrameError`.
+    A text reply (the server's traceback) raises `ServerError`. openpi's `WebsocketClientPolicy` waits forever and
+    decodes anything instead, so robobench owns this small piece."""
     def __init__(self, host: str, port: int, api_key: str | None = None, connect_timeout: float = 10.0,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, max_size: int | None = 64 * 2**20, max_items: int = 100_000):
         from openpi_client import msgpack_numpy
         import websockets.sync.client, warnings
         self.url, self.timeout, self._mp = f'ws://{host}:{port}', timeout, msgpack_numpy
+        self.max_size, self.max_items = (int(max_size) if max_size else None), int(max_items)
         self._packer = msgpack_numpy.Packer()
         headers = {'Authorization': f'Api-Key {api_key}'} if api_key else None
         with warnings.catch_warnings():   # websockets >= 15 warns when connect() is not used as a context manager
             warnings.simplefilter('ignore', DeprecationWarning)
-            self.ws = websockets.sync.client.connect(self.url, compression=None, max_size=None,
+            self.ws = websockets.sync.client.connect(self.url, compression=None, max_size=self.max_size,
                                                      additional_headers=headers, open_timeout=connect_timeout,
                                                      close_timeout=1)
-        try: self.metadata = msgpack_numpy.unpackb(self.ws.recv(timeout=connect_timeout))
+        try: self.metadata = self._decode(self._recv(connect_timeout, 'metadata'), 'metadata')
         except BaseException: self.close(); raise
 
     def close(self):
         try: self.ws.close()
         except Exception: pass
 
+    def _recv(self, timeout: float, what: str):
+        "The next frame; a frame over `max_size` (websockets closed the connection with 1009) is a `ServerFrameError`."
+        import websockets.exceptions as wse
+        try: return self.ws.recv(timeout=timeout)
+        except wse.ConnectionClosedError as e:
+            if e.sent is not None and e.sent.code == 1009:
+                raise ServerFrameError(f'policy server {self.url} sent a {what} frame over the client\'s max_size '
+                                       f'({self.max_size} bytes); the connection was closed.',
+                                       'check that -m points at a policy server you trust (a larger limit: '
+                                       '--policy.max_size BYTES)') from None
+            raise
+
+    def _decode(self, data, what: str):
+        "A server frame through the server's own budgeted decoder; anything it refuses is a `ServerFrameError`."
+        from robobench.server import decode_request
+        from robobench.policies import RequestError
+        if isinstance(data, str): return data   # a text frame: the caller decides (a traceback for replies)
+        try: return decode_request(data, self.max_items, self.max_size, what=what)
+        except RequestError as e:
+            raise ServerFrameError(f'policy server {self.url} sent a {what} frame robobench refuses to decode: {e}.',
+                                   'check that -m points at a policy server you trust') from None
+
 # %% ../nbs/05_clients.ipynb #5878c6f5
 @patch
 def infer(self: OpenpiConnection, obs: dict) -> dict:
     self.ws.send(self._packer.pack(obs))
-    reply = self.ws.recv(timeout=self.timeout)
+    reply = self._decode(self._recv(self.timeout, 'reply'), 'reply')
     if isinstance(reply, str): raise ServerError(reply, self.url)
-    return self._mp.unpackb(reply)
+    if not isinstance(reply, dict):
+        raise ServerFrameError(f'policy server {self.url} sent a reply that is a {type(reply).__name__}, not a map.',
+                               'check that -m points at an openpi-protocol policy server')
+    return reply
 
 # %% ../nbs/05_clients.ipynb #6d25d0b8
 @InferenceClient.register(client_name='websocket')
@@ -457,13 +493,14 @@ class WebsocketClient(ChunkedClient):
     "A policy server over the openpi websocket protocol (openpi-client inside, with connect/receive timeouts)."
     def __init__(self, host: str = '127.0.0.1', port: int | None = 8000, url: str | None = None,
                  api_key: str | None = None, connect_timeout: float = 10.0, timeout: float = 30.0,
-                 n_action_steps: int | None = None, **kw):
+                 n_action_steps: int | None = None, max_size: int | None = 64 * 2**20, max_items: int = 100_000, **kw):
         if url is not None:
             host_port = parse_host_port(url)
             if host_port is None: raise ValueError(f'cannot parse {url!r} as ws://host:port')
             host, port = host_port
         self.host, self.port, self.api_key = host, int(port), api_key or os.environ.get('ROBOBENCH_API_KEY') or None
         self.connect_timeout, self.timeout = connect_timeout, timeout
+        self.max_size, self.max_items = max_size, max_items   # limits on the server's frames (OpenpiConnection)
         self._client, self.metadata = None, {}
         super().__init__(n_action_steps=n_action_steps, **kw)
         self._user_steps = n_action_steps
@@ -476,7 +513,7 @@ class WebsocketClient(ChunkedClient):
             try: out = self._client.infer(request)
             except wse.ConnectionClosedOK:   # the server closed an idle connection cleanly: the request was not served
                 self.connect(); out = self._client.infer(request)
-        except ServerError:
+        except (ServerError, ServerFrameError):
             self.close()   # openpi's server closes the connection after an error; the next request dials again
             raise
         except TimeoutError as e:
@@ -501,7 +538,8 @@ def connect(self: WebsocketClient) -> dict:
     import websockets.exceptions as wse
     t0 = time.monotonic()
     try:
-        self._client = OpenpiConnection(self.host, self.port, self.api_key, self.connect_timeout, self.timeout)
+        self._client = OpenpiConnection(self.host, self.port, self.api_key, self.connect_timeout, self.timeout,
+                                        self.max_size, self.max_items)
     except wse.InvalidStatus as e:
         code = e.response.status_code
         if code == 401:

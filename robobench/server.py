@@ -21,8 +21,8 @@ from robobench.policies import (
     validate_request)
 
 # %% auto #0
-__all__ = ['log', 'decode_request', 'check_port_free', 'ServeConfig', 'PolicyServer', 'http_get', 'ServerHandle', 'serve',
-           'cli_serve']
+__all__ = ['log', 'ADMISSION_HELP', 'decode_request', 'check_port_free', 'ServeConfig', 'PolicyServer', 'http_get',
+           'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04b_server.ipynb #ace0177c
 _MAX_DTYPE_STR, _MAX_NDIM, _MAX_STR = 16, 32, 1 << 20
@@ -68,37 +68,43 @@ def _decode_npgeneric(d: dict):
         raise RequestError(f'an __npgeneric__ {dt.str} cannot hold {value!r}: {e}') from None
 
 # %% ../nbs/04b_server.ipynb #41d5bb23
-def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None = None):
+def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None = None, what: str = 'request'):
     """Decode one msgpack-numpy frame (openpi's encoding) with a budget checked before anything is allocated.
-    `max_items`: msgpack objects (maps, arrays and their entries); `max_decoded_bytes`: array bytes (default: the
-    frame's size).
+    `max_items`: msgpack objects (maps, arrays and their entries, every key-value pair as sent: a map that repeats a
+    key is refused); `max_decoded_bytes`: array bytes (default: the frame's size). `what` names the frame in errors
+    (the server decodes requests with it; robobench's client decodes the server's metadata and replies with it too).
     Every failure is a `RequestError`."""
     import msgpack
-    if isinstance(data, str): raise RequestError('requests must be binary msgpack frames, got a text frame')
+    if isinstance(data, str): raise RequestError(f'{what}s must be binary msgpack frames, got a text frame')
     size = len(data)
     budget = size if max_decoded_bytes is None else int(max_decoded_bytes)
     left = [int(max_items), budget]
     def count(k: int):
         left[0] -= k
-        if left[0] < 0: raise RequestError(f'the request holds more than {max_items} msgpack objects (max_items)')
+        if left[0] < 0: raise RequestError(f'the {what} holds more than {max_items} msgpack objects (max_items)')
     def list_hook(obj):
         count(len(obj) + 1); return obj
-    def object_hook(obj):
-        count(len(obj) + 1)
+    def pairs_hook(pairs):   # every pair as sent, before equal keys collapse into one dict entry
+        count(len(pairs) + 1)
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen = set()
+            dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise RequestError(f'the {what} repeats the key {str(dup)[:40]!r} in one map (duplicate keys are refused)')
         if b'__ndarray__' in obj: return _decode_ndarray(obj, left, budget)
         if b'__npgeneric__' in obj: return _decode_npgeneric(obj)
         return obj
     cap = max(1, min(size, int(max_items)))
     try:
-        return msgpack.unpackb(data, object_hook=object_hook, list_hook=list_hook, max_array_len=cap, max_map_len=cap,
-                               max_str_len=min(size, _MAX_STR), max_bin_len=min(size, budget),
+        return msgpack.unpackb(data, object_pairs_hook=pairs_hook, list_hook=list_hook, max_array_len=cap,
+                               max_map_len=cap, max_str_len=min(size, _MAX_STR), max_bin_len=min(size, budget),
                                max_ext_len=min(size, 1024))
     except RequestError: raise
     except Exception as e:
         if isinstance(e, ValueError) and 'exceeds max_' in str(e):  # a container/str/bin header over the limits
-            raise RequestError(f'the request is over a decoding limit '
+            raise RequestError(f'the {what} is over a decoding limit '
                                f'({e}; max_items={max_items}, max_decoded_bytes={budget})') from None
-        raise RequestError(f'could not decode the request as msgpack-numpy: '
+        raise RequestError(f'could not decode the {what} as msgpack-numpy: '
                            f'{type(e).__name__}: {str(e)[:200]}') from None
 
 # %% ../nbs/04b_server.ipynb #e9e2c22f
@@ -159,8 +165,12 @@ class ServeConfig:
     max_size: int | None = 16 * 2**20        # largest request frame in bytes (0 / None: unlimited)
     max_workers: int = 1                     # inference threads
     idle_timeout_s: float | None = 300.0     # close a connection after this many seconds without a request (0: never)
-    max_connections: int = 64                # open connections in all (more get HTTP 503; so does /healthz when full)
-    max_connections_per_peer: int | None = 32  # open connections per client IP (0 / None: no per-peer cap)
+    # open connections in all; when full, a newcomer takes the slot of the longest-idle one (503 if all are busy)
+    max_connections: int = 64
+    # a client IP's share while the server is full (beyond it, a peer can only displace its own idle connections)
+    max_connections_per_peer: int | None = 32
+    ping_interval_s: float = 5.0             # websocket ping every this many seconds
+    ping_timeout_s: float = 10.0             # close a connection whose ping is not answered within this many seconds
     max_items: int = 100_000                 # msgpack objects (maps, arrays, entries) per request
     max_decoded_bytes: int | None = None     # array bytes per request (0 / None: max_size)
 
@@ -169,10 +179,11 @@ class PolicyServer:
     """openpi-protocol websocket server around `policy` (a `Policy`, or any object with `infer`, adapted once by
     `as_policy`). Run with `run()` (blocking) or `serve()` (background).
     Limits (all listed in the metadata under `limits`): `max_size` bytes per frame, `max_decoded_bytes` of arrays and
-    `max_items` msgpack objects per request (checked before allocating), `max_connections` in all and
-    `max_connections_per_peer` per client IP (further handshakes get 503, and so does `/healthz` while no slot is free),
-    `idle_timeout_s` without a request before a connection is closed (None/0: never). A bad request is logged at most
-    once per peer per `log_interval_s`."""
+    `max_items` msgpack objects per request (checked before allocating), `max_connections` in all (when full, a
+    newcomer takes the slot of the longest-idle connection; `max_connections_per_peer` is a client IP's share while
+    the server is full; see `_admission`), `idle_timeout_s` without a request before a connection is closed (None/0:
+    never), pings unanswered for `ping_timeout_s` close it too. A bad request is logged at most once per peer per
+    `log_interval_s`."""
     def __init__(self, policy, host: str = '127.0.0.1', port: int = 0, metadata: dict | None = None,
                  warmup: bool = True, log_interval_s: float = 1.0, config: ServeConfig | None = None, **settings):
         cfg = self.config = dataclasses.replace(config or ServeConfig(), **settings)   # settings: ServeConfig fields
@@ -187,7 +198,7 @@ class PolicyServer:
                                      'robobench_version': md.get('robobench_version') or robobench_version()})
         self.specs = input_specs(self.policy)
         self.ready = threading.Event()
-        self._conns: dict = {}  # connection -> peer IP, from the handshake's admission to the handler's end
+        self._conns: dict = {}  # connection -> _Slot, from the handshake's admission to the handler's end
         self._log_bad = _LogLimiter(log_interval_s)
         import concurrent.futures
         self._executor = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix='robobench-infer')
@@ -204,12 +215,26 @@ def _set_limits(self: PolicyServer, cfg: ServeConfig):
     self.max_connections = max(1, int(cfg.max_connections))
     self.max_connections_per_peer = int(cfg.max_connections_per_peer) if cfg.max_connections_per_peer else None
     self.idle_timeout_s = float(cfg.idle_timeout_s) if cfg.idle_timeout_s else None
+    self.ping_interval_s = float(cfg.ping_interval_s) if cfg.ping_interval_s else None
+    self.ping_timeout_s = float(cfg.ping_timeout_s) if cfg.ping_timeout_s else None
     self.max_items = int(cfg.max_items)
     self.max_decoded_bytes = int(cfg.max_decoded_bytes) if cfg.max_decoded_bytes else (max_size or 256 * 2**20)
     self.limits = {'max_size': max_size, 'max_decoded_bytes': self.max_decoded_bytes, 'max_items': self.max_items,
                    'max_connections': self.max_connections,
                    'max_connections_per_peer': self.max_connections_per_peer,
-                   'idle_timeout_s': self.idle_timeout_s}
+                   'idle_timeout_s': self.idle_timeout_s, 'ping_interval_s': self.ping_interval_s,
+                   'ping_timeout_s': self.ping_timeout_s}
+
+# %% ../nbs/04b_server.ipynb #fce15974
+@dataclass
+class _Slot:
+    "One admitted connection: its peer IP, whether its handler runs, whether a request is in flight, idle since when."
+    ip: str
+    running: bool = False     # the handler started (the handshake is done)
+    busy: int = 0             # requests received and not answered yet
+    since: float = dataclasses.field(default_factory=time.monotonic)   # last request answered (or connected)
+    @property
+    def idle(self) -> bool: return self.running and not self.busy
 
 # %% ../nbs/04b_server.ipynb #34111f03
 @patch(as_prop=True)
@@ -224,16 +249,31 @@ def _prune(self: PolicyServer):
     from websockets.protocol import State
     for conn in [conn for conn in self._conns if conn.state is State.CLOSED]: self._conns.pop(conn, None)
 
+# %% ../nbs/04b_server.ipynb #bb981de4
+@patch
+def _admission(self: PolicyServer, ip: str) -> tuple[bool, object, str]:
+    "(admit?, the idle connection to close for it or None, why not): the admission policy for a newcomer from `ip`."
+    self._prune()
+    if len(self._conns) < self.max_connections: return True, None, ''
+    cap, held = self.max_connections_per_peer, collections.Counter(s.ip for s in self._conns.values())
+    over = lambda peer: cap is not None and held[peer] > cap
+    idle = [(c, s) for c, s in self._conns.items() if s.idle]
+    if cap is not None and held[ip] >= cap:
+        idle = [(c, s) for c, s in idle if s.ip == ip or over(s.ip)]
+    if idle: return True, min(idle, key=lambda cs: (not over(cs[1].ip), cs[1].since))[0], ''
+    if cap is not None and held[ip] >= cap and any(s.idle for s in self._conns.values()):
+        return False, None, (f'all {self.max_connections} connection slots are in use and {ip} already holds its '
+                             f'share ({held[ip]} >= max_connections_per_peer {cap}) with none of them idle')
+    return False, None, f'all {self.max_connections} connection slots are busy (a request in flight on each)'
+
 # %% ../nbs/04b_server.ipynb #2deb7ea5
 @patch
 def _healthz(self: PolicyServer, connection):
-    "`GET /healthz`: 200 once the policy is warmed up and a connection slot is free, else 503."
+    "`GET /healthz`: 200 once the policy is warmed up and a newcomer (from the prober's address) would be admitted."
     status = http.HTTPStatus
     if not self.ready.is_set(): return connection.respond(status.SERVICE_UNAVAILABLE, 'loading\n')
-    self._prune()
-    if len(self._conns) >= self.max_connections:
-        return connection.respond(status.SERVICE_UNAVAILABLE, 'no free connection slot '
-                                  f'({len(self._conns)}/{self.max_connections} in use)\n')
+    ok, _, why = self._admission(_peer_ip(connection))
+    if not ok: return connection.respond(status.SERVICE_UNAVAILABLE, f'no connection slot for a newcomer: {why}\n')
     return connection.respond(status.OK, 'OK\n')
 
 # %% ../nbs/04b_server.ipynb #f2b0063f
@@ -251,19 +291,17 @@ def _process_request(self: PolicyServer, connection, request):
                                       'wrong or missing API key (send "Authorization: Api-Key <key>")\n')
     if not self.ready.is_set():
         return connection.respond(status.SERVICE_UNAVAILABLE, 'policy is still loading\n')
-    self._prune()
-    if len(self._conns) >= self.max_connections:
-        self._log_bad(('full', ip), logging.WARNING, 'refused %s: all %d connection slots in use', ip,
-                      self.max_connections)
-        return connection.respond(status.SERVICE_UNAVAILABLE,
-                                  f'too many connections ({self.max_connections}); retry later\n')
-    if (self.max_connections_per_peer
-            and sum(1 for v in self._conns.values() if v == ip) >= self.max_connections_per_peer):
-        self._log_bad(('full', ip), logging.WARNING, 'refused %s: %d connections from this peer already', ip,
-                      self.max_connections_per_peer)
-        return connection.respond(status.SERVICE_UNAVAILABLE, f'too many connections from {ip} '
-                                  f'({self.max_connections_per_peer}); retry later\n')
-    self._conns[connection] = ip
+    ok, victim, why = self._admission(ip)
+    if not ok:
+        self._log_bad(('full', ip), logging.WARNING, 'refused %s: %s', ip, why)
+        return connection.respond(status.SERVICE_UNAVAILABLE, f'too many connections: {why}; retry later\n')
+    if victim is not None:   # the longest-idle connection makes room (its client redials when it needs the server)
+        old = self._conns.pop(victim)
+        self._log_bad(('evict', ip), logging.INFO, 'server full: closed the connection from %s idle for %.1f s to '
+                      'admit %s', old.ip, time.monotonic() - old.since, ip)
+        import asyncio
+        asyncio.get_running_loop().create_task(victim.close(1000, 'idle while the server was full'))
+    self._conns[connection] = _Slot(ip)
     return None
 
 # %% ../nbs/04b_server.ipynb #0e95c75c
@@ -300,7 +338,9 @@ async def _recv_or_close_idle(ws, idle: float | None, peer):
 @patch
 async def _handler(self: PolicyServer, ws):
     import asyncio, websockets
-    self._conns[ws] = ip = _peer_ip(ws)  # (already there unless process_request was bypassed)
+    ip = _peer_ip(ws)
+    slot = self._conns.setdefault(ws, _Slot(ip))   # (admitted by process_request unless that was bypassed)
+    slot.running, slot.since = True, time.monotonic()
     peer = ws.remote_address
     log.info('connection from %s opened (%d open)', peer, self.n_connections)
     packer = self._mp.Packer()
@@ -314,23 +354,26 @@ async def _handler(self: PolicyServer, ws):
             data = await _recv_or_close_idle(ws, idle, peer)
             if data is None: break
             t0 = time.perf_counter()
+            slot.busy += 1   # a request in flight until its answer is sent: never displaced for a newcomer
             try:
-                out, infer_s = await loop.run_in_executor(self._executor, self._infer, data, session)
-            except (RequestError, PolicyOutputError) as e:
-                n_bad += 1
-                self._log_bad(('bad', ip), logging.INFO, 'bad request from %s: %s', peer, e)
-                await ws.send(f'{type(e).__name__}: {e}')
-                continue
-            except _PolicyFailure as e:
-                log.error('policy failed on a request from %s:\n%s', peer, e)
-                await ws.send(str(e))
-                await ws.close(code=1011, reason='Internal server error. Traceback included in previous frame.')
-                break
-            timing = {'infer_ms': infer_s * 1000, 'total_ms': (time.perf_counter() - t0) * 1000}
-            if prev_total is not None: timing['prev_total_ms'] = prev_total * 1000
-            out = {**out, 'server_timing': timing}
-            await ws.send(packer.pack(out))
-            prev_total = time.perf_counter() - t0
+                try:
+                    out, infer_s = await loop.run_in_executor(self._executor, self._infer, data, session)
+                except (RequestError, PolicyOutputError) as e:
+                    n_bad += 1
+                    self._log_bad(('bad', ip), logging.INFO, 'bad request from %s: %s', peer, e)
+                    await ws.send(f'{type(e).__name__}: {e}')
+                    continue
+                except _PolicyFailure as e:
+                    log.error('policy failed on a request from %s:\n%s', peer, e)
+                    await ws.send(str(e))
+                    await ws.close(code=1011, reason='Internal server error. Traceback included in previous frame.')
+                    break
+                timing = {'infer_ms': infer_s * 1000, 'total_ms': (time.perf_counter() - t0) * 1000}
+                if prev_total is not None: timing['prev_total_ms'] = prev_total * 1000
+                out = {**out, 'server_timing': timing}
+                await ws.send(packer.pack(out))
+                prev_total = time.perf_counter() - t0
+            finally: slot.busy -= 1; slot.since = time.monotonic()
     except websockets.ConnectionClosed as e:
         log.info('connection from %s closed (%s)%s', peer, e.rcvd.code if e.rcvd else 'no close frame',
                  f', {n_bad} bad request(s)' if n_bad else '')
@@ -364,7 +407,8 @@ async def serve_async(self: PolicyServer, on_bound: Callable[['PolicyServer'], N
     try:
         server = await ws_serve(self._handler, self.host, self.port, process_request=self._process_request,
                                 compression=None, max_size=self.max_size,
-                                ping_interval=20, ping_timeout=60, close_timeout=2)
+                                ping_interval=self.ping_interval_s, ping_timeout=self.ping_timeout_s,
+                                close_timeout=2)
     except OSError as e: raise _bind_error(self.host, self.port, e) from None
     async with server:
         self.port = server.sockets[0].getsockname()[1]
@@ -607,12 +651,24 @@ def _build_policy_from_args(args):
             raise RobobenchError(f'{e.args[0] if e.args else e}', 'pick one of those with --env BACKEND/TASK') from None
     raise RobobenchError('no policy to serve.', 'give a checkpoint with -m CHECKPOINT or --policy random|scripted')
 
+# %% ../nbs/04b_server.ipynb #8242dea9
+ADMISSION_HELP = """connection admission (no client can be locked out by idle connections):
+  - while fewer than --max-connections are open, every handshake is admitted (no per-peer cap applies);
+  - when all are open, the longest-idle connection (handshake done, no request in flight) is closed
+    (code 1000, 'idle while the server was full'; robobench's client redials by itself) to admit the
+    newcomer; connections of a client IP over --max-connections-per-peer go first, and a newcomer whose
+    IP already holds that share can only displace its own idle connections (or an over-share peer's);
+  - when every connection has a request in flight, the newcomer gets HTTP 503;
+  - GET /healthz answers 503 exactly when a newcomer (from the prober's address) would be refused;
+  - a connection idle for --idle-timeout-s is closed, and so is one whose pings (every --ping-interval-s)
+    go unanswered for --ping-timeout-s."""
+
 # %% ../nbs/04b_server.ipynb #71163313
 def _serve_parser() -> argparse.ArgumentParser:
     "The options of `robobench serve`: policy choice, bind address, device, then the `ServeConfig` fields."
-    parser = ArgParser(prog='robobench serve',
-                                description='Serve a policy over the openpi websocket protocol '
-                                            '(msgpack-numpy, no pickle).')
+    parser = ArgParser(prog='robobench serve', formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description='Serve a policy over the openpi websocket protocol (msgpack-numpy, no pickle).',
+                       epilog=ADMISSION_HELP)
     parser.add_argument('-m', '--model', help='LeRobot checkpoint dir (policy + saved pre/post-processors)')
     parser.add_argument('--policy', choices=['checkpoint', 'random', 'scripted'], default=None,
                    help='built-in policy instead of a checkpoint')
