@@ -1,7 +1,7 @@
 """Issue 26 (doors): the client decodes the server's frames with the server's budget, duplicate keys are refused,
 admission cannot be starved by one peer's idle connections -- real websockets on 127.0.0.1, the real openpi_client,
 real `robobench serve` / `robobench eval` child processes (no mocks)."""
-import asyncio, json, os, resource, socket, subprocess, sys, threading, time
+import asyncio, json, resource, socket, subprocess, sys, threading, time
 from pathlib import Path
 
 import msgpack
@@ -67,7 +67,8 @@ def _eval(port, tmp_path, name):
     return r, run, peak
 
 
-@pytest.mark.parametrize('frame', [VOID, HUGE_ARRAY, HUGE_NDARRAY], ids=['void-2GiB', 'array-4G-entries', 'ndarray-8TiB'])
+@pytest.mark.parametrize('frame', [VOID, HUGE_ARRAY, HUGE_NDARRAY],
+                         ids=['void-2GiB', 'array-4G-entries', 'ndarray-8TiB'])
 def test_eval_against_a_metadata_bomb_exits_2_in_one_line_with_bounded_memory(frame, tmp_path):
     with EvilServer(frame) as evil:
         t = time.monotonic()

@@ -212,7 +212,8 @@ def test_unnorm_key_selects_the_stats_set(ckpt, act_server, tmp_path):
                 np.testing.assert_allclose(c.infer(o)['actions'], n * sd + m, rtol=1e-4, atol=1e-4)
             c._ws.close()
     assert len(hashes | {act_server.metadata['norm_stats_hash']}) == 3
-    with pytest.raises(RuntimeError, match="unknown unnorm_key 'bridg'. Did you mean 'bridge'.*bridge, fractal"):
+    from robobench.core import RobobenchError   # an expected mistake: one line with its fix (exit 2 from the CLI)
+    with pytest.raises(RobobenchError, match="unknown unnorm_key 'bridg'. Did you mean 'bridge'.*bridge, fractal"):
         serve(d, device='cpu', unnorm_key='bridg')               # `robobench serve -m CKPT --unnorm-key bridg`
 
 
