@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make test    set up (first time: system packages, .venv, pinned deps), check notebooks, run all tests"
 	@echo "make demo    set up, then run the quickstart notebook end to end on CPU"
-	@echo "make lab     open JupyterLab on nbs/"
+	@echo "make lab     open JupyterLab at the repository root (nbs/, papermill_runs/)"
 	@echo "make doctor  can this machine run each part?"
 	@echo "make lock    re-resolve requirements.in into requirements.lock"
 	@echo "make libero  LIBERO's own environment .venv-libero (~2 GB; part of make setup)"
@@ -60,7 +60,7 @@ doctor: setup
 	$(BIN)/robobench doctor
 
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(BIN)/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 demo: setup
 	$(BIN)/robobench run quickstart --name demo

@@ -11,12 +11,13 @@ from typing import Any, Iterable
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT', 'STATE',
-           'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'to_jsonable', 'atomic_write_text', 'atomic_write_json',
-           'read_json', 'append_jsonl', 'read_jsonl', 'seed_everything', 'pick_device', 'UnknownNameError',
-           'did_you_mean', 'Registry', 'require', 'parse_value', 'import_object', 'quiet_datasets', 'init_ray',
-           'RobobenchError', 'debug_enabled', 'one_line_error', 'record_packages', 'package_version', 'git_info',
-           'run_info', 'make_run_dir', 'remove_if_failed', 'free_port', 'offline', 'image_key', 'feature_dim_names']
+__all__ = ['NOISE', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT',
+           'STATE', 'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'to_jsonable', 'atomic_write_text',
+           'atomic_write_json', 'read_json', 'append_jsonl', 'read_jsonl', 'seed_everything', 'pick_device',
+           'UnknownNameError', 'did_you_mean', 'Registry', 'require', 'parse_value', 'import_object', 'quiet_datasets',
+           'quiet_log_lines', 'quiet_third_party', 'init_ray', 'RobobenchError', 'debug_enabled', 'one_line_error',
+           'record_packages', 'package_version', 'git_info', 'run_info', 'make_run_dir', 'remove_if_failed',
+           'free_port', 'offline', 'image_key', 'feature_dim_names']
 
 # %% ../nbs/00_core.ipynb #661884d8
 def to_jsonable(obj: Any) -> Any:
@@ -260,6 +261,40 @@ class quiet_datasets:
         return self
     def __exit__(self, *exc):
         if self.dl is not None and self.was: self.dl.enable_progress_bar()
+
+# %% ../nbs/00_core.ipynb #15d792dc
+# logger name ('' = the root logger) -> fragments of the messages robobench drops inside its own calls: third-party
+# lines that tell a user nothing they can act on (LeRobot, or a simulator, falls back to the CPU either way).
+# A backend adds its simulator's lines with `quiet_log_lines` in its own module.
+NOISE = {
+    '': ('No accelerated backend detected',),                 # LeRobot's device auto-pick logs on the root logger
+    'lerobot.configs.policies': ('is not available. Switching to',),   # "Device 'None' is not available ..."
+}
+
+def quiet_log_lines(logger: str, *fragments: str) -> None:
+    "Add log lines (message fragments) of `logger` that `quiet_third_party` drops."
+    NOISE[logger] = tuple(dict.fromkeys(NOISE.get(logger, ()) + fragments))
+
+class _DropNoise:
+    "A logging filter that drops the records whose message contains one of `fragments`."
+    def __init__(self, fragments): self.fragments = tuple(fragments)
+    def filter(self, record) -> bool:
+        try: msg = record.getMessage()
+        except Exception: return True
+        return not any(f in msg for f in self.fragments)
+
+@contextlib.contextmanager
+def quiet_third_party(noise: dict | None = None):
+    """Context manager robobench puts around its own simulator and policy construction: the `NOISE` log lines (only
+    those messages, only from those loggers) are dropped inside; the user's code outside sees logging unchanged."""
+    import logging
+    added = []
+    for name, fragments in (NOISE if noise is None else noise).items():
+        lg, flt = logging.getLogger(name or None), _DropNoise(fragments)
+        lg.addFilter(flt); added.append((lg, flt))
+    try: yield
+    finally:
+        for lg, flt in added: lg.removeFilter(flt)
 
 # %% ../nbs/00_core.ipynb #e02615aa
 def init_ray(address: str | None = None, num_cpus: int = 1):

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 import numpy as np
-from .core import Registry, RobobenchError, UnknownNameError, did_you_mean, import_object, record_packages
+from .core import (Registry, RobobenchError, UnknownNameError, did_you_mean, import_object, record_packages,
+                            quiet_third_party)
 
 # %% auto #0
 __all__ = ['CANONICAL_STATE', 'GRIPPER_KEYS', 'BACKENDS', 'EnvSpec', 'ActionError', 'check_action', 'RobobenchEnv', 'Expert',
@@ -319,7 +320,9 @@ def make_env(env_id: str, **kwargs) -> RobobenchEnv:
     defaults = {} if task is None else {'instruction': task.instruction, 'max_steps': task.max_steps, **task.kwargs}
     name = env_id.partition('/')[2] if task is None else task.name
     factory = backend.factory()
-    try: return factory(name, **{**{k: v for k, v in defaults.items() if v not in (None, '')}, **kwargs})
+    try:
+        with quiet_third_party():   # the simulators' lines that say nothing to the user (core.NOISE)
+            return factory(name, **{**{k: v for k, v in defaults.items() if v not in (None, '')}, **kwargs})
     except (RobobenchError, UnknownNameError): raise   # already one line naming what to do
     except (TypeError, ValueError, KeyError, AssertionError, NotImplementedError) as e:
         raise _bad_option(env_id, kwargs, e) from e

@@ -8,7 +8,7 @@ import ctypes.util, os, re
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
-from .core import UnknownNameError, did_you_mean, require
+from .core import UnknownNameError, did_you_mean, quiet_log_lines, require
 from .envs import (Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, flatten_parts, humanize_task,
                             image_hw, register_backend)
 
@@ -16,6 +16,11 @@ from .envs import (Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, flatt
 __all__ = ['STATE_EXTRA_KEYS', 'GC_EVERY', 'MS_STEP', 'OPEN', 'CLOSE', 'MESA_FIX', 'PROBE', 'BACKEND', 'split_state_dict',
            'to_scalar', 'vulkan_hint', 'ManiSkillEnv', 'make_maniskill_env', 'ManiSkillExpert', 'PickCubeExpert',
            'PushCubeExpert', 'StackCubeExpert', 'check_vulkan_loader']
+
+# %% ../nbs/01a_envs_maniskill.ipynb #ccb70171
+# on a machine without a GPU ManiSkill renders on the CPU and says so each time it builds an env:
+# make_env drops that line
+quiet_log_lines('mani_skill ', 'CUDA device was not found')   # ManiSkill's logger name ends in a space
 
 # %% ../nbs/01a_envs_maniskill.ipynb #57a169e3
 def _np(value) -> np.ndarray:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_evaluation.ipynb #e88240aa
 from __future__ import annotations
-import argparse, dataclasses, json, multiprocessing as mp, os, sys, time
+import argparse, dataclasses, importlib, json, multiprocessing as mp, os, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,9 @@ from .stats import (OUTCOMES, is_error, latest_records, mcnemar_exact, per_task_
 from .stats import episodes_needed, outcome, task_breakdown  # noqa: F401 (re-exported: evaluation's statistics API)
 
 # %% auto #0
-__all__ = ['VIDEO_OUTCOMES', 'VIEWS', 'EVAL_ALIASES', 'NO_POLICY', 'NO_POLICY_FIX', 'resolve_client', 'save_trajectory',
-           'write_video', 'EvalConfig', 'pending_seeds', 'EvalResult', 'evaluate', 'dump_failed', 'compare',
-           'eval_arg_parser', 'cli_eval']
+__all__ = ['VIDEO_OUTCOMES', 'VIEWS', 'REPORT_MODULE', 'EVAL_ALIASES', 'NO_POLICY', 'NO_POLICY_FIX', 'resolve_client',
+           'save_trajectory', 'write_video', 'EvalConfig', 'pending_seeds', 'EvalResult', 'write_report', 'evaluate',
+           'dump_failed', 'compare', 'eval_arg_parser', 'cli_eval']
 
 # %% ../nbs/06_evaluation.ipynb #4f7bbc41
 def resolve_client(client, env=None, **kwargs):
@@ -95,6 +95,7 @@ class EvalConfig:
     video_episodes: int | None = None   # record video only for the first N seeds (None: every episode)
     dump_failed: bool = False           # failed trajectories -> failed/ (LeRobot dataset)
     run_folder: str | None = None       # where records, videos and the summary go (kept; rerun to resume)
+    report: bool = True                 # with a run folder: write report.html there at the end (robobench.viz.report)
 
     def __post_init__(self):
         if self.video_outcomes not in VIDEO_OUTCOMES:
@@ -212,9 +213,10 @@ def run(self: _Worker, seed: int) -> tuple[dict, dict | None]:
                                             self.run_dir)
     want = {'all': True, 'success': rec['outcome'] == 'success', 'failure': rec['outcome'] != 'success',
             'auto': rec['outcome'] != 'success' or self._success_videos() < cfg.video_successes}[cfg.video_outcomes]
-    if ep.frames and want:
+    if ep.frames and want:   # played back at the env's own rate (inline too: the record keeps it)
+        rec['video_fps'] = max(1.0, float(cfg.video_fps or self.env.spec.fps / max(1, cfg.video_every)))
         rec['video'] = write_video(self.run_dir / 'videos' / f"{rec['outcome']}_seed{seed}.mp4", ep.frames,
-                                   cfg.video_fps or self.env.spec.fps / max(1, cfg.video_every), self.run_dir)
+                                   rec['video_fps'], self.run_dir)
     return rec, (ep.trajectory if cfg.dump_failed and rec['outcome'] == 'failure' else None)
 
 # %% ../nbs/06_evaluation.ipynb #e51db8a7
@@ -426,6 +428,18 @@ def _write_run_files(run_dir: Path, cfg: EvalConfig, summary: dict, meta: dict, 
                       seeds=[min(seeds := cfg.seeds()), max(seeds)], client=cfg.identity()['client'],
                       **meta, runs=prev.get('runs', 0) + 1))
 
+# %% ../nbs/06_evaluation.ipynb #d698d749
+# its `report` writes report.html; robobench.viz imports this module, so this module names it instead of importing it
+REPORT_MODULE = 'robobench.viz'
+
+def write_report(res: EvalResult) -> Path | None:
+    """`report.html` in `res`'s run folder (what `robobench eval` and the evaluate template leave there). A report
+    that cannot be written says so in one line on stderr; the evaluation's records stand either way."""
+    try: return importlib.import_module(REPORT_MODULE).report(res.run_dir)   # read back from the folder
+    except Exception as e:
+        print(f'robobench: could not write {res.run_dir}/report.html ({type(e).__name__}: {e})', file=sys.stderr)
+        return None
+
 # %% ../nbs/06_evaluation.ipynb #d686a188
 def evaluate(env: str | None = None, client: Any = None, episodes: int | None = None, config: EvalConfig | None = None,
              progress: bool = True, **kwargs) -> EvalResult:
@@ -468,7 +482,9 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
     eps = sorted(latest_records(records).values(), key=lambda r: r['seed'])
     wanted = set(seeds)
     eps = [r for r in eps if r['seed'] in wanted]
-    return EvalResult(run_dir, cfg, eps, summary)
+    res = EvalResult(run_dir, cfg, eps, summary)
+    if run_dir and cfg.report: write_report(res)   # errored episodes too: the report shows them in red
+    return res
 
 # %% ../nbs/06_evaluation.ipynb #2946abc6
 def dump_failed(out: Path, cfg: EvalConfig, trajs: list) -> dict:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from fastcore.basics import patch
 
-from .core import ENV_STATE, IMAGES, STATE, RobobenchError, did_you_mean, pick_device, to_jsonable
+from .core import (ENV_STATE, IMAGES, STATE, RobobenchError, did_you_mean, pick_device, to_jsonable,
+                            quiet_third_party)
 from .envs import Expert, RobobenchEnv, make_env
 from .experts import make_expert
 from .checkpoints import check_checkpoint, find_fps, load_stats_sets, norm_stats_hash, select_stats
@@ -406,13 +407,14 @@ class LeRobotPolicy(Policy):
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
         self.device = pick_device(device)
-        cfg = PreTrainedConfig.from_pretrained(self.path); cfg.device = self.device
-        self.cfg = cfg
-        self.policy = get_policy_class(cfg.type).from_pretrained(self.path, config=cfg).to(self.device).eval()
         ov = {'device_processor': {'device': self.device}}
         pov = {'device_processor': {'device': 'cpu'}}
-        self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=str(self.path),
-                                                       preprocessor_overrides=ov, postprocessor_overrides=pov)
+        with quiet_third_party():   # LeRobot's "No accelerated backend" / "Device 'None'" lines: the device is chosen
+            cfg = PreTrainedConfig.from_pretrained(self.path); cfg.device = self.device
+            self.cfg = cfg
+            self.policy = get_policy_class(cfg.type).from_pretrained(self.path, config=cfg).to(self.device).eval()
+            self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=str(self.path),
+                                                           preprocessor_overrides=ov, postprocessor_overrides=pov)
         self.unnorm_key, self.unnorm_keys, stats_hash = unnorm_key, None, norm_stats_hash(self.path)
         if unnorm_key is not None or norm_stats is not None:
             stats_hash = self._use_stats_set(unnorm_key, norm_stats, ov, pov, stats_hash)

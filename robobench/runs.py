@@ -16,7 +16,8 @@ __all__ = ['RUNNER_PARAMETERS', 'TEMPLATE_CONFIGS', 'SPEC_KEYS', 'templates_dir'
            'template_name', 'template_parameters', 'template_help', 'coerce_value', 'validate_params',
            'template_config_fields', 'template_config', 'full_params', 'run_identity', 'runs_root', 'find_runs',
            'RunResult', 'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python', 'default_kernel',
-           'sign_notebook', 'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep', 'cli_run', 'cli_sweep']
+           'sign_notebook', 'record_kernel', 'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep',
+           'cli_run', 'cli_sweep']
 
 # %% ../nbs/09_runs.ipynb #7834b160
 def _settings_nbs(root: Path) -> Path | None:
@@ -337,6 +338,21 @@ def sign_notebook(path) -> bool:
               f'run `jupyter trust {path}` to see its videos', file=sys.stderr)
         return False
 
+# %% ../nbs/09_runs.ipynb #af039cd4
+def record_kernel(nb_path, kernel: str) -> dict:
+    """Name `kernel` (the one papermill ran) in the executed notebook's `kernelspec`, which papermill leaves as the
+    template's: opened in JupyterLab, the notebook then reruns with the kernel that made it. Returns the kernelspec."""
+    spec = {'name': kernel, 'display_name': kernel, 'language': 'python'}
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+        ks = KernelSpecManager().get_kernel_spec(kernel)
+        spec.update(display_name=ks.display_name, language=ks.language or 'python')
+    except Exception: pass   # not installed here: the name alone
+    path = Path(nb_path); nb = json.loads(path.read_text())
+    nb.setdefault('metadata', {})['kernelspec'] = spec
+    atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+    return spec
+
 # %% ../nbs/09_runs.ipynb #65c73316
 def _run_status(prev: dict, template: str, identity: str) -> dict:
     "The `status.json` of an attempt starting now; `prev` is the status of the earlier attempt in its dir, if any."
@@ -348,6 +364,7 @@ def _run_status(prev: dict, template: str, identity: str) -> dict:
 def _finish_run(run_dir: Path, status: dict, err: dict | None, secs: float, meta: dict):
     "Record how the attempt ended (signing its notebook) and keep the runner's entry in `run_info.json`."
     nb_out = run_dir / f"{meta['template']}.ipynb"
+    if nb_out.exists() and meta.get('kernel'): record_kernel(nb_out, meta['kernel'])   # before signing: it edits
     status.update(status='failed' if err else 'done', finished=_now(), seconds=secs, error=err,
                   signed=nb_out.exists() and sign_notebook(nb_out))   # so its inline videos play in JupyterLab
     atomic_write_json(run_dir / 'status.json', status)

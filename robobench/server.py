@@ -475,6 +475,21 @@ def _stop_all():
         try: handle.stop()
         except Exception: pass
 
+# %% ../nbs/04b_server.ipynb #b96fd240
+class _ToParent(logging.Handler):
+    "Hands WARNING and above on to the parent loggers' handlers, as propagation would (INFO stays in `.logs()`)."
+    def __init__(self, logger: logging.Logger): super().__init__(logging.WARNING); self.logger = logger
+    def emit(self, record):
+        if self.logger.parent is not None: self.logger.parent.handle(record)
+
+def _info_for_logs(lg: logging.Logger) -> None:
+    """Let `lg` (robobench.server) log INFO for `handle.logs()` of a server in a thread, without sending those INFO
+    lines to other handlers: a library that gave the root logger a handler (importing LeRobot does) would print each
+    one to stderr (red boxes in a notebook). Warnings still go on. When INFO is already enabled (the user's
+    logging setup), nothing changes."""
+    if lg.getEffectiveLevel() <= logging.INFO: return
+    lg.setLevel(logging.INFO); lg.propagate = False; lg.addHandler(_ToParent(lg))
+
 # %% ../nbs/04b_server.ipynb #617f623d
 class ServerHandle:
     "A running server: `.host .port .url .metadata .logs() .stop() .alive`; a context manager."
@@ -554,7 +569,7 @@ def _serve_in_thread(policy: Policy, host: str, port: int, cfg: ServeConfig, met
     srv = PolicyServer(policy, host=host, port=port, metadata=metadata, config=cfg)
     handler = _ListHandler(); handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
     lg = logging.getLogger('robobench.server'); lg.addHandler(handler)
-    if lg.level == logging.NOTSET or lg.level > logging.INFO: lg.setLevel(logging.INFO)
+    _info_for_logs(lg)
     err: list = []
     def target():
         import asyncio

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 from fastcore.basics import patch
 from .core import (atomic_write_json, append_jsonl, read_jsonl, did_you_mean, UnknownNameError, RobobenchError,
-                            pick_device, run_info, to_jsonable)
+                            pick_device, run_info, to_jsonable, quiet_third_party)
 from .batches import RamCache, batch_indices
 from .config import config_parser, parse_config, split_policy_args
 from .checkpoints import (COMPLETE, atomic_dir, clean_partial, latest_checkpoint, load_training_state,
@@ -245,8 +245,9 @@ def make_policy_config(policy: str, features: dict, policy_kwargs: dict | None =
     "A LeRobot policy config for dataset `features` (LeRobot's factory), with robobench's normalization fix."
     from lerobot.utils.feature_utils import dataset_to_policy_features
     from lerobot.configs.types import FeatureType
-    cfg = _base_config(policy, dict(policy_kwargs or {}), pretrained_path, action_chunk_size, n_obs_steps,
-                       n_action_steps)
+    with quiet_third_party():   # LeRobot's config logs "Device 'None' is not available" before `device` is set
+        cfg = _base_config(policy, dict(policy_kwargs or {}), pretrained_path, action_chunk_size, n_obs_steps,
+                           n_action_steps)
     pf = dataset_to_policy_features(features)
     cfg.output_features = {k: f for k, f in pf.items() if f.type is FeatureType.ACTION}
     cfg.input_features = {k: f for k, f in pf.items() if k not in cfg.output_features}
@@ -274,12 +275,14 @@ class TrainResult:
 
 # %% ../nbs/08_training.ipynb #a225e0f7
 def plot_training(run, ax=None, smooth: int = 1):
-    "Loss curve and evaluation success (with Wilson intervals) of a training dir or a list of metrics records."
+    """Loss curve and evaluation success (with Wilson intervals) of a training dir or a list of metrics records; no
+    evaluation ran yet: the loss alone (no empty success axes)."""
     import matplotlib.pyplot as plt
     recs = read_jsonl(Path(run) / 'metrics.jsonl') if isinstance(run, (str, Path)) else list(run)
     tr = [r for r in recs if 'loss' in r]
     ev = [r for r in recs if 'eval' in r]
-    if ax is None: fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+    if ax is None:
+        fig, ax = plt.subplots(1, 2 if ev else 1, figsize=(9 if ev else 4.5, 3), squeeze=False); ax = ax[0]
     else: fig = ax[0].figure
     if tr:
         steps, loss = np.array([r['step'] for r in tr]), np.array([r['loss'] for r in tr])
@@ -290,7 +293,8 @@ def plot_training(run, ax=None, smooth: int = 1):
         steps, rate = np.array([r['step'] for r in ev]), np.array([r['eval']['success_rate'] for r in ev])
         lo = np.array([r['eval']['ci_low'] for r in ev]); hi = np.array([r['eval']['ci_high'] for r in ev])
         ax[1].errorbar(steps, rate, yerr=[np.clip(rate - lo, 0, 1), np.clip(hi - rate, 0, 1)], marker='o', capsize=3)
-    ax[1].set_ylim(-0.02, 1.02); ax[1].set_xlabel('step'); ax[1].set_title('eval success (95% Wilson)')
+        ax[1].set_ylim(-0.02, 1.02); ax[1].set_xlabel('step'); ax[1].set_title('eval success (95% Wilson)')
+    elif len(ax) > 1: ax[1].set_visible(False)   # axes the caller gave: the empty one hidden
     fig.tight_layout()
     return fig
 
@@ -449,8 +453,9 @@ def _build_policy(self: _Trainer, stats: dict):
     cls = get_policy_class(pcfg.type)
     self.resume_from = latest_checkpoint(self.out) if cfg.resume else None
     src = self.resume_from or cfg.pretrained_path
-    self.policy = (cls.from_pretrained(src, config=pcfg) if src else cls(pcfg)).to(self.device)
-    self.pre, self.post = make_pre_post_processors(pcfg, dataset_stats=stats)
+    with quiet_third_party():
+        self.policy = (cls.from_pretrained(src, config=pcfg) if src else cls(pcfg)).to(self.device)
+        self.pre, self.post = make_pre_post_processors(pcfg, dataset_stats=stats)
     # optimizer and scheduler: the policy's presets
     opt_cfg = pcfg.get_optimizer_preset()
     if cfg.lr is not None: opt_cfg.lr = float(cfg.lr)

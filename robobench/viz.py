@@ -13,7 +13,7 @@ from .evaluation import EvalResult
 from .stats import outcome as _outcome, wilson_interval
 
 # %% auto #0
-__all__ = ['as_result', 'select_episodes', 'caption', 'video_policy', 'show_episodes', 'plot_success', 'plot_episode',
+__all__ = ['as_result', 'select_episodes', 'caption', 'video_policy', 'Shown', 'show_episodes', 'plot_success', 'plot_episode',
            'browse_episodes', 'policy_label', 'report']
 
 # %% ../nbs/07_viz.ipynb #c5774277
@@ -49,8 +49,19 @@ def video_policy(cfg) -> str:
     return what + (f' among the first {cfg.video_episodes} seeds' if cfg.video_episodes else '')
 
 # %% ../nbs/07_viz.ipynb #ea04defa
+class Shown(list):
+    "The episodes `show_episodes` played: a list Jupyter does not print as a cell's result (the videos are the output)."
+    def _ipython_display_(self): pass
+
+def _playback_fps(eps: list[dict], vids: dict, cfg) -> float:
+    "The rate the videos were written at: the records' `video_fps`, else the mp4's own (older run folders)."
+    rec = next((r['video_fps'] for r in eps if r.get('video_fps')), None)
+    mp4 = next((getattr(getattr(v, 'metadata', None), 'fps', None) for v in vids.values()), None)
+    return float(rec or mp4 or cfg.video_fps or 20)
+
 def show_episodes(run, outcome: str | None = None, n: int = 4, seeds=None, width: int = 256, fps: float | None = None):
-    "Play up to `n` rollout videos inline with mediapy, captioned with seed and outcome. Returns the episodes shown."
+    """Play up to `n` rollout videos inline with mediapy, captioned with seed and outcome, at the env's rate (the
+    `video_fps` each record keeps: env fps / video_every) unless `fps` is given. Returns the episodes shown."""
     import mediapy
     res = as_result(run)
     eps = select_episodes(res, outcome, seeds, n, with_video=True)
@@ -59,10 +70,11 @@ def show_episodes(run, outcome: str | None = None, n: int = 4, seeds=None, width
     if no_video: print(f"{len(no_video)} {what} have no video (seeds {no_video[:10]}"
                        f"{' ...' if len(no_video) > 10 else ''}; videos were kept for {video_policy(res.config)})")
     if not eps:
-        print(f'no {what} with video in {res.run_dir}'); return []
+        print(f'no {what} with video in {res.run_dir}'); return Shown()
     vids = {caption(r): mediapy.read_video(res.run_dir / r['video']) for r in eps}
-    mediapy.show_videos(vids, fps=fps or res.config.video_fps or 20, width=width, columns=min(4, len(vids)))
-    return eps
+    mediapy.show_videos(vids, fps=fps or _playback_fps(eps, vids, res.config), width=width,
+                        columns=min(4, len(vids)))
+    return Shown(eps)
 
 # %% ../nbs/07_viz.ipynb #e19e4256
 def plot_success(runs: dict, ax=None, title: str = 'success rate (95% Wilson interval)'):
@@ -92,9 +104,13 @@ def plot_episode(run, seed: int, ax=None):
     res = as_result(run); traj = res.trajectory(seed)
     rec = next(r for r in res.episodes if r['seed'] == seed)
     if ax is None: _, ax = plt.subplots(figsize=(6, 2.5))
-    for dim, actions in enumerate(np.asarray(traj['action']).T): ax.plot(actions, label=f'a{dim}', lw=1)
+    actions = np.asarray(traj['action']).reshape(len(traj['action']), -1)
+    for dim, series in enumerate(actions.T): ax.plot(series, label=f'a{dim}', lw=1)
     ax.set_xlabel('step'); ax.set_ylabel('action'); ax.set_title(caption(rec), fontsize=10)
-    ax.legend(fontsize=7, ncol=4, loc='upper right')
+    if actions.shape[1] <= 8: ax.legend(fontsize=7, ncol=4, loc='upper right')
+    else:   # a long legend (a bimanual robot's 14 joints) goes beside the plot instead of over it
+        ax.legend(fontsize=6, ncol=1 + actions.shape[1] // 16, loc='upper left', bbox_to_anchor=(1.01, 1),
+                  borderaxespad=0)
     return ax
 
 # %% ../nbs/07_viz.ipynb #07d0f1cd
@@ -138,7 +154,9 @@ def browse_episodes(run):
     def show(*_):
         video.clear_output()
         ep = next((r for r in res.episodes if r['seed'] == seed.value), None)
-        if ep is None: rec.value, note.value, plot.value = f'<i>no {outcome.value} episodes</i>', '', b''; return
+        if ep is None:   # an empty filter: a line of text, no empty image
+            rec.value, note.value, plot.value = f'<i>no episodes match ({outcome.value})</i>', '', b''
+            plot.layout.display = 'none'; return
         rec.value = _record_html(ep)
         if ep.get('video'):
             note.value = ''
@@ -148,7 +166,8 @@ def browse_episodes(run):
                             f"(videos were kept for {html.escape(video_policy(res.config))})</i>")
         if ep.get('trajectory'):
             fig, ax = plt.subplots(figsize=(5, 2.2)); plot_episode(res, ep['seed'], ax=ax); plot.value = _fig_png(fig)
-        else: plot.value = b''
+            plot.layout.display = None
+        else: plot.value, plot.layout.display = b'', 'none'   # no trajectory saved: no broken image either
     outcome.observe(refresh_seeds, 'value'); seed.observe(show, 'value')
     refresh_seeds(); show()
     head = W.HTML(f'<b>{html.escape(repr(res))}</b>')
@@ -260,8 +279,9 @@ def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None)
 # %% ../nbs/07_viz.ipynb #efa046e0
 @patch
 def show(self: EvalResult, outcome: str | None = None, n: int = 4, **kw):
-    "Play up to `n` rollout videos inline (`outcome`: 'success' | 'failure' | 'error' | None for all)."
-    return show_episodes(self, outcome=outcome, n=n, **kw)
+    """Play up to `n` rollout videos inline (`outcome`: 'success' | 'failure' | 'error' | None for all). Returns None,
+    so that as a cell's last line it shows the videos only (`show_episodes` returns the episodes shown)."""
+    show_episodes(self, outcome=outcome, n=n, **kw)
 
 # %% ../nbs/07_viz.ipynb #fcd90f7b
 @patch
