@@ -249,6 +249,18 @@ def _episode_table(res) -> str:
     return ('<h2>Episodes</h2><table border="1" cellpadding="3"><tr><th>seed</th><th>success</th>'
             f'<th>length</th><th>return</th><th>failure</th></tr>{rows}</table>')
 
+def _per_task_table(summary: dict) -> list[str]:
+    "A suite's tasks: successes over completed episodes with the Wilson interval, errors; the mean over all below."
+    tasks = summary.get('per_task') or {}
+    if not tasks: return []
+    row = lambda name, t: (f"<tr><td>{html.escape(str(name))}</td><td>{t['successes']}/{t['episodes']}</td>"
+                           f"<td>{(t['success_rate'] or 0):.0%}</td><td>{t['wilson_95'][0]:.0%}–{t['wilson_95'][1]:.0%}"
+                           f"</td><td>{t.get('errors', 0) or ''}</td></tr>")
+    rows = ''.join(row(name, t) for name, t in tasks.items())
+    mean = row(f'all {len(tasks)} tasks', summary).replace('<td>', '<td><b>', 1)
+    return ['<h2>Per task</h2><table border="1" cellpadding="3"><tr><th>task</th><th>success</th><th>rate</th>'
+            f'<th>95% Wilson</th><th>errors</th></tr>{rows}{mean}</table>']
+
 def _error_details(res) -> list[str]:
     "The errors' tracebacks, folded, one per seed (at most 50)."
     errs = [r for r in res.episodes if _outcome(r) == 'error']
@@ -268,7 +280,7 @@ def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None)
     out = Path(out) if out else res.run_dir / 'report.html'
     fig, ax = plt.subplots(figsize=(3, 3)); plot_success({res.config.env: summary}, ax=ax)
     info = read_json(res.run_dir / 'run_info.json', default={})
-    parts = _report_head(res, summary, info, title) + _report_warnings(summary, info)
+    parts = _report_head(res, summary, info, title) + _report_warnings(summary, info) + _per_task_table(summary)
     parts.append(_embed('img', _fig_png(fig), 'image/png'))
     parts += _report_rollouts(res, videos_per_outcome) + [_episode_table(res)] + _error_details(res)
     parts.append(f"<h2>Run info</h2><pre>{html.escape(json.dumps(info, indent=1)[:4000])}</pre>")
