@@ -111,7 +111,8 @@ def config_parser(cls, prog: str, description: str | None = None, epilog: str | 
         kw = dict(dest=fld.name, default=argparse.SUPPRESS, help=(helps.get(fld.name) or '') + shown)
         if fld.name in required: kw['required'] = True
         if kind is bool: ap.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
-        elif kind in (dict, list): ap.add_argument(*flags, type=_json_value(kind, flags[0]), metavar='JSON', **kw)
+        elif kind in (dict, list): ap.add_argument(*flags, type=_json_value(kind, flags[0]),
+                                                   metavar='JSON' if kind is dict else 'A,B|JSON', **kw)
         else: ap.add_argument(*flags, type=_positive_int if fld.name in POSITIVE and kind is int else kind,
                               metavar=fld.name.upper(), **kw)
     return ap

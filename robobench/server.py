@@ -700,13 +700,16 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument('--trust-remote-code', action='store_true',
                    help='load a checkpoint even if its processor files name classes LeRobot does not register '
                         '(they are imported and run!)')
-    parser.add_argument('--action-dim', type=int, default=7); parser.add_argument('--horizon', type=int, default=10)
+    parser.add_argument('--action-dim', type=int, default=7, help='random policy: action size (default: 7)')
+    parser.add_argument('--horizon', type=int, default=10, help='random policy: actions per reply (default: 10)')
     parser.add_argument('--state-dim', type=int, default=0,
                         help='random policy: validate observation.state of this size')
     parser.add_argument('--n-action-steps', type=int, default=None, help='advertised open-loop steps per chunk')
-    parser.add_argument('--fps', type=float, default=None); parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--fps', type=float, default=None,
+                        help="control rate advertised in the metadata (default: the checkpoint's or env's)")
+    parser.add_argument('--seed', type=int, default=0, help='random / scripted policy: seed (default: 0)')
     parser.add_argument('--ready-file', default=None, help=argparse.SUPPRESS)
-    parser.add_argument('--log-level', default='INFO')
+    parser.add_argument('--log-level', default='INFO', help='DEBUG | INFO | WARNING | ERROR (default: INFO)')
     config_parser(ServeConfig, 'robobench serve', parser=parser)   # --api-key, --max-size, ... from ServeConfig
     return parser
 

@@ -88,7 +88,7 @@ class TrainConfig:
     repo_ids: list = field(default_factory=list)   # dataset names under `root`, dataset dirs, or hub repo ids
     root: str | None = None                        # directory holding the datasets
     weights: list | None = None                    # sampling weight per dataset (default: by size)
-    policy: str = 'act'                            # act | diffusion | pi0 | pi05 | vqbet | tdmpc | sac | smolvla
+    policy: str = 'act'                            # act | diffusion | pi0 | pi05 | vqbet | tdmpc | smolvla
     pretrained_path: str | None = None             # finetune from this checkpoint (dir or hub id)
     policy_kwargs: dict = field(default_factory=dict)  # overrides of the LeRobot policy config
     env: str | None = None                         # robobench env id for periodic evaluation (None: no eval)
