@@ -21,8 +21,8 @@ from robobench.policies import (
     validate_request)
 
 # %% auto #0
-__all__ = ['log', 'ADMISSION_HELP', 'decode_request', 'check_port_free', 'ServeConfig', 'PolicyServer', 'http_get',
-           'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['log', 'MAX_METADATA_BYTES', 'ADMISSION_HELP', 'decode_request', 'check_port_free', 'ServeConfig', 'PolicyServer',
+           'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04b_server.ipynb #ace0177c
 _MAX_DTYPE_STR, _MAX_NDIM, _MAX_STR = 16, 32, 1 << 20
@@ -454,13 +454,14 @@ def http_get(host: str, port: int, path: str = '/healthz', timeout: float = 2.0)
     finally: conn.close()
 
 # %% ../nbs/04b_server.ipynb #fecbab44
+MAX_METADATA_BYTES = 16 << 20   # a server's metadata frame is a few KiB
+
 def _fetch_metadata(host, port, api_key=None, timeout=5.0) -> dict:
     from websockets.sync.client import connect
-    from openpi_client import msgpack_numpy
     headers = {'Authorization': f'Api-Key {api_key}'} if api_key else None
-    with connect(f'ws://{"127.0.0.1" if host in ("0.0.0.0", "::") else host}:{port}', compression=None, max_size=None,
-                 additional_headers=headers, open_timeout=timeout) as ws:
-        return msgpack_numpy.unpackb(ws.recv(timeout=timeout))
+    with connect(f'ws://{"127.0.0.1" if host in ("0.0.0.0", "::") else host}:{port}', compression=None,
+                 max_size=MAX_METADATA_BYTES, additional_headers=headers, open_timeout=timeout) as ws:
+        return decode_request(ws.recv(timeout=timeout), what='metadata')   # the same budgeted decoder as requests
 
 # %% ../nbs/04b_server.ipynb #304b31e1
 class _ListHandler(logging.Handler):
