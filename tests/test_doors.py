@@ -1,7 +1,7 @@
 """Issue 26 (doors): the client decodes the server's frames with the server's budget, duplicate keys are refused,
 admission cannot be starved by one peer's idle connections -- real websockets on 127.0.0.1, the real openpi_client,
 real `robobench serve` / `robobench eval` child processes (no mocks)."""
-import asyncio, json, resource, socket, subprocess, sys, threading, time
+import asyncio, json, socket, subprocess, sys, threading, time
 from pathlib import Path
 
 import msgpack
@@ -58,12 +58,19 @@ class EvilServer:
         pass   # a daemon thread: ends with the test process
 
 
+# the eval child reports its own peak RSS (RUSAGE_CHILDREN is the largest child pytest ever waited for)
+CLI_PEAK = [sys.executable, '-c', 'import resource, sys\nfrom robobench.cli import main\n'
+            'try: code = main(sys.argv[2:])\n'
+            'finally: open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n'
+            'sys.exit(code)']
+
+
 def _eval(port, tmp_path, name):
-    run = tmp_path / name
-    r = subprocess.run(CLI + ['eval', '-e', 'toy/Point', '-m', f'127.0.0.1:{port}', '--episodes', '1',
-                              '--max-steps', '3', '--run-folder', str(run)],
+    run, peak_file = tmp_path / name, tmp_path / f'{name}.peak'
+    r = subprocess.run(CLI_PEAK + [str(peak_file), 'eval', '-e', 'toy/Point', '-m', f'127.0.0.1:{port}',
+                                   '--episodes', '1', '--max-steps', '3', '--run-folder', str(run)],
                        capture_output=True, text=True, timeout=120)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024   # the largest child so far, in bytes
+    peak = int(peak_file.read_text()) * 1024   # bytes
     return r, run, peak
 
 
