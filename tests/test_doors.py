@@ -58,10 +58,11 @@ class EvilServer:
         pass   # a daemon thread: ends with the test process
 
 
-# the eval child reports its own peak RSS (RUSAGE_CHILDREN is the largest child pytest ever waited for)
-CLI_PEAK = [sys.executable, '-c', 'import resource, sys\nfrom robobench.cli import main\n'
+# the eval child reports its own peak RSS: VmHWM, which exec resets (ru_maxrss keeps the RSS pytest had when it forked)
+CLI_PEAK = [sys.executable, '-c', 'import re, sys\nfrom pathlib import Path\nfrom robobench.cli import main\n'
             'try: code = main(sys.argv[2:])\n'
-            'finally: open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n'
+            'finally: Path(sys.argv[1]).write_text(re.search(r"VmHWM:\\s+(\\d+)", '
+            'Path("/proc/self/status").read_text()).group(1))\n'
             'sys.exit(code)']
 
 
