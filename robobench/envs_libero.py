@@ -46,17 +46,21 @@ def worker_env(python: Path) -> dict:
     return env
 
 # %% ../nbs/01h_envs_libero.ipynb #1010e440
+_TASKS: dict = {}   # cache file -> its table (read once per process: names are checked on every env id)
+
 def libero_tasks(refresh: bool = False) -> dict:
     "{suite: [{'name', 'language', 'n_init'}, ...]} for the five suites (cached beside LIBERO's interpreter)."
     python = libero_python()
     cache = python.parent.parent / 'robobench-libero-tasks.json'
+    if refresh: _TASKS.pop(cache, None)
+    if cache in _TASKS: return _TASKS[cache]
     if refresh or not cache.exists():
         r = subprocess.run([str(python), str(_worker_script()), '--tasks', str(cache)], env=worker_env(python),
                            capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             tail = ' | '.join(r.stderr.strip().splitlines()[-3:])
             raise RobobenchError(f"LIBERO's interpreter {python} could not list its tasks: {tail}", SETUP_FIX)
-    return json.loads(cache.read_text())
+    return _TASKS.setdefault(cache, json.loads(cache.read_text()))
 
 # %% ../nbs/01h_envs_libero.ipynb #ccd83cef
 SUITE_ALIASES = {s.removeprefix('libero_'): s for s in SUITE_MAX_STEPS}   # 'object' -> 'libero_object'

@@ -87,3 +87,15 @@ class LeRobotStepReference(LeRobotReference):
     def reset(self): self.policy.reset()
 
     def __call__(self, obs: dict) -> np.ndarray: return self.act(obs, self.policy.select_action)
+
+
+def train_tiny_act(data_root, out, steps: int, n_action_steps: int, chunk: int = 10, repo: str = 'demos'):
+    "`robobench train` of a tiny ACT (no VAE) on `data_root/repo` into `out`, as a CLI child: the CompletedProcess."
+    import subprocess, sys
+    cli = str(Path(sys.executable).parent / 'robobench')
+    return subprocess.run([cli, 'train', '--repo-ids', repo, '--root', str(data_root), '--policy', 'act',
+                           '--training-steps', str(steps), '--batch-size', '8', '--save-freq', str(steps),
+                           '--log-freq', str(max(1, steps // 2)), '--action-chunk-size', str(chunk),
+                           '--n-action-steps', str(n_action_steps), '--policy.dim_model', '32',
+                           '--policy.dim_feedforward', '64', '--policy.use_vae', 'false', '--output-dir', str(out)],
+                          capture_output=True, text=True, timeout=600)

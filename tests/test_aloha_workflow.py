@@ -19,11 +19,8 @@ def test_transfer_cube_demos_train_serve_eval(tmp_path):
     assert ds.fps == 50 and feats['observation.state']['shape'] == (14,) and feats['action']['shape'] == (14,)
     assert 2 * 100 < ds.num_frames < 2 * 400   # a demo ends when the task's reward reaches 4 (gym-aloha's success)
     out = tmp_path / 'ckpt'
-    r = subprocess.run([ROBOBENCH, 'train', '--repo-ids', 'demos', '--root', str(tmp_path / 'data'), '--policy', 'act',
-                        '--training-steps', '20', '--batch-size', '8', '--save-freq', '20', '--log-freq', '10',
-                        '--action-chunk-size', '10', '--n-action-steps', '10', '--policy.dim_model', '32',
-                        '--policy.dim_feedforward', '64', '--policy.use_vae', 'false', '--output-dir', str(out)],
-                       capture_output=True, text=True, timeout=600)
+    from tests._tiny_act import train_tiny_act
+    r = train_tiny_act(tmp_path / 'data', out, steps=20, n_action_steps=10)
     assert r.returncode == 0, r.stderr[-3000:]
     with serve(out / 'final_model', device='cpu') as srv:
         assert srv.metadata['action_dim'] == 14

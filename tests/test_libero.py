@@ -179,11 +179,8 @@ def test_libero_object_expert_demos_train_serve_eval(tmp_path):
     ds = LeRobotDataset('local/demos', root=tmp_path / 'data' / 'demos')
     assert ds.fps == 20 and ds.meta.features['action']['shape'] == (7,) and 2 * 60 < ds.num_frames < 2 * 280
     out = tmp_path / 'ckpt'
-    r = subprocess.run([ROBOBENCH, 'train', '--repo-ids', 'demos', '--root', str(tmp_path / 'data'), '--policy', 'act',
-                        '--training-steps', '10', '--batch-size', '8', '--save-freq', '10', '--log-freq', '5',
-                        '--action-chunk-size', '10', '--n-action-steps', '5', '--policy.dim_model', '32',
-                        '--policy.dim_feedforward', '64', '--policy.use_vae', 'false', '--output-dir', str(out)],
-                       capture_output=True, text=True, timeout=600)
+    from tests._tiny_act import train_tiny_act
+    r = train_tiny_act(tmp_path / 'data', out, steps=10, n_action_steps=5)
     assert r.returncode == 0, r.stderr[-3000:]
     with serve(out / 'final_model', device='cpu') as srv:
         r = subprocess.run([ROBOBENCH, 'eval', '-m', f'{srv.host}:{srv.port}', '-e', 'libero/libero_object/1',
