@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_checkpoints.ipynb #3824c0b6
 from __future__ import annotations
-import hashlib, json, logging, os, re, shutil
+import hashlib, json, logging, math, os, re, shutil
 from pathlib import Path
 from typing import Any, Callable
 import numpy as np
@@ -111,9 +111,29 @@ def load_training_state(d: Path, optimizer, scheduler) -> dict:
 PROCESSOR_FILES = ('policy_preprocessor.json', 'policy_postprocessor.json')  # what make_pre_post_processors loads
 
 # %% ../nbs/03b_checkpoints.ipynb #28e6e43e
+_ST_DTYPE_BYTES = {'BOOL': 1, 'U8': 1, 'I8': 1, 'F8_E5M2': 1, 'F8_E4M3': 1, 'I16': 2, 'U16': 2, 'F16': 2, 'BF16': 2,
+                   'I32': 4, 'U32': 4, 'F32': 4, 'I64': 8, 'U64': 8, 'F64': 8}   # safetensors' dtypes and their sizes
+
+def _tensor_span(name, tensor) -> tuple[int, int] | str:
+    "The (begin, end) data offsets of one header entry, or what is wrong with it (shape x dtype must fill them)."
+    try:
+        begin, end = (int(x) for x in tensor['data_offsets'])
+        shape, dtype = [int(d) for d in tensor['shape']], tensor['dtype']
+    except (TypeError, KeyError, ValueError):
+        return f'is corrupt (tensor {name!r} has no valid data_offsets/shape/dtype)'
+    if dtype not in _ST_DTYPE_BYTES: return f'is corrupt (tensor {name!r} has unknown dtype {dtype!r})'
+    if begin < 0 or end < begin or any(d < 0 for d in shape):
+        return f'is corrupt (tensor {name!r} has offsets {[begin, end]} and shape {shape})'
+    nbytes = math.prod(shape) * _ST_DTYPE_BYTES[dtype]   # Python ints: a lying shape cannot overflow
+    if nbytes != end - begin:
+        return (f'is corrupt (tensor {name!r} claims shape {shape} {dtype}, {nbytes} bytes, '
+                f'in {end - begin} bytes of data)')
+    return begin, end
+
 def safetensors_problem(path) -> str | None:
-    """None if `path` holds a complete safetensors header and exactly the data it declares; else what is wrong
-    (reads the header only)."""
+    """None if `path` holds a complete safetensors header and exactly the data it declares (each tensor's shape x dtype
+    filling its offsets, the tensors tiling the data without gaps or overlaps); else what is wrong. Reads the header
+    only, so a header that lies about sizes is refused before anything is allocated."""
     path = Path(path)
     size = path.stat().st_size
     if size < 8: return f'is truncated ({size} bytes, not even a header)'
@@ -124,11 +144,17 @@ def safetensors_problem(path) -> str | None:
         try: hdr = json.loads(fh.read(n_header))
         except ValueError: return 'is corrupt (its header is not JSON)'
     if not isinstance(hdr, dict): return 'is corrupt (its header is not a map)'
-    end = 0
+    spans = []
     for name, tensor in hdr.items():
         if name == '__metadata__': continue
-        try: end = max(end, int(tensor['data_offsets'][1]))
-        except (TypeError, KeyError, IndexError, ValueError): return f'is corrupt (tensor {name!r} has no data_offsets)'
+        span = _tensor_span(name, tensor)
+        if isinstance(span, str): return span
+        spans.append(span)
+    end = 0
+    for begin, stop in sorted(spans):
+        if begin != end and 8 + n_header + max(s for _, s in spans) <= size:
+            return f'is corrupt (its tensors overlap or leave a gap at byte {min(begin, end)} of the data)'
+        end = max(end, stop)
     if 8 + n_header + end != size:
         return (f'is truncated ({size} bytes; its header declares {8 + n_header + end})' if 8 + n_header + end > size
                 else f'is corrupt ({size - 8 - n_header - end} bytes beyond the data its header declares)')

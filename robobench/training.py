@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 from fastcore.basics import patch
 from .core import (atomic_write_json, append_jsonl, read_jsonl, did_you_mean, UnknownNameError, RobobenchError,
-                            pick_device, run_info, to_jsonable, quiet_third_party)
+                            pick_device, run_info, to_jsonable, quiet_third_party, remove_if_failed,
+                            one_line_error)
 from .batches import RamCache, batch_indices
 from .config import config_parser, parse_config, split_policy_args
 from .checkpoints import (COMPLETE, atomic_dir, clean_partial, latest_checkpoint, load_training_state,
@@ -22,7 +23,7 @@ log = logging.getLogger('robobench.training')
 # %% auto #0
 __all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'check_policy_name', 'HubWeightsMissing',
            'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config', 'TrainResult',
-           'plot_training', 'train', 'train_arg_parser', 'parse_train_args', 'cli_train']
+           'plot_training', 'check_policy_fits', 'train', 'train_arg_parser', 'parse_train_args', 'cli_train']
 
 # %% ../nbs/08_training.ipynb #5c4c2947
 POLICIES = ('act', 'diffusion', 'pi0', 'pi05', 'vqbet', 'tdmpc', 'sac', 'smolvla')
@@ -47,8 +48,8 @@ HUB_WEIGHTS = {  # policy -> (default pretrained policy, other hub repos its pro
 }
 
 # %% ../nbs/08_training.ipynb #a45739f2
-class HubWeightsMissing(RuntimeError):
-    "A policy needs pretrained weights that are neither local nor reachable."
+class HubWeightsMissing(RobobenchError, RuntimeError):
+    "A policy needs pretrained weights that are neither local nor reachable (one line naming what to download)."
 
 # %% ../nbs/08_training.ipynb #13002290
 def _hf_cached(repo_id: str) -> bool:
@@ -61,24 +62,27 @@ def _hf_cached(repo_id: str) -> bool:
 def check_hub_weights(policy: str, pretrained_path: str | None = None, cached: Callable[[str], bool] = _hf_cached,
                       offline: bool | None = None) -> list[str]:
     """Hub repos `policy` needs (pretrained policy unless `pretrained_path` is a local dir, plus tokenizer/backbone
-    repos). Offline and not cached → `HubWeightsMissing` saying what to fetch and where; returns the needed ids."""
-    if policy not in HUB_WEIGHTS: return []
-    base, extra = HUB_WEIGHTS[policy]
-    need = ([] if pretrained_path and Path(pretrained_path).is_dir() else [pretrained_path or base]) + list(extra)
+    repos; for any policy, a `pretrained_path` that is not a local dir is a hub id). Offline and not cached →
+    `HubWeightsMissing`, one line naming what to download (or to pass a local dir); returns the needed ids."""
+    local = bool(pretrained_path) and Path(pretrained_path).is_dir()
+    base, extra = HUB_WEIGHTS.get(policy, (None, ()))
+    need = ([] if local or not (pretrained_path or base) else [pretrained_path or base]) + list(extra)
     if offline is None:
         from robobench.core import offline as _offline
         offline = _offline()
     missing = [r for r in need if not cached(r)]
     if offline and missing:
         from huggingface_hub.constants import HF_HUB_CACHE
-        raise HubWeightsMissing(
-            f"policy '{policy}' needs pretrained weights from the Hugging Face hub, which is not reachable "
-            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}) "
-            f"and they are not in the local cache ({HF_HUB_CACHE}):\n"
-            + ''.join(f"  - {r}\n" for r in missing) +
-            "Fetch them on a connected machine with\n" + ''.join(f"  huggingface-cli download {r}\n" for r in missing) +
-            f"and copy the cache dir ({HF_HUB_CACHE}) here, "
-            f"or pass --pretrained-path /local/checkpoint for the policy.")
+        where = (f"the hub is switched off here (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}) "
+                 f"and the local cache ({HF_HUB_CACHE}) does not hold")
+        what = (f"--pretrained-path {pretrained_path!r} is not a local checkpoint dir, and as a hub id {where} it."
+                if pretrained_path in missing and len(missing) == 1 else
+                f"policy '{policy}' needs pretrained weights from the Hugging Face hub, but {where} "
+                f"{', '.join(missing)}.")
+        raise HubWeightsMissing(what, 'download first with ' + ' and '.join(f'`huggingface-cli download {r}`'
+                                                                            for r in missing)
+                                + f' (on a connected machine, then copy its cache {HF_HUB_CACHE} here), or pass '
+                                  '--pretrained-path a local checkpoint dir (e.g. a run\'s checkpoints/final_model)')
     return need
 
 # %% ../nbs/08_training.ipynb #b3ca14ef
@@ -198,7 +202,19 @@ def _base_config(policy: str, kw: dict, pretrained_path, action_chunk_size, n_ob
     from lerobot.policies.factory import make_policy_config as lr_make_config
     if pretrained_path:
         from lerobot.configs.policies import PreTrainedConfig
-        cfg = PreTrainedConfig.from_pretrained(pretrained_path)
+        try: cfg = PreTrainedConfig.from_pretrained(pretrained_path)
+        except Exception as e:   # no config.json there, or a hub id that cannot be fetched
+            local = Path(pretrained_path).is_dir()
+            raise RobobenchError(f"--pretrained-path {pretrained_path!r}: "
+                                 + (f"its config.json cannot be read ({one_line_error(e, 200)})." if local else
+                                    f"not a local dir, and the hub cannot give it ({one_line_error(e, 200)})."),
+                                 "pass the dir policy.save_pretrained(dir) wrote (e.g. a run's checkpoints/final_model)"
+                                 + ('' if local else f", or download it first with `huggingface-cli download "
+                                                     f"{pretrained_path}`")) from e
+        from robobench.checkpoints import safetensors_problem
+        weights = Path(pretrained_path) / 'model.safetensors'
+        if weights.is_file() and (why := safetensors_problem(weights)):   # a header that lies: refused before loading
+            raise RobobenchError(f'{weights} {why}.', 'copy the checkpoint again or re-save it')
         for name, value in kw.items(): setattr(cfg, name, value)
         return cfg
     try: return lr_make_config(policy, **kw)
@@ -300,7 +316,7 @@ def plot_training(run, ax=None, smooth: int = 1):
 
 # %% ../nbs/08_training.ipynb #741cb2f5
 def _open_views(cfg: TrainConfig) -> list:
-    from robobench.data import open_dataset, LeRobotData
+    from robobench.data import open_dataset, LeRobotData, _raise_if_damaged
     if not cfg.repo_ids: raise ValueError('no datasets given (repo_ids / --repo-ids)')
     views = []
     for repo in cfg.repo_ids:
@@ -308,8 +324,10 @@ def _open_views(cfg: TrainConfig) -> list:
         try: view = open_dataset(repo, root=path)
         except FileNotFoundError as e:
             raise FileNotFoundError(f"dataset '{repo}' not found{f' under {cfg.root}' if cfg.root else ''}: {e}") from e
+        except Exception as e: _raise_if_damaged(path or repo, e); raise
         if not isinstance(view, LeRobotData):
             raise ValueError(f"{repo}: training needs LeRobot datasets; convert RLDS first (robobench convert)")
+        _raise_if_damaged(view.root, None)   # footers of every parquet file, before LeRobot reads (and logs) them
         views.append(view)
     return views
 
@@ -336,6 +354,7 @@ class _Trainer:
 def setup(self: _Trainer):
     "Everything before the first step: datasets, policy config, data path, policy and processors, optimizer, resume."
     from lerobot.utils.random_utils import set_seed
+    from lerobot.policies.factory import get_policy_class
     cfg = self.cfg
     cfg.policy = check_policy_name(cfg.policy)
     if cfg.env is not None:   # an alias, or a backend's env id (did-you-mean for unknown backends and tasks)
@@ -343,14 +362,18 @@ def setup(self: _Trainer):
         cfg.env = resolve_env_id(cfg.env)
         find_task(cfg.env)
     check_hub_weights(cfg.policy, cfg.pretrained_path)
+    self._open_data()   # damaged or missing datasets are refused before the output dir is made
+    made = not self.out.exists()
     self._prepare_out_dir()
-    set_seed(cfg.seed)
-    self.device = pick_device(None if cfg.device == 'auto' else cfg.device)
-    self._open_data()
-    delta_timestamps = self._configure_policy()
-    stats = self._mix_data(delta_timestamps)
-    self._build_policy(stats)
-    self._restore()
+    # a setup that fails (an unfit policy size, a device) leaves no empty output dir behind
+    with remove_if_failed(self.out, made, worked=lambda p: any(p.iterdir())):
+        set_seed(cfg.seed)
+        self.device = pick_device(None if cfg.device == 'auto' else cfg.device)
+        delta_timestamps = self._configure_policy()
+        check_policy_fits(get_policy_class(self.pcfg.type), self.pcfg, self.device, cfg.policy_kwargs)   # not an OOM
+        stats = self._mix_data(delta_timestamps)
+        self._build_policy(stats)
+        self._restore()
     self.n_params = sum(p.numel() for p in self.policy.parameters())
     self.run_info = run_info(argv=sys.argv)   # once: it runs git
     self._print_header()
@@ -443,6 +466,48 @@ def _pick_data_path(self: _Trainer):
         if len(self.cache) != frames: raise RuntimeError(f'cache has {len(self.cache)} items, datasets {frames}')
         self.cache_s = time.perf_counter() - t0
     else: self.cache, self.cache_s = None, 0.0
+
+# %% ../nbs/08_training.ipynb #2798464e
+def _free_bytes(device) -> int | None:
+    "Memory free for a new policy on `device` (CUDA: the device's free memory; CPU: available RAM); None: unknown."
+    import torch
+    dev = torch.device(device)
+    if dev.type == 'cuda': return int(torch.cuda.mem_get_info(dev)[0])
+    if dev.type != 'cpu': return None
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except ImportError: return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+def check_policy_fits(cls, pcfg, device='cpu', policy_kwargs: dict | None = None,
+                      free: int | None = None) -> int | None:
+    """Refuse (`RobobenchError`, naming the `--policy.<field>` options given) a policy whose weights, gradients and
+    Adam moments would not fit the memory free on `device`, before anything is allocated: a floor from `dim_model` /
+    `dim_feedforward` first (a huge one fails fast), then the exact count built on PyTorch's meta device. Only
+    when `policy_kwargs` set sizes (LeRobot's presets fit); returns the bytes needed (None: not checked)."""
+    if not policy_kwargs: return None
+    import copy, torch
+    free = _free_bytes(device) if free is None else free
+    if free is None: return None
+    d, f = (int(getattr(pcfg, k, 0) or 0) for k in ('dim_model', 'dim_feedforward'))
+    need = 16 * (d * d + d * f)   # float32 x (weights, gradients, two Adam moments) of one attention + one FFN layer
+    if need <= free:
+        meta_cfg = copy.copy(pcfg)
+        if getattr(meta_cfg, 'pretrained_backbone_weights', None): meta_cfg.pretrained_backbone_weights = None
+        try:
+            with torch.device('meta'), quiet_third_party(): model = cls(meta_cfg)
+            need = sum(p.numel() * p.element_size() * (4 if p.requires_grad else 1) for p in model.parameters())
+        except RuntimeError as e:   # sizes beyond what PyTorch can address
+            if 'overflow' not in str(e).lower(): return None
+            need = 2**63
+        except Exception: return None   # a policy that cannot be built on the meta device: not checked here
+    if need <= free: return need
+    flags = ' '.join(f'--policy.{k} {v}' for k, v in policy_kwargs.items())
+    size = 'more than PyTorch can address' if need >= 2**63 else f'about {need / 2**30:,.1f} GiB'
+    raise RobobenchError(f"the {pcfg.type} policy with {flags} needs {size} to train (weights, gradients and Adam "
+                         f"state); {torch.device(device).type} has {free / 2**30:,.1f} GiB free.",
+                         f"choose smaller values for {', '.join(f'--policy.{k}' for k in policy_kwargs)} "
+                         f"(LeRobot's {pcfg.type} defaults fit; e.g. --policy.dim_model 512)")
 
 # %% ../nbs/08_training.ipynb #1d90acb6
 @patch

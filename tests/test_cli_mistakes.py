@@ -1,6 +1,6 @@
 """Expected mistakes on the command line (issues 25 and 26): exit code 2, ONE line on stderr that names the fix, no
 traceback, and no run folder left behind by a command that failed before doing any work."""
-import json, subprocess, sys
+import json, re, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -151,3 +151,95 @@ def test_train_resume_with_nothing_to_resume(tmp_path):
         if out.name == 'empty': out.mkdir()
         r = _cli('train', '--repo-ids', 'x', '--root', tmp_path, '--output-dir', out, '--resume', '--device', 'cpu')
         one_line(r, f'nothing to resume: {out}', 'drop --resume')
+
+
+@pytest.fixture(scope='module')
+def point_data(tmp_path_factory):
+    "A tiny toy/Point LeRobot dataset (3 scripted episodes) under `root/point`."
+    from robobench.collect import collect
+    root = tmp_path_factory.mktemp('data')
+    collect('toy/Point', 3, root / 'point', cameras=[], progress=False)
+    return root
+
+
+def _damage(root: Path, name: str, how: str) -> Path:
+    "A copy of the point dataset named `name` whose data parquet file is truncated or garbled in its middle."
+    import shutil
+    d = root / name
+    if not d.exists(): shutil.copytree(root / 'point', d)
+    pq = next((d / 'data').glob('*/*.parquet'))
+    b = bytearray(pq.read_bytes())
+    if how == 'truncate': b = b[:len(b) // 2]
+    else: b[len(b) // 4:len(b) // 2] = bytes((x * 7 + 13) % 256 for x in b[len(b) // 4:len(b) // 2])
+    pq.write_bytes(bytes(b))
+    return d
+
+
+def test_a_damaged_parquet_file_is_named_by_inspect_and_train(point_data, tmp_path):
+    for how in ('truncate', 'garble'):
+        d = _damage(point_data, f'damaged_{how}', how)
+        one_line(_cli('inspect', '--check', d), f'dataset {d} is damaged', 'data/chunk-000/file-000.parquet',
+                 'download or copy the dataset again')
+    r = _cli('train', '--repo-ids', 'damaged_truncate', '--root', point_data, '--training-steps', '2',
+             '--device', 'cpu', '--output-dir', tmp_path / 'out')
+    one_line(r, 'damaged_truncate is damaged', 'file-000.parquet', 'download or copy the dataset again')
+    assert not (tmp_path / 'out').exists()   # refused before the output dir was made
+
+
+def test_a_huge_policy_size_is_refused_before_allocating(point_data, tmp_path):
+    for dim in (10**9, 10**5):   # more than PyTorch can address; ~150 GiB (refused from the dim_model floor alone)
+        r = _cli('train', '--repo-ids', 'point', '--root', point_data, '--training-steps', '2', '--device', 'cpu',
+                 '--output-dir', tmp_path / 'out', '--policy.dim_model', dim)
+        one_line(r, f'--policy.dim_model {dim} needs', 'choose smaller values for --policy.dim_model')
+        assert not (tmp_path / 'out').exists() and 'caching' not in r.stderr
+
+
+def test_an_offline_hub_id_for_pretrained_path_names_the_download(point_data, tmp_path):
+    import os
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
+    r = subprocess.run([ROBOBENCH, 'train', '--repo-ids', 'point', '--root', str(point_data), '--device', 'cpu',
+                        '--pretrained-path', 'lerobot/pi0', '--output-dir', str(tmp_path / 'out')],
+                       capture_output=True, text=True, timeout=180, env=env)
+    one_line(r, "--pretrained-path 'lerobot/pi0' is not a local checkpoint dir", 'HF_HUB_OFFLINE',
+             '`huggingface-cli download lerobot/pi0`', 'pass --pretrained-path a local checkpoint dir')
+    assert not (tmp_path / 'out').exists()
+
+
+def _lying_header(ckpt: Path, **change) -> Path:
+    "Rewrite `ckpt`'s model.safetensors header with `change` applied to its first tensor (the data bytes unchanged)."
+    p = ckpt / 'model.safetensors'
+    b = p.read_bytes(); n = int.from_bytes(b[:8], 'little')
+    hdr = json.loads(b[8:8 + n])
+    first = next(k for k in hdr if k != '__metadata__')
+    hdr[first].update(change)
+    h = json.dumps(hdr).encode()
+    p.write_bytes(len(h).to_bytes(8, 'little') + h + b[8 + n:])
+    return p
+
+
+def test_a_safetensors_header_that_lies_about_sizes_is_refused_before_loading(point_data, tmp_path):
+    import shutil
+    from tests._tiny_act import make_tiny_act
+    from robobench.checkpoints import check_checkpoint
+    good = make_tiny_act(tmp_path / 'good')
+    check_checkpoint(good)
+    cases = {'shape': ({'shape': [10**6, 10**6]}, 'claims shape [1000000, 1000000] F32'),
+             'offsets': ({'data_offsets': [0, 10**12]}, 'in 1000000000000 bytes of data'),
+             'dtype': ({'dtype': 'F128'}, 'unknown dtype')}
+    for name, (change, needle) in cases.items():
+        ckpt = tmp_path / name; shutil.copytree(good, ckpt)
+        _lying_header(ckpt, **change)
+        with pytest.raises(RobobenchError, match=re.escape(needle)):
+            check_checkpoint(ckpt)
+    huge = tmp_path / 'huge_header'; shutil.copytree(good, huge)   # a header length of 2^63: nothing read
+    p = huge / 'model.safetensors'; p.write_bytes((2**63).to_bytes(8, 'little') + p.read_bytes()[8:])
+    with pytest.raises(RobobenchError, match='its header claims 9223372036854775808 bytes'):
+        check_checkpoint(huge)
+    r = _cli('eval', '-e', 'toy/Point', '-m', tmp_path / 'shape', '--episodes', '1', '--no-video',
+             '--run-folder', tmp_path / 'run')
+    one_line(r, 'model.safetensors is corrupt', 'claims shape [1000000, 1000000] F32', 'copy the checkpoint again')
+    assert not (tmp_path / 'run').exists()
+    r = _cli('train', '--repo-ids', 'point', '--root', point_data, '--pretrained-path', tmp_path / 'shape',
+             '--device', 'cpu', '--output-dir', tmp_path / 'out')   # finetuning from it: the same check
+    one_line(r, 'model.safetensors is corrupt', 'claims shape [1000000, 1000000] F32')
+    assert not (tmp_path / 'out').exists()
