@@ -50,6 +50,9 @@ HUB_WEIGHTS = {  # policy -> (default pretrained policy, other hub repos its pro
 # %% ../nbs/08_training.ipynb #a45739f2
 class HubWeightsMissing(RobobenchError, RuntimeError):
     "A policy needs pretrained weights that are neither local nor reachable (one line naming what to download)."
+    def __init__(self, what: str, fix: str | None = None):
+        super().__init__(what, fix)
+        self.args = (str(self),)   # the fix too, for whoever reads `args`
 
 # %% ../nbs/08_training.ipynb #13002290
 def _hf_cached(repo_id: str) -> bool:
