@@ -220,3 +220,63 @@ def test_gallery_empty_filter_says_so():
         assert plot.layout.display is None and plot.value              # a failure with its action plot
         outcome.value = 'success'                                       # none: text, and no empty (broken) image
         assert plot.layout.display == 'none' and 'no episodes match' in rec.value
+
+
+# --- papermill failures (point 8): one line, the cell as the notebook shows it, exit 2 for the user's mistakes -----
+
+def _cli_flags(text: str) -> list[str]:
+    "The CLI-style options a message suggests (`-m`, `--policy.client`, ...), `-p` (a template parameter) aside."
+    return [f for f in re.findall(r'(?<![\w./-])--?[A-Za-z][\w.<>-]*', text) if f != '-p']
+
+
+def test_run_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
+    "`robobench run evaluate -p CHECKPOINT checkpoints/nope`: one line naming the parameter, exit 2, no run folder."
+    from robobench.runs import template_parameters
+    p = subprocess.run(ROBOBENCH + ['run', 'evaluate', '-p', 'CHECKPOINT', 'checkpoints/nope', '--root',
+                                    str(tmp_path / 'runs')], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert "CHECKPOINT 'checkpoints/nope'" in lines[0] and 'not a checkpoint directory' in lines[0]
+    assert not _cli_flags(lines[0]), lines[0]                          # no -m / --policy.client: not this template's
+    named = set(re.findall(r'-p ([A-Z_]+)', lines[0]))
+    assert named and named <= set(template_parameters('evaluate')), named
+    assert not (tmp_path / 'runs').exists()                            # failed before any work: nothing left behind
+
+
+def test_run_bad_parameter_value_in_a_cell_is_exit_2_with_its_in_number(tmp_path, capsys):
+    "A robobench error raised inside the template (a client spec naming nothing): exit 2, one line, In [N], -p names."
+    from robobench.runs import cli_run, template_parameters
+    code = cli_run(['evaluate', '-p', 'ENV', 'toy/Point', '-p', 'CLIENT', 'no_such_client', '-p', 'EPISODES', '1',
+                    '--root', str(tmp_path)])
+    cap = capsys.readouterr()
+    assert code == 2, cap.err
+    (line,) = cap.err.strip().splitlines()
+    nb = json.loads(Path(cap.out.strip().splitlines()[-1], 'evaluate.ipynb').read_text())
+    (failed,) = [c for c in nb['cells'] if c['cell_type'] == 'code'
+                 and any(o.get('output_type') == 'error' for o in c.get('outputs', []))]
+    assert f"In [{failed['execution_count']}]" in line, line           # as the notebook shows it, not a 0-based index
+    assert "'no_such_client' is not a host:port" in line and not _cli_flags(line), line
+    named = set(re.findall(r'-p ([A-Z_]+)', line))
+    assert 'CLIENT' in named and named <= set(template_parameters('evaluate')), named
+
+
+def test_run_bug_in_a_template_cell_is_exit_1_with_cell_and_last_line(tmp_path, capsys):
+    "A real bug in a cell is not the user's mistake: exit 1, the cell's In [N] and the error's last line."
+    from robobench.runs import cli_run
+    cells = [{'cell_type': 'code', 'id': 'p', 'metadata': {'tags': ['parameters']}, 'execution_count': None,
+              'outputs': [], 'source': 'SEED = 0  # seed\nRUN_DIR = None  # set by the runner\nN = 2  # a count'},
+             {'cell_type': 'code', 'id': 'a', 'metadata': {}, 'execution_count': None, 'outputs': [],
+              'source': 'x = N * 2'},
+             {'cell_type': 'code', 'id': 'b', 'metadata': {}, 'execution_count': None, 'outputs': [],
+              'source': "raise KeyError('first line\\nlast line of the bug')"}]
+    tpl = tmp_path / 'buggy.ipynb'
+    tpl.write_text(json.dumps({'cells': cells, 'metadata': {'kernelspec': {'name': 'python3', 'language': 'python',
+                   'display_name': 'Python 3'}}, 'nbformat': 4, 'nbformat_minor': 5}))
+    code = cli_run([str(tpl), '-p', 'N', '3', '--root', str(tmp_path / 'runs')])
+    cap = capsys.readouterr()
+    assert code == 1, cap.err
+    (line,) = cap.err.strip().splitlines()
+    assert 'failed at In [4]' in line and 'KeyError' in line, line     # parameters, injected, x = ..., raise
+    assert 'Traceback' not in line and 'executed notebook' in line
+    assert Path(cap.out.strip().splitlines()[-1], 'buggy.ipynb').exists()
