@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse, ast, copy, datetime as _dt, functools, hashlib, itertools, json, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import (RUNS_ROOT, RobobenchError, UnknownNameError, atomic_write_json, atomic_write_text, did_you_mean, parse_value,
+from .core import (RUNS_ROOT, RobobenchError, UnknownNameError, atomic_write_json, atomic_write_text,
+                            did_you_mean, parse_value,
                             make_run_dir, read_json, to_jsonable)
 from .config import ArgParser
 
@@ -193,10 +194,11 @@ def full_params(path, params: dict | None = None) -> dict:
 
 # %% ../nbs/09_runs.ipynb #63504a68
 TEMPLATE_PATHS = {   # template -> {PARAMETER: (what it must name, the fix)} for paths checked before a kernel starts
-    'evaluate': {'CHECKPOINT': ('a checkpoint directory',
-                                "-p CHECKPOINT DIR naming a saved checkpoint (a training run's final_model/, which holds "
-                                'config.json and model.safetensors), or leave CHECKPOINT unset and pick the policy with '
-                                '-p CLIENT HOST:PORT (a policy server) or -p CLIENT random')},
+    'evaluate': {'CHECKPOINT': (
+        'a checkpoint directory',
+        "-p CHECKPOINT DIR naming a saved checkpoint (a training run's final_model/, which holds config.json and "
+        'model.safetensors), or leave CHECKPOINT unset and pick the policy with -p CLIENT HOST:PORT (a policy server) '
+        'or -p CLIENT random')},
 }
 
 # %% ../nbs/09_runs.ipynb #033268a2
@@ -337,7 +339,7 @@ def expected_exit_code(ename: str | None) -> int | None:
     import importlib
     from robobench.core import EXIT_USAGE, RobobenchError
     mods = [spec.split(':')[0] for spec, *_ in TEMPLATE_CONFIGS.values()]   # the verbs the templates call ...
-    for mod in mods + ['robobench.clients', 'robobench.envs', 'robobench.data', 'robobench.checkpoints']:  # ... and theirs
+    for mod in mods + ['robobench.clients', 'robobench.envs', 'robobench.data', 'robobench.checkpoints']:  # and theirs
         try: importlib.import_module(mod)   # cheap: heavy imports happen inside functions
         except Exception: pass
     def walk(cls):
@@ -350,9 +352,10 @@ def expected_exit_code(ename: str | None) -> int | None:
 # %% ../nbs/09_runs.ipynb #6333b725
 TEMPLATE_FLAGS = {   # template -> {how a CLI verb's message names an option: how to say it for the template}
     'evaluate': {'-m HOST:PORT': '-p CLIENT HOST:PORT', '-m CHECKPOINT_DIR': '-p CHECKPOINT DIR',
-                 '--policy.client NAME': '-p CLIENT NAME', '-m/--policy-server': '-p CLIENT', '--policy-server': '-p CLIENT',
-                 '-m': '-p CLIENT', '--policy.client': '-p CLIENT', '--policy.<name> VALUE': '-p CLIENT_KWARGS {name: VALUE}',
-                 '--policy.<name>': 'a key of CLIENT_KWARGS', '-e': '-p ENV', '--environment': '-p ENV'},
+                 '--policy.client NAME': '-p CLIENT NAME', '-m/--policy-server': '-p CLIENT',
+                 '--policy-server': '-p CLIENT', '-m': '-p CLIENT', '--policy.client': '-p CLIENT',
+                 '--policy.<name> VALUE': '-p CLIENT_KWARGS {name: VALUE}', '--policy.<name>': 'a key of CLIENT_KWARGS',
+                 '-e': '-p ENV', '--environment': '-p ENV'},
     'finetune': {'--repo-ids': '-p DATASETS', '--dataset.repo_id': '-p DATASETS'},
 }
 
@@ -387,7 +390,7 @@ def cell_label(err: dict) -> str:
     return 'no cell (the kernel did not run it)'
 
 def _last_line(text: str) -> str:
-    lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[-1] if lines else ''
 
 def failure_message(result: 'RunResult') -> tuple[str, int]:
@@ -398,14 +401,17 @@ def failure_message(result: 'RunResult') -> tuple[str, int]:
     where = cell_label(err)
     code = expected_exit_code(err.get('ename'))
     if (result.metrics or {}).get('errors'):   # everything written, some episodes ended in an error: rerun to retry
-        return (f"robobench run: {result.template}: {result.metrics['errors']} episode(s) ended in an error and are not "
-                f"counted ({where}); see {result.run_dir}/episodes.jsonl and rerun to retry them"), EXIT_EPISODE_ERRORS
+        return (f"robobench run: {result.template}: {result.metrics['errors']} episode(s) ended in an error and are "
+                f"not counted ({where}); see {result.run_dir}/episodes.jsonl and rerun to retry them",
+                EXIT_EPISODE_ERRORS)
     if code is not None:
         info = read_json(result.run_dir / 'run_info.json', default={}) if result.run_dir else {}
-        try: msg = template_message(info.get('papermill', {}).get('template_path') or result.template, err.get('evalue', ''))
+        tpl = info.get('papermill', {}).get('template_path') or result.template
+        try: msg = template_message(tpl, err.get('evalue', ''))
         except (UnknownNameError, FileNotFoundError): msg = ' '.join(str(err.get('evalue', '')).split())
         return f'robobench run: error: template {result.template!r}, {where}: {msg}', code
-    return (f"robobench run: {result.template} failed at {where}: {err.get('ename')}: {_last_line(err.get('evalue', ''))} "
+    last = _last_line(err.get('evalue', ''))
+    return (f"robobench run: {result.template} failed at {where}: {err.get('ename')}: {last} "
             f'(the traceback is in the executed notebook)'), EXIT_FAILED
 
 # %% ../nbs/09_runs.ipynb #7bcd8097
@@ -715,8 +721,9 @@ def cli_run(argv: list[str] | None = None) -> int:
         params.update({k: v for k, v in args.param})
         check_paths(path, validate_params(path, params))
         bar = not args.log_output and sys.stderr.isatty()   # a progress bar in a terminal; a log keeps one line
-        result = run(path, params, name=args.name, root=args.root, kernel=args.kernel, skip_completed=args.skip_completed,
-                     log_output=args.log_output, progress=bar, execution_timeout=args.timeout)
+        result = run(path, params, name=args.name, root=args.root, kernel=args.kernel,
+                     skip_completed=args.skip_completed, log_output=args.log_output, progress=bar,
+                     execution_timeout=args.timeout)
     except (UnknownNameError, ValueError, FileNotFoundError, RobobenchError) as e:
         print(f'robobench run: error: {e}', file=sys.stderr); return 2
     if result.status != 'done': return _print_failed(result)
