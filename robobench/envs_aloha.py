@@ -112,7 +112,8 @@ class AlohaEnv(RobobenchEnv):
                        fps=float(constants.FPS), max_steps=int(max_steps or 400),
                        instruction=instruction or meta['instruction'],
                        extra=dict(gym_id=meta['gym_id'], max_reward=int(self.task.max_reward), all_cameras=names,
-                                  fast_render=bool(fast_render)))
+                                  fast_render=bool(fast_render)),
+                       action_names=list(constants.ACTIONS))   # joint targets: the same joints, in the state's order
         super().__init__(spec, render_images)
         self.object_pose, self.reward = None, 0.0
 
