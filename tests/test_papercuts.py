@@ -316,7 +316,8 @@ def test_aloha_actions_are_named_like_its_joints(tmp_path):
     finally: env.close()
     names = spec.dim_names('action')
     assert names == spec.dim_names('state') and len(names) == 14
-    assert names[0] == 'left_arm_waist' and names[6] == 'left_arm_gripper' and names[7].startswith('right_')
+    assert names[:7] == ['left_waist', 'left_shoulder', 'left_elbow', 'left_forearm_roll', 'left_wrist_angle',
+                         'left_wrist_rotate', 'left_gripper'] and names[7] == 'right_waist'   # LeRobot's ALOHA names
     assert spec.dim_names('env_state')[:4] == ['cube_pose.x', 'cube_pose.y', 'cube_pose.z', 'cube_pose.qw']
     with EpisodeWriter(tmp_path / 'ds', dataset_features(spec), spec.fps, 'local/aloha') as writer:
         writer.save(frames, spec.instruction, seed=0, success=True, steps=3)
