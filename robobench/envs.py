@@ -13,10 +13,25 @@ from .core import (Registry, RobobenchError, UnknownNameError, did_you_mean, imp
                             quiet_third_party)
 
 # %% auto #0
-__all__ = ['CANONICAL_STATE', 'GRIPPER_KEYS', 'BACKENDS', 'EnvSpec', 'ActionError', 'check_action', 'RobobenchEnv', 'Expert',
-           'ee_delta', 'Task', 'parse_state_ref', 'Backend', 'as_backend', 'register_backend', 'backends', 'list_envs',
-           'env_aliases', 'resolve_env_id', 'find_task', 'make_env', 'register_env', 'get_backend', 'canonical_state',
-           'flatten_parts', 'humanize_task', 'image_hw']
+__all__ = ['QUAT_ORDER', 'CANONICAL_STATE', 'GRIPPER_KEYS', 'BACKENDS', 'vector_names', 'EnvSpec', 'ActionError', 'check_action',
+           'RobobenchEnv', 'Expert', 'ee_delta', 'Task', 'parse_state_ref', 'Backend', 'as_backend', 'register_backend',
+           'backends', 'list_envs', 'env_aliases', 'resolve_env_id', 'find_task', 'make_env', 'register_env',
+           'get_backend', 'canonical_state', 'flatten_parts', 'humanize_task', 'image_hw']
+
+# %% ../nbs/01_envs.ipynb #afe31368
+QUAT_ORDER = {'wxyz': ('qw', 'qx', 'qy', 'qz'), 'xyzw': ('qx', 'qy', 'qz', 'qw')}
+
+def vector_names(name: str, size: int, quat: str = 'wxyz') -> list[str]:
+    """Element names of a state entry `name` of `size`: a scalar keeps its name; a position (…pos, 2 or 3) gets
+    `.x .y (.z)`, a quaternion (…quat, 4) `.qw .qx .qy .qz` in the simulator's order `quat`, a pose (…pose, 7)
+    position then quaternion; anything else `name_<i>`."""
+    if size == 1: return [name]
+    axes = None
+    if name.endswith('pos') and size in (2, 3): axes = 'xyz'[:size]
+    elif name.endswith('quat') and size == 4: axes = QUAT_ORDER[quat]
+    elif name.endswith('pose') and size == 7: axes = ('x', 'y', 'z', *QUAT_ORDER[quat])
+    elif name.endswith('pose') and size == 3: axes = ('x', 'y', 'angle')   # a planar pose
+    return [f'{name}.{a}' for a in axes] if axes else [f'{name}_{i}' for i in range(size)]
 
 # %% ../nbs/01_envs.ipynb #6b29bd22
 @dataclass
@@ -36,6 +51,8 @@ class EnvSpec:
     max_steps: int = 100
     instruction: str = ''
     extra: dict = field(default_factory=dict)             # backend kwargs used to build the env (JSON-able)
+    action_names: list = field(default_factory=list)      # one name per action dim (the backend's; [] -> a0, a1...)
+    element_names: dict = field(default_factory=dict)     # layout entry -> one name per element (e.g. joints)
 
     @property
     def state_dim(self) -> int: return int(sum(n for _, n in self.state_layout))
@@ -58,14 +75,26 @@ class EnvSpec:
                 return np.asarray(obs[part])[self.slice(name, part)]
         raise KeyError(did_you_mean(name, [n for n, _ in self.state_layout + self.env_state_layout], 'state entry'))
 
+    def dim_names(self, part: str = 'state') -> list[str]:
+        """One name per dimension of obs[`part`] ('state', 'env_state') or of the 'action': the backend's names
+        (`action_names`, `element_names`), else `vector_names` of each layout entry, else `a<i>` for actions."""
+        if part == 'action':
+            names = [str(n) for n in self.action_names]
+            return names if len(names) == self.action_dim else [f'a{i}' for i in range(self.action_dim)]
+        layout = self.state_layout if part == 'state' else self.env_state_layout
+        out = []
+        for name, size in layout:
+            given = self.element_names.get(name)
+            out += [str(n) for n in given] if given and len(given) == int(size) else vector_names(name, int(size))
+        return out
+
     def lerobot_features(self, cameras: list | None = None, video: bool = True) -> dict:
-        "LeRobot `features` dict for a dataset of this env (images only for `cameras`, default none)."
-        def names(layout): return [f'{n}_{i}' if k > 1 else n for n, k in layout for i in range(int(k))]
-        f = {'observation.state': {'dtype': 'float32', 'shape': (self.state_dim,), 'names': names(self.state_layout)},
+        """LeRobot `features` dict for a dataset of this env (images only for `cameras`, default none); each vector's
+        `names` are `dim_names` (LeRobot's convention: `features[key]['names']`, one per dimension)."""
+        f = {'observation.state': {'dtype': 'float32', 'shape': (self.state_dim,), 'names': self.dim_names('state')},
              'observation.environment_state': {'dtype': 'float32', 'shape': (self.env_state_dim,),
-                                               'names': names(self.env_state_layout)},
-             'action': {'dtype': 'float32', 'shape': (self.action_dim,),
-                        'names': [f'a{i}' for i in range(self.action_dim)]}}
+                                               'names': self.dim_names('env_state')},
+             'action': {'dtype': 'float32', 'shape': (self.action_dim,), 'names': self.dim_names('action')}}
         for c in cameras or []:
             if c not in self.cameras: raise KeyError(did_you_mean(c, self.cameras, 'camera'))
             h, w = self.cameras[c]

@@ -11,8 +11,9 @@ from .core import UnknownNameError, did_you_mean, require
 from .envs import Backend, EnvSpec, RobobenchEnv, Task, image_hw, register_backend
 
 # %% auto #0
-__all__ = ['ALOHA_TASKS', 'ALOHA_ALIASES', 'ALOHA_IMAGE_SIZE', 'ALOHA_QPOS_INDEX', 'PROBE', 'BACKEND', 'aloha_task_name',
-           'aloha_object_pose', 'aloha_task_class', 'blind_task', 'aloha_control_env', 'AlohaEnv', 'make_aloha_env']
+__all__ = ['ALOHA_TASKS', 'ALOHA_ALIASES', 'ALOHA_IMAGE_SIZE', 'ALOHA_QPOS_INDEX', 'ALOHA_JOINTS', 'PROBE', 'BACKEND',
+           'aloha_task_name', 'aloha_object_pose', 'aloha_task_class', 'blind_task', 'aloha_control_env', 'AlohaEnv',
+           'make_aloha_env']
 
 # %% ../nbs/01c_envs_aloha.ipynb #11f8682f
 ALOHA_TASKS = {
@@ -79,6 +80,11 @@ ALOHA_IMAGE_SIZE = (480, 640)   # gym-aloha's camera size (height, width)
 # %% ../nbs/01c_envs_aloha.ipynb #790a0837
 ALOHA_QPOS_INDEX = np.r_[0:7, 8:15]   # qpos of each arm's 6 joints and its left finger (the gripper), as get_qpos
 
+# %% ../nbs/01c_envs_aloha.ipynb #a2b68d04
+# the 14 joints in gym-aloha's order, named as LeRobot's ALOHA datasets name them
+ALOHA_JOINTS = tuple(f'{side}_{joint}' for side in ('left', 'right') for joint in (
+    'waist', 'shoulder', 'elbow', 'forearm_roll', 'wrist_angle', 'wrist_rotate', 'gripper'))
+
 # %% ../nbs/01c_envs_aloha.ipynb #d5b050ab
 class AlohaEnv(RobobenchEnv):
     """gym-aloha's bimanual ViperX task `task` ('TransferCube' or 'Insertion') behind the robobench interface:
@@ -108,11 +114,12 @@ class AlohaEnv(RobobenchEnv):
         self.render_camera, self._cam_names = render_camera, names
         n_act = len(constants.ACTIONS)
         spec = EnvSpec(f'aloha/{self.name}', 'aloha', self.name, n_act, 'joint_pos', [-1.0] * n_act, [1.0] * n_act,
-                       {c: list(size) for c in cams}, [(j, 1) for j in constants.JOINTS], list(meta['env_state']),
+                       {c: list(size) for c in cams}, [(j, 1) for j in ALOHA_JOINTS], list(meta['env_state']),
                        fps=float(constants.FPS), max_steps=int(max_steps or 400),
                        instruction=instruction or meta['instruction'],
                        extra=dict(gym_id=meta['gym_id'], max_reward=int(self.task.max_reward), all_cameras=names,
-                                  fast_render=bool(fast_render)))
+                                  fast_render=bool(fast_render)),
+                       action_names=list(ALOHA_JOINTS))   # joint targets: the same joints, in the state's order
         super().__init__(spec, render_images)
         self.object_pose, self.reward = None, 0.0
 

@@ -8,15 +8,15 @@ import json, os, subprocess
 from pathlib import Path
 import numpy as np
 from .core import RobobenchError, UnknownNameError, did_you_mean
-from .envs import Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, image_hw, register_backend
+from .envs import Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, image_hw, register_backend, vector_names
 from .envs_libero_worker import CAMERAS, ENV_SEED, SETTLE_STEPS, SUITE_MAX_STEPS
 from .pipes import Worker
 
 # %% auto #0
-__all__ = ['PYTHON_VAR', 'SETUP_FIX', 'SUITE_ALIASES', 'INIT_STATES', 'OSC_STEP', 'ROT_STEP', 'PALM_HALF', 'OPEN', 'CLOSE',
-           'PROBE', 'BACKEND', 'libero_python', 'worker_env', 'libero_tasks', 'parse_libero_task', 'libero_episode',
-           'libero_seeds', 'LiberoEnv', 'quat_to_matrix', 'matrix_to_axisangle', 'yaw_matrix', 'target_object',
-           'LiberoObjectExpert', 'make_libero_env']
+__all__ = ['PYTHON_VAR', 'SETUP_FIX', 'SUITE_ALIASES', 'INIT_STATES', 'LIBERO_ACTION_NAMES', 'OSC_STEP', 'ROT_STEP', 'PALM_HALF',
+           'OPEN', 'CLOSE', 'PROBE', 'BACKEND', 'libero_python', 'worker_env', 'libero_tasks', 'parse_libero_task',
+           'libero_episode', 'libero_seeds', 'libero_element_names', 'LiberoEnv', 'quat_to_matrix',
+           'matrix_to_axisangle', 'yaw_matrix', 'target_object', 'LiberoObjectExpert', 'make_libero_env']
 
 # %% ../nbs/01h_envs_libero.ipynb #9626faf4
 PYTHON_VAR = 'ROBOBENCH_LIBERO_PYTHON'   # an interpreter with LIBERO, if not the checkout's .venv-libero
@@ -95,6 +95,21 @@ def libero_seeds(task: str, per_task: int, start: int = 0) -> list:
     n = 1 if index is not None else len(libero_tasks()[suite])
     return [INIT_STATES * t + i for t in range(n) for i in range(start, start + per_task)]
 
+# %% ../nbs/01h_envs_libero.ipynb #cf2bc3ef
+LIBERO_ACTION_NAMES = ('dx', 'dy', 'dz', 'dax', 'day', 'daz', 'gripper')   # OSC_POSE deltas, then the gripper
+
+def libero_element_names(made: dict) -> dict:
+    "Element names of the worker's state / env_state layouts (`made`): joints per joint, quaternions `xyzw`."
+    out = {}
+    for name, size in list(made['state_layout']) + list(made['env_state_layout']):
+        size = int(size)
+        if name.endswith('quat'): out[name] = vector_names(name, size, 'xyzw')
+        elif name.endswith(('joint_pos', 'joint_vel')):
+            out[name] = [f"{name.rsplit('_', 2)[0]}_joint{i + 1}.{name[-3:]}" for i in range(size)]
+        elif name.endswith(('gripper_qpos', 'gripper_qvel')):
+            out[name] = [f"{name.rsplit('_', 2)[0]}_finger{i + 1}.{name[-3:]}" for i in range(size)]
+    return out
+
 # %% ../nbs/01h_envs_libero.ipynb #65ac56d4
 class LiberoEnv(RobobenchEnv):
     """A LIBERO suite or task behind the robobench interface, simulated by a worker in LIBERO's interpreter.
@@ -119,7 +134,8 @@ class LiberoEnv(RobobenchEnv):
                        instruction=instruction or made['language'],
                        extra=dict(suite=self.suite, task_index=self.task_index, n_tasks=len(self.tasks),
                                   settle_steps=self._settle, env_seed=ENV_SEED,
-                                  seed_mapping='task = seed // 50 mod n_tasks, init state = seed mod 50'))
+                                  seed_mapping='task = seed // 50 mod n_tasks, init state = seed mod 50'),
+                       action_names=list(LIBERO_ACTION_NAMES), element_names=libero_element_names(made))
         super().__init__(spec, render_images)
 
 # %% ../nbs/01h_envs_libero.ipynb #2b0584a4
@@ -146,6 +162,7 @@ def _reset(self: LiberoEnv, seed):
     if self.task_index is None:   # a suite: this episode's task decides the instruction and the objects
         self.spec.instruction = self._instruction or made['language']
         self.spec.env_state_layout = [tuple(x) for x in made['env_state_layout']]
+        self.spec.element_names = libero_element_names(made)   # this task's objects
     self._reply = self._worker.request('reset', init_state=init, settle_steps=self._settle)
     self.episode_info = {'task': made['task'], 'task_index': task, 'init_state': init, 'settle_steps': self._settle}
 

@@ -14,8 +14,9 @@ from .envs import (Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, flatt
 
 # %% auto #0
 __all__ = ['STATE_EXTRA_KEYS', 'GC_EVERY', 'MS_STEP', 'OPEN', 'CLOSE', 'MESA_FIX', 'PROBE', 'BACKEND', 'split_state_dict',
-           'to_scalar', 'vulkan_hint', 'ManiSkillEnv', 'make_maniskill_env', 'ManiSkillExpert', 'PickCubeExpert',
-           'PushCubeExpert', 'StackCubeExpert', 'check_vulkan_loader']
+           'to_scalar', 'vulkan_hint', 'controller_action_names', 'maniskill_names', 'ManiSkillEnv',
+           'make_maniskill_env', 'ManiSkillExpert', 'PickCubeExpert', 'PushCubeExpert', 'StackCubeExpert',
+           'check_vulkan_loader']
 
 # %% ../nbs/01a_envs_maniskill.ipynb #ccb70171
 # on a machine without a GPU ManiSkill renders on the CPU and says so each time it builds an env:
@@ -106,6 +107,34 @@ def _clear_without_gc(self):
     self._close_viewer()
     self.agent, self._sensors, self._human_render_cameras, self.scene, self._hidden_objects = None, {}, {}, None, []
 
+# %% ../nbs/01a_envs_maniskill.ipynb #20d8b89e
+def controller_action_names(parts: list[tuple]) -> list[str]:
+    """Action names from a combined controller's parts `[(key, controller class name, dims, use_delta, joints)]`."""
+    out = []
+    for key, cls, n, delta, joints in parts:
+        d = 'd' if delta else ''
+        if 'EEPose' in cls and n == 6: names = [d + a for a in ('x', 'y', 'z', 'roll', 'pitch', 'yaw')]
+        elif 'EEPos' in cls and n == 3: names = [d + a for a in ('x', 'y', 'z')]
+        elif 'gripper' in key and n == 1: names = ['gripper']
+        elif len(joints) == n: names = list(joints)
+        else: names = [f'{key}_{i}' for i in range(n)]
+        out += names
+    return out
+
+# %% ../nbs/01a_envs_maniskill.ipynb #8ca46461
+def maniskill_names(u, state_layout: list) -> tuple[list, dict]:
+    "(action names, element names of the state's joint vectors) of unwrapped ManiSkill env `u`."
+    ctrl = u.agent.controller
+    parts = getattr(ctrl, 'controllers', None) or {'arm': ctrl}
+    actions = controller_action_names([(k, type(c).__name__, int(np.prod(c.action_space.shape)),
+                                        bool(getattr(c.config, 'use_delta', False)), [j.name for j in c.joints])
+                                       for k, c in parts.items()])
+    joints = [j.name for j in u.agent.robot.active_joints]
+    suffix = {'qpos': 'pos', 'qvel': 'vel'}
+    elements = {name: [f'{j}.{suffix[name]}' for j in joints] for name, size in state_layout
+                if name in suffix and int(size) == len(joints)}
+    return actions, elements
+
 # %% ../nbs/01a_envs_maniskill.ipynb #3b3b8d1b
 class ManiSkillEnv(RobobenchEnv):
     """A ManiSkill3 env (num_envs=1) behind the robobench interface. With `fresh_scene` (default) every `reset(seed)`
@@ -135,6 +164,7 @@ class ManiSkillEnv(RobobenchEnv):
         for cam in cams:
             cfg = self.u.scene.sensors[cam].config
             cam_sizes[cam] = [int(cfg.height), int(cfg.width)]
+        action_names, element_names = maniskill_names(self.u, flatten_parts(st)[1])
         spec = EnvSpec(f'maniskill/{task}', 'maniskill', task, int(np.prod(space.shape)), self.u.control_mode,
                        np.asarray(space.low, np.float32).reshape(-1).tolist(),
                        np.asarray(space.high, np.float32).reshape(-1).tolist(), cam_sizes,
@@ -142,7 +172,8 @@ class ManiSkillEnv(RobobenchEnv):
                        max_steps=int(max_steps or reg.max_episode_steps or 100),
                        instruction=instruction or humanize_task(task),
                        extra=dict(sim_backend=sim_backend, fresh_scene=self.fresh_scene, sensors=sensors,
-                                  render_camera=list(self.u.scene.human_render_cameras)))
+                                  render_camera=list(self.u.scene.human_render_cameras)),
+                       action_names=action_names, element_names=element_names)
         super().__init__(spec, render_images)
         self._obs, self._info = obs, {}
 

@@ -43,7 +43,9 @@ class PushTEnv(RobobenchEnv):
                        [('block_pose', 3), ('block_keypoints', 16)],
                        fps=float(self.raw.metadata['render_fps']), max_steps=int(max_steps or 300),
                        instruction=instruction or 'push the T-shaped block onto the T-shaped target',
-                       extra=dict(gym_id='gym_pusht/PushT-v0', success_threshold=self.raw.success_threshold))
+                       extra=dict(gym_id='gym_pusht/PushT-v0', success_threshold=self.raw.success_threshold),
+                       action_names=['x', 'y'],   # the agent's target position, in pixels
+                       element_names={'block_keypoints': [f'block_keypoint{i}.{a}' for i in range(8) for a in 'xy']})
         super().__init__(spec, render_images)
         self.coverage, self._obs, self._corners = None, None, None
 

@@ -12,9 +12,10 @@ from .envs import (Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, flatt
                             image_hw, register_backend)
 
 # %% auto #0
-__all__ = ['ROBOT_STATE_KEYS', 'DEFAULT_CAMERAS', 'DR_DEFAULTS', 'RS_STEP', 'RS_OPEN', 'RS_CLOSE', 'LATCH_CLEAR', 'DOOR_HINGE',
-           'PROBE', 'BACKEND', 'controller_config', 'robot_state_parts', 'RobosuiteEnv', 'make_robosuite_env',
-           'RobosuiteExpert', 'LiftExpert', 'StackExpert', 'DoorExpert']
+__all__ = ['ROBOT_STATE_KEYS', 'OSC_ACTION_NAMES', 'DEFAULT_CAMERAS', 'DR_DEFAULTS', 'RS_STEP', 'RS_OPEN', 'RS_CLOSE',
+           'LATCH_CLEAR', 'DOOR_HINGE', 'PROBE', 'BACKEND', 'controller_config', 'robot_state_parts',
+           'arm_action_names', 'robosuite_element_names', 'RobosuiteEnv', 'make_robosuite_env', 'RobosuiteExpert',
+           'LiftExpert', 'StackExpert', 'DoorExpert']
 
 # %% ../nbs/01b_envs_robosuite.ipynb #1bfb1ac1
 def controller_config(controller: str | dict = 'OSC_POSE', robot: str = 'Panda') -> dict:
@@ -40,6 +41,29 @@ def robot_state_parts(obs: dict, n_robots: int = 1) -> list:
     "[(name, array)] of proprioception for robots 0..n-1 from a robosuite obs dict."
     return [(f'robot{i}_{k}', obs[f'robot{i}_{k}']) for i in range(n_robots) for k in ROBOT_STATE_KEYS
             if f'robot{i}_{k}' in obs]
+
+# %% ../nbs/01b_envs_robosuite.ipynb #095e27d8
+OSC_ACTION_NAMES = {'OSC_POSE': ['dx', 'dy', 'dz', 'dax', 'day', 'daz'], 'OSC_POSITION': ['dx', 'dy', 'dz']}
+
+def arm_action_names(controller: str, n: int, joints: list | None = None) -> list[str]:
+    "Names of an `n`-dim single-arm action: the arm controller's part (`OSC_ACTION_NAMES` or joints), then `gripper`."
+    arm = OSC_ACTION_NAMES.get(controller) or [str(j).removeprefix('robot0_') for j in (joints or [])]
+    return arm + ['gripper'] if len(arm) + 1 == n else [f'a{i}' for i in range(n)]
+
+# %% ../nbs/01b_envs_robosuite.ipynb #d6533afa
+def robosuite_element_names(raw, layout: list) -> dict:
+    "Element names of the joint and gripper vectors (and `xyzw` quaternions) of a robosuite env's state `layout`."
+    from robobench.envs import vector_names
+    out = {}
+    for i, robot in enumerate(raw.robots):
+        grip = [j for g in (robot.gripper.values() if isinstance(robot.gripper, dict) else [robot.gripper])
+                for j in g.joints]
+        for key, joints in (('joint_pos', robot.robot_joints), ('joint_vel', robot.robot_joints),
+                            ('gripper_qpos', grip), ('gripper_qvel', grip)):
+            out[f'robot{i}_{key}'] = [f"{j}.{'vel' if key.endswith('vel') else 'pos'}" for j in joints]
+    for name, size in layout:
+        if name.endswith('quat'): out[name] = vector_names(name, int(size), 'xyzw')
+    return {k: v for k, v in out.items() if any(n == k and int(s) == len(v) for n, s in layout)}
 
 # %% ../nbs/01b_envs_robosuite.ipynb #2263c3c5
 DEFAULT_CAMERAS = ('agentview',)
@@ -97,7 +121,10 @@ class RobosuiteEnv(RobobenchEnv):
                        {c: [int(ih), int(iw)] for c in cams}, flatten_parts(st)[1], flatten_parts(es)[1],
                        fps=float(control_freq), max_steps=max_steps, instruction=instruction or humanize_task(task),
                        extra=dict(robots=robots, controller=controller if isinstance(controller, str) else 'custom',
-                                  domain_randomization=bool(domain_randomization), all_cameras=names))
+                                  domain_randomization=bool(domain_randomization), all_cameras=names),
+                       action_names=arm_action_names(arm, int(low.shape[0]), self.raw.robots[0].robot_joints)
+                       if self._nrob == 1 else [],
+                       element_names=robosuite_element_names(self.raw, flatten_parts(st)[1] + flatten_parts(es)[1]))
         super().__init__(spec, render_images)
 
 # %% ../nbs/01b_envs_robosuite.ipynb #07ed4c1c

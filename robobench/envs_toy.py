@@ -19,7 +19,8 @@ class PointEnv(RobobenchEnv):
         cams = {c: [size, size] for c in (['top'] if cameras is None else cameras)}
         super().__init__(EnvSpec('toy/Point', 'toy', 'Point', 2, 'delta_pos', [-1, -1], [1, 1], cams,
                                  [('pos', 2)], [('goal', 2)], fps=10, max_steps=max_steps,
-                                 instruction=instruction), render_images)
+                                 instruction=instruction, action_names=['dx', 'dy'],
+                                 element_names={'goal': ['goal.x', 'goal.y']}), render_images)
         self.size, self.pos = size, np.zeros(2, np.float32)
     def _reset(self, seed): self.pos = np.random.default_rng(seed).uniform(-1, 1, 2).astype(np.float32)
     def _step(self, action):

@@ -171,8 +171,12 @@ class _Worker:
             self.close(); raise
 
     def meta(self) -> dict:
-        "Server metadata and the client's execution settings and assumptions, for run_info.json."
-        return _client_meta(self.client)
+        """Server metadata and the client's execution settings and assumptions, and the env's dimension names
+        (LeRobot feature keys -> one name per dim, for the gallery's and report's plots), for run_info.json."""
+        spec = self.env.spec
+        names = {'action': spec.dim_names('action'), 'observation.state': spec.dim_names('state'),
+                 'observation.environment_state': spec.dim_names('env_state')}
+        return {**_client_meta(self.client), 'dim_names': names}
 
     def close(self):
         for part in (getattr(self, 'client', None), getattr(self, 'env', None)):
@@ -241,7 +245,7 @@ def _run_local(cfg, seeds, run_dir, record, ready=lambda: None):
     ready()
     try:
         for seed in seeds: record(*worker.run(seed))
-        return _client_meta(worker.client)
+        return worker.meta()
     finally: worker.close()
 
 # %% ../nbs/06_evaluation.ipynb #93227874

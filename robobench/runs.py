@@ -7,17 +7,18 @@ from __future__ import annotations
 import argparse, ast, copy, datetime as _dt, functools, hashlib, itertools, json, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import (RUNS_ROOT, UnknownNameError, atomic_write_json, atomic_write_text, did_you_mean, parse_value,
+from .core import (RUNS_ROOT, RobobenchError, UnknownNameError, atomic_write_json, atomic_write_text,
+                            did_you_mean, parse_value,
                             make_run_dir, read_json, to_jsonable)
 from .config import ArgParser
 
 # %% auto #0
-__all__ = ['RUNNER_PARAMETERS', 'TEMPLATE_CONFIGS', 'SPEC_KEYS', 'templates_dir', 'list_templates', 'template_path',
-           'template_name', 'template_parameters', 'template_help', 'coerce_value', 'validate_params',
-           'template_config_fields', 'template_config', 'full_params', 'run_identity', 'runs_root', 'find_runs',
-           'RunResult', 'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python', 'default_kernel',
-           'sign_notebook', 'record_kernel', 'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep',
-           'cli_run', 'cli_sweep']
+__all__ = ['RUNNER_PARAMETERS', 'TEMPLATE_CONFIGS', 'TEMPLATE_PATHS', 'TEMPLATE_FLAGS', 'SPEC_KEYS', 'templates_dir',
+           'list_templates', 'template_path', 'template_name', 'template_parameters', 'template_help', 'coerce_value',
+           'validate_params', 'template_config_fields', 'template_config', 'full_params', 'check_paths', 'run_identity',
+           'runs_root', 'find_runs', 'RunResult', 'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python',
+           'default_kernel', 'expected_exit_code', 'template_message', 'cell_label', 'failure_message', 'sign_notebook',
+           'record_kernel', 'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep', 'cli_run', 'cli_sweep']
 
 # %% ../nbs/09_runs.ipynb #7834b160
 def _settings_nbs(root: Path) -> Path | None:
@@ -191,6 +192,28 @@ def full_params(path, params: dict | None = None) -> dict:
     template_config(path, full)   # the values must also make a valid config of the template's verb
     return full
 
+# %% ../nbs/09_runs.ipynb #63504a68
+TEMPLATE_PATHS = {   # template -> {PARAMETER: (what it must name, the fix)} for paths checked before a kernel starts
+    'evaluate': {'CHECKPOINT': (
+        'a checkpoint directory',
+        "-p CHECKPOINT DIR naming a saved checkpoint (a training run's final_model/, which holds config.json and "
+        'model.safetensors), or leave CHECKPOINT unset and pick the policy with -p CLIENT HOST:PORT (a policy server) '
+        'or -p CLIENT random')},
+}
+
+# %% ../nbs/09_runs.ipynb #033268a2
+def check_paths(path, params: dict, cwd=None) -> None:
+    "Raise `RobobenchError` (exit 2) for a path parameter of template `path` (see `TEMPLATE_PATHS`) that names nothing."
+    from robobench.core import RobobenchError
+    tname = template_name(template_path(path))
+    for name, (what, fix) in TEMPLATE_PATHS.get(tname, {}).items():
+        value = params.get(name)
+        if value in (None, ''): continue
+        where = Path(cwd or os.getcwd()) / Path(str(value)).expanduser()
+        if not where.is_dir():
+            raise RobobenchError(f"template {tname!r}: {name} {str(value)!r} is not {what} "
+                                 f"({'no such path' if not where.exists() else 'not a directory'}: {where}).", fix)
+
 # %% ../nbs/09_runs.ipynb #04e3f4bd
 def run_identity(template: str, params: dict) -> str:
     "A short hash of (template name, full params): equal for runs that must give the same result."
@@ -309,6 +332,88 @@ def _error_info(e: BaseException) -> dict:
     return {'ename': type(e).__name__, 'evalue': str(e), 'cell': None,
             'traceback': ''.join(traceback.format_exception(e))[-3000:]}
 
+# %% ../nbs/09_runs.ipynb #878ecb34
+def expected_exit_code(ename: str | None) -> int | None:
+    """The exit code of robobench's own error class named `ename` (a `RobobenchError` subclass or `UnknownNameError`,
+    raised in a template's kernel, so only its name comes back), else None: not an expected mistake."""
+    import importlib
+    from robobench.core import EXIT_USAGE, RobobenchError
+    mods = [spec.split(':')[0] for spec, *_ in TEMPLATE_CONFIGS.values()]   # the verbs the templates call ...
+    for mod in mods + ['robobench.clients', 'robobench.envs', 'robobench.data', 'robobench.checkpoints']:  # and theirs
+        try: importlib.import_module(mod)   # cheap: heavy imports happen inside functions
+        except Exception: pass
+    def walk(cls):
+        yield cls
+        for sub in cls.__subclasses__(): yield from walk(sub)
+    codes = {c.__name__: EXIT_USAGE for c in walk(UnknownNameError)}
+    codes.update({c.__name__: getattr(c, 'exit_code', EXIT_USAGE) for c in walk(RobobenchError)})
+    return codes.get(ename)
+
+# %% ../nbs/09_runs.ipynb #6333b725
+TEMPLATE_FLAGS = {   # template -> {how a CLI verb's message names an option: how to say it for the template}
+    'evaluate': {'-m HOST:PORT': '-p CLIENT HOST:PORT', '-m CHECKPOINT_DIR': '-p CHECKPOINT DIR',
+                 '--policy.client NAME': '-p CLIENT NAME', '-m/--policy-server': '-p CLIENT',
+                 '--policy-server': '-p CLIENT', '-m': '-p CLIENT', '--policy.client': '-p CLIENT',
+                 '--policy.<name> VALUE': '-p CLIENT_KWARGS {name: VALUE}', '--policy.<name>': 'a key of CLIENT_KWARGS',
+                 '-e': '-p ENV', '--environment': '-p ENV'},
+    'finetune': {'--repo-ids': '-p DATASETS', '--dataset.repo_id': '-p DATASETS'},
+}
+
+# %% ../nbs/09_runs.ipynb #0df142aa
+_FLAG = r'(?<![\w./-])--?[A-Za-z][\w.<>-]*'
+
+def template_message(path, msg: str) -> str:
+    """`msg` (raised by the library a template calls) said for template `path`: the CLI flags it names become the
+    template's `-p PARAMETER`s; a fix that names a flag the template has no parameter for is replaced by a pointer to
+    the template's parameters, so the message suggests only parameters the template really has."""
+    import re
+    tname = template_name(template_path(path))
+    found = template_config_fields(path)
+    flags = {f"--{field.replace('_', '-')}": f'-p {param}' for param, field in (found[1] if found else {}).items()}
+    flags.update(TEMPLATE_FLAGS.get(tname, {}))
+    msg = ' '.join(str(msg).split())
+    for flag in sorted(flags, key=len, reverse=True):
+        msg = re.sub(r'(?<![\w./-])' + re.escape(flag) + r'(?![\w.-])', lambda m: flags[flag], msg)
+    what, sep, fix = msg.partition(' Fix: ')
+    stray = lambda s: [f for f in re.findall(_FLAG, s) if f != '-p']
+    if stray(fix) or (not sep and stray(what)):
+        fix = (f'set it with -p NAME VALUE; `robobench run {tname} --help-params` lists the parameters of '
+               f"template {tname!r}"); sep = ' Fix: '
+        what = re.sub(r'\s*\(?\b(?:pass|use|give)\b[^.;]*' + _FLAG + r'[^.;]*[.;)]?', '', what) if stray(what) else what
+    return what + sep + fix
+
+# %% ../nbs/09_runs.ipynb #d8b60192
+def cell_label(err: dict) -> str:
+    "The failing cell as the executed notebook shows it: `In [N]` (its execution count), else its position."
+    if err.get('exec_count') is not None: return f"In [{err['exec_count']}]"
+    if err.get('cell') is not None: return f"cell {err['cell'] + 1} (no execution count)"
+    return 'no cell (the kernel did not run it)'
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1] if lines else ''
+
+def failure_message(result: 'RunResult') -> tuple[str, int]:
+    """(the one line `robobench run` prints on stderr for failed `result`, its exit code): 2 (or the error's own
+    code) for robobench's own errors, 3 when an evaluation ended with error episodes, else 1."""
+    from robobench.core import EXIT_EPISODE_ERRORS, EXIT_FAILED
+    err = result.error or {}
+    where = cell_label(err)
+    code = expected_exit_code(err.get('ename'))
+    if (result.metrics or {}).get('errors'):   # everything written, some episodes ended in an error: rerun to retry
+        return (f"robobench run: {result.template}: {result.metrics['errors']} episode(s) ended in an error and are "
+                f"not counted ({where}); see {result.run_dir}/episodes.jsonl and rerun to retry them",
+                EXIT_EPISODE_ERRORS)
+    if code is not None:
+        info = read_json(result.run_dir / 'run_info.json', default={}) if result.run_dir else {}
+        tpl = info.get('papermill', {}).get('template_path') or result.template
+        try: msg = template_message(tpl, err.get('evalue', ''))
+        except (UnknownNameError, FileNotFoundError): msg = ' '.join(str(err.get('evalue', '')).split())
+        return f'robobench run: error: template {result.template!r}, {where}: {msg}', code
+    last = _last_line(err.get('evalue', ''))
+    return (f"robobench run: {result.template} failed at {where}: {err.get('ename')}: {last} "
+            f'(the traceback is in the executed notebook)'), EXIT_FAILED
+
 # %% ../nbs/09_runs.ipynb #7bcd8097
 def _completed(template: str, root, identity: str) -> tuple[Path | None, Path | None]:
     "(newest done run dir with metrics.json, newest other run dir to retry in) for `identity`."
@@ -384,6 +489,7 @@ def run(template, params: dict | None = None, name: str | None = None, root=None
     path = template_path(template)
     tname = template_name(path)
     full = full_params(path, params)
+    check_paths(path, full, cwd)   # before a kernel starts or a run dir exists
     ident = run_identity(tname, full)
     root = runs_root(root).resolve()
     run_dir = None
@@ -461,7 +567,7 @@ def expand_sweep(spec) -> list[dict]:
     for values in itertools.product(*(spec['grid'][k] for k in keys)):
         cell = dict(zip(keys, values))
         params = {**spec['params'], **cell}
-        validate_params(path, params)
+        check_paths(path, validate_params(path, params))
         out.append({'template': str(path), 'name': _cell_name(spec['name'], cell), 'params': params, 'cell': cell})
     return out
 
@@ -584,14 +690,16 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument('--help-params', action='store_true', help="show the template's parameters and exit")
     return parser
 
-def _print_failed(result: RunResult):
-    "What `robobench run` says of a failed run: its cell, error and traceback (stderr), the notebook and run dir."
-    err = result.error or {}
-    print(f"robobench run: {result.template} failed in cell {err.get('cell')}: "
-          f"{err.get('ename')}: {err.get('evalue')}\n"
-          f"{err.get('traceback', '')[-1500:]}", file=sys.stderr)
+def _print_failed(result: RunResult) -> int:
+    """What `robobench run` says of a failed run: one line on stderr (see `failure_message`; the whole traceback too
+    with `ROBOBENCH_DEBUG=1`), the executed notebook and the run dir on stdout. Returns the exit code."""
+    from robobench.core import debug_enabled
+    line, code = failure_message(result)
+    if debug_enabled(): print((result.error or {}).get('traceback', ''), file=sys.stderr)
+    print(line, file=sys.stderr)
     print(f'executed notebook: {result.notebook}')
     print(result.run_dir)
+    return code
 
 # %% ../nbs/09_runs.ipynb #7e5be04e
 def cli_run(argv: list[str] | None = None) -> int:
@@ -611,12 +719,14 @@ def cli_run(argv: list[str] | None = None) -> int:
             import yaml
             params.update(yaml.safe_load(Path(args.params_file).read_text()) or {})
         params.update({k: v for k, v in args.param})
-        validate_params(path, params)
-    except (UnknownNameError, ValueError, FileNotFoundError) as e:
+        check_paths(path, validate_params(path, params))
+        bar = not args.log_output and sys.stderr.isatty()   # a progress bar in a terminal; a log keeps one line
+        result = run(path, params, name=args.name, root=args.root, kernel=args.kernel,
+                     skip_completed=args.skip_completed, log_output=args.log_output, progress=bar,
+                     execution_timeout=args.timeout)
+    except (UnknownNameError, ValueError, FileNotFoundError, RobobenchError) as e:
         print(f'robobench run: error: {e}', file=sys.stderr); return 2
-    result = run(path, params, name=args.name, root=args.root, kernel=args.kernel, skip_completed=args.skip_completed,
-                 log_output=args.log_output, progress=not args.log_output, execution_timeout=args.timeout)
-    if result.status != 'done': _print_failed(result); return 1
+    if result.status != 'done': return _print_failed(result)
     if result.skipped: print('(skipped: a finished run with the same parameters exists)')
     print(f"metrics: {json.dumps(result.metrics)[:500]}")
     print(result.run_dir)

@@ -13,8 +13,8 @@ from .evaluation import EvalResult
 from .stats import outcome as _outcome, wilson_interval
 
 # %% auto #0
-__all__ = ['as_result', 'select_episodes', 'caption', 'video_policy', 'Shown', 'show_episodes', 'plot_success', 'plot_episode',
-           'browse_episodes', 'policy_label', 'report']
+__all__ = ['as_result', 'select_episodes', 'caption', 'video_policy', 'Shown', 'show_episodes', 'plot_success', 'action_names',
+           'plot_episode', 'browse_episodes', 'policy_label', 'report']
 
 # %% ../nbs/07_viz.ipynb #c5774277
 def as_result(run) -> EvalResult:
@@ -97,15 +97,23 @@ def plot_success(runs: dict, ax=None, title: str = 'success rate (95% Wilson int
     for pos, value in enumerate(rate): ax.text(pos, min(0.95, value + 0.03), f'{value:.0%}', ha='center', fontsize=9)
     return ax
 
+# %% ../nbs/07_viz.ipynb #ad103631
+def action_names(run, n: int) -> list[str]:
+    "One name per action dim of run `run`: the env's, recorded in `run_info.json` (`dim_names`), else `a<i>`."
+    res = as_result(run)
+    info = read_json(res.run_dir / 'run_info.json', default={}) if res.run_dir else {}
+    names = (info.get('dim_names') or {}).get('action') or []
+    return [str(x) for x in names] if len(names) == n else [f'a{i}' for i in range(n)]
+
 # %% ../nbs/07_viz.ipynb #aba54af4
 def plot_episode(run, seed: int, ax=None):
-    "Actions of one episode over time (from its saved trajectory)."
+    "Actions of one episode over time (from its saved trajectory), each line named after its action dim."
     import matplotlib.pyplot as plt
     res = as_result(run); traj = res.trajectory(seed)
     rec = next(r for r in res.episodes if r['seed'] == seed)
     if ax is None: _, ax = plt.subplots(figsize=(6, 2.5))
     actions = np.asarray(traj['action']).reshape(len(traj['action']), -1)
-    for dim, series in enumerate(actions.T): ax.plot(series, label=f'a{dim}', lw=1)
+    for series, name in zip(actions.T, action_names(res, actions.shape[1])): ax.plot(series, label=name, lw=1)
     ax.set_xlabel('step'); ax.set_ylabel('action'); ax.set_title(caption(rec), fontsize=10)
     if actions.shape[1] <= 8: ax.legend(fontsize=7, ncol=4, loc='upper right')
     else:   # a long legend (a bimanual robot's 14 joints) goes beside the plot instead of over it
@@ -234,7 +242,9 @@ def _report_rollouts(res, videos_per_outcome: int) -> list[str]:
                                        controls=True, loop=True, muted=True, width=256)
             if rec.get('trajectory'):
                 fig, ax = plt.subplots(figsize=(3.4, 1.8)); plot_episode(res, rec['seed'], ax=ax)
-                cell += '<br>' + _embed('img', _fig_png(fig), 'image/png', width=256)
+                dims = html.escape(', '.join(t.get_text() for t in ax.get_legend().get_texts()), quote=True)
+                cell += '<br>' + _embed('img', _fig_png(fig), 'image/png', width=256, alt=f'actions: {dims}',
+                                        title=f'actions: {dims}')
             parts.append(cell + f'<figcaption>{html.escape(caption(rec))}</figcaption></figure>')
         parts.append('</div>')
     return parts

@@ -115,7 +115,7 @@ def test_collect_transfer_cube_loads_in_lerobot(tmp_path):
     f = ds.meta.features
     assert ds.num_episodes == 2 and ds.fps == 50 and ds.meta.robot_type == 'aloha'
     assert tuple(f['observation.state']['shape']) == (14,) and tuple(f['action']['shape']) == (14,)
-    assert f['observation.state']['names'][:2] == ['left_arm_waist', 'left_arm_shoulder']
+    assert f['observation.state']['names'][:2] == ['left_waist', 'left_shoulder']   # LeRobot's ALOHA names
     assert tuple(f['observation.environment_state']['shape']) == (7,)
     assert tuple(f['observation.images.top']['shape']) == (48, 64, 3)
     item = ds[0]

@@ -295,3 +295,76 @@ def test_gallery_and_episode_browser_render_and_react(lab, driver, tmp_path):
                       f'the camera image to change after the frame slider moved (before: {before})')
         assert after[0] != before[0], (before, after)          # a new image value came back from the kernel
         driver.save_screenshot(str(tmp_path / 'episode-browser.png'))
+
+
+def _video_meta(drv, scope_js: str):
+    "[{readyState, duration}] of the <video>s found by `scope_js` (an expression giving a node list), asked to load."
+    return drv.execute_script(PANEL + f"""return Array.from({scope_js}).map(v => {{
+        v.muted = true; if (v.readyState === 0 && v.networkState !== 3) v.load(); v.play().catch(() => {{}});
+        return {{readyState: v.readyState, duration: v.duration}}; }});""")
+
+
+def test_aloha_inline_video_lasts_steps_over_env_fps_and_a_cli_report_plays(lab, driver, tmp_path):
+    """An executed ALOHA evaluation (50 Hz) plays its inline video for steps / fps seconds (not at mediapy's 20 fps);
+    the report.html of a `robobench eval` run plays its embedded video in Chromium."""
+    from robobench.cli import main
+    from robobench.core import read_jsonl
+    from robobench.runs import run
+    r = run('evaluate', {'ENV': 'aloha/TransferCube', 'CLIENT': 'random', 'EPISODES': 1, 'MAX_STEPS': 30,
+                         'ENV_KWARGS': {'fast_render': True}, 'SHOW_VIDEOS': 1}, name='aloha', root=lab.root / 'runs')
+    assert r.status == 'done', r.error
+    (rec,) = read_jsonl(r.run_dir / 'episodes.jsonl')
+    fps = 50.0                                                      # gym-aloha's control rate
+    assert rec['video_fps'] == fps and rec['length'] == 30
+    with screenshots(driver, lab, tmp_path, 'aloha'):
+        open_notebook(driver, lab, r.notebook.relative_to(lab.root))
+        scope = "panel().node.querySelectorAll('.jp-OutputArea-output video')"
+        vs = _wait(lambda: (m := _video_meta(driver, scope)) and all(v['readyState'] >= 1 for v in m) and m, 30,
+                   'the ALOHA run\'s inline video to load its metadata')
+        (v,) = vs
+        assert abs(v['duration'] - rec['length'] / fps) <= 1.5 / fps, (v, rec['length'], fps)   # 0.6 s, not 1.5 s
+        show_first_video(driver)
+        driver.save_screenshot(str(tmp_path / 'aloha-run.png'))
+
+    cli_run = tmp_path / 'cli_eval'
+    assert main(['eval', '-e', 'toy/Point', '--policy.client', 'random', '--episodes', '1', '--max-steps', '6',
+                 '--run-folder', str(cli_run)]) == 0
+    with screenshots(driver, lab, tmp_path, 'report'):
+        driver.get((cli_run / 'report.html').as_uri())               # as a user opens it: the file, no server
+        def report_video():
+            m = driver.execute_script("""return Array.from(document.querySelectorAll('video')).map(v => {
+                v.muted = true; v.play().catch(() => {}); return {readyState: v.readyState, duration: v.duration,
+                src: (v.currentSrc || '').slice(0, 15)}; });""")
+            return m if m and all(v['readyState'] >= 2 for v in m) else None
+        vs = _wait(report_video, 20, 'report.html\'s video to reach readyState >= 2 (HAVE_CURRENT_DATA)')
+        assert len(vs) == 1 and vs[0]['src'].startswith('data:video/mp4') and vs[0]['duration'] > 0, vs
+        driver.save_screenshot(str(tmp_path / 'cli-report.png'))
+
+
+def test_quickstart_notebook_shows_no_stderr_box(lab, driver, tmp_path):
+    """The quickstart executed by `robobench run` (reduced: the toy env, a few ACT steps; the same LeRobot training,
+    policy server and websocket evaluation) has no stderr output: JupyterLab draws no pink box."""
+    from robobench.runs import run
+    r = run('quickstart', {'ENV': 'toy/Point', 'DEMOS': 4, 'TRAINING_STEPS': 20, 'BATCH_SIZE': 8,
+                           'POLICY_KWARGS': {'dim_model': 16, 'dim_feedforward': 32, 'n_heads': 2, 'use_vae': False},
+                           'ACTION_CHUNK_SIZE': 5, 'N_ACTION_STEPS': 5, 'EVAL_EPISODES': 2, 'VIDEO_EPISODES': 1,
+                           'SHOW_VIDEOS': 1}, name='quiet', root=lab.root / 'runs')
+    assert r.status == 'done', r.error
+    nb = json.loads(r.notebook.read_text())
+    stderr = [o.get('text') for c in nb['cells'] for o in c.get('outputs', []) if o.get('name') == 'stderr']
+    assert not stderr, stderr
+    with screenshots(driver, lab, tmp_path, 'quickstart'):
+        open_notebook(driver, lab, r.notebook.relative_to(lab.root))
+        # JupyterLab renders only the cells near the viewport: read every cell's output models (what it draws from)
+        # and the output areas drawn so far
+        def outputs():
+            return driver.execute_script(PANEL + """const p = panel(); if (!p || !p.content) return null;
+                const models = p.content.widgets.filter(c => c.model.type === 'code').flatMap(c => {
+                    const o = c.model.outputs; return Array.from({length: o.length}, (_, i) => o.get(i).toJSON()); });
+                const sel = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]';
+                return models.length ? {outputs: models.length,
+                    stderr: models.filter(o => o.output_type === 'stream' && o.name === 'stderr').map(o => o.text),
+                    boxes: Array.from(p.node.querySelectorAll(sel)).map(o => o.textContent.slice(0, 300))} : null;""")
+        counts = _wait(outputs, 30, 'the quickstart\'s outputs')
+        assert counts['outputs'] > 3 and counts['stderr'] == [] and counts['boxes'] == [], counts
+        driver.save_screenshot(str(tmp_path / 'quickstart.png'))

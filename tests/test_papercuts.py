@@ -220,3 +220,161 @@ def test_gallery_empty_filter_says_so():
         assert plot.layout.display is None and plot.value              # a failure with its action plot
         outcome.value = 'success'                                       # none: text, and no empty (broken) image
         assert plot.layout.display == 'none' and 'no episodes match' in rec.value
+
+
+# --- papermill failures (point 8): one line, the cell as the notebook shows it, exit 2 for the user's mistakes -----
+
+def _cli_flags(text: str) -> list[str]:
+    "The CLI-style options a message suggests (`-m`, `--policy.client`, ...), `-p` (a template parameter) aside."
+    return [f for f in re.findall(r'(?<![\w./-])--?[A-Za-z][\w.<>-]*', text) if f != '-p']
+
+
+def test_run_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
+    "`robobench run evaluate -p CHECKPOINT checkpoints/nope`: one line naming the parameter, exit 2, no run folder."
+    from robobench.runs import template_parameters
+    p = subprocess.run(ROBOBENCH + ['run', 'evaluate', '-p', 'CHECKPOINT', 'checkpoints/nope', '--root',
+                                    str(tmp_path / 'runs')], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert "CHECKPOINT 'checkpoints/nope'" in lines[0] and 'not a checkpoint directory' in lines[0]
+    assert not _cli_flags(lines[0]), lines[0]                          # no -m / --policy.client: not this template's
+    named = set(re.findall(r'-p ([A-Z_]+)', lines[0]))
+    assert named and named <= set(template_parameters('evaluate')), named
+    assert not (tmp_path / 'runs').exists()                            # failed before any work: nothing left behind
+
+
+def test_run_bad_parameter_value_in_a_cell_is_exit_2_with_its_in_number(tmp_path, capsys):
+    "A robobench error raised inside the template (a client spec naming nothing): exit 2, one line, In [N], -p names."
+    from robobench.runs import cli_run, template_parameters
+    code = cli_run(['evaluate', '-p', 'ENV', 'toy/Point', '-p', 'CLIENT', 'no_such_client', '-p', 'EPISODES', '1',
+                    '--root', str(tmp_path)])
+    cap = capsys.readouterr()
+    assert code == 2, cap.err
+    (line,) = cap.err.strip().splitlines()
+    nb = json.loads(Path(cap.out.strip().splitlines()[-1], 'evaluate.ipynb').read_text())
+    (failed,) = [c for c in nb['cells'] if c['cell_type'] == 'code'
+                 and any(o.get('output_type') == 'error' for o in c.get('outputs', []))]
+    assert f"In [{failed['execution_count']}]" in line, line           # as the notebook shows it, not a 0-based index
+    assert "'no_such_client' is not a host:port" in line and not _cli_flags(line), line
+    named = set(re.findall(r'-p ([A-Z_]+)', line))
+    assert 'CLIENT' in named and named <= set(template_parameters('evaluate')), named
+
+
+def test_run_bug_in_a_template_cell_is_exit_1_with_cell_and_last_line(tmp_path, capsys):
+    "A real bug in a cell is not the user's mistake: exit 1, the cell's In [N] and the error's last line."
+    from robobench.runs import cli_run
+    cells = [{'cell_type': 'code', 'id': 'p', 'metadata': {'tags': ['parameters']}, 'execution_count': None,
+              'outputs': [], 'source': 'SEED = 0  # seed\nRUN_DIR = None  # set by the runner\nN = 2  # a count'},
+             {'cell_type': 'code', 'id': 'a', 'metadata': {}, 'execution_count': None, 'outputs': [],
+              'source': 'x = N * 2'},
+             {'cell_type': 'code', 'id': 'b', 'metadata': {}, 'execution_count': None, 'outputs': [],
+              'source': "raise KeyError('first line\\nlast line of the bug')"}]
+    tpl = tmp_path / 'buggy.ipynb'
+    tpl.write_text(json.dumps({'cells': cells, 'metadata': {'kernelspec': {'name': 'python3', 'language': 'python',
+                   'display_name': 'Python 3'}}, 'nbformat': 4, 'nbformat_minor': 5}))
+    code = cli_run([str(tpl), '-p', 'N', '3', '--root', str(tmp_path / 'runs')])
+    cap = capsys.readouterr()
+    assert code == 1, cap.err
+    (line,) = cap.err.strip().splitlines()
+    assert 'failed at In [4]' in line and 'KeyError' in line, line     # parameters, injected, x = ..., raise
+    assert 'Traceback' not in line and 'executed notebook' in line
+    assert Path(cap.out.strip().splitlines()[-1], 'buggy.ipynb').exists()
+
+
+# --- dimension names (part 2): every backend names its action dims and state entries; datasets, inspect, report ---
+
+def test_collected_dataset_and_inspect_stats_name_every_dimension(tmp_path, capsys):
+    "collect writes LeRobot's `features[key]['names']`; `inspect --stats` prints them (no a0 / pos_0)."
+    from robobench.cli import main
+    out = tmp_path / 'ds'
+    assert main(['collect', '--env', 'toy/Point', '--episodes', '2', '--out', str(out)]) == 0
+    feats = json.loads((out / 'meta' / 'info.json').read_text())['features']
+    assert feats['action']['names'] == ['dx', 'dy']
+    assert feats['observation.state']['names'] == ['pos.x', 'pos.y']
+    assert feats['observation.environment_state']['names'] == ['goal.x', 'goal.y']
+    capsys.readouterr()
+    assert main(['inspect', str(out), '--stats']) == 0
+    text = capsys.readouterr().out
+    rows = {line.split()[1] for line in text.splitlines() if re.match(r'\s+\d+\s+\S+\s+-?\d', line)}
+    assert {'dx', 'dy', 'pos.x', 'pos.y', 'goal.x', 'goal.y'} <= rows, text
+    assert 'action_0' not in text and 'a0' not in rows
+
+
+def test_aloha_actions_are_named_like_its_joints(tmp_path):
+    "ALOHA's 14 joint targets carry the state's joint names, in a dataset's info.json too (LeRobot writes them)."
+    from robobench.collect import dataset_features
+    from robobench.envs import make_env
+    from robobench.writer import EpisodeWriter
+    env = make_env('aloha/TransferCube', cameras=[])
+    try:
+        spec = env.spec
+        obs, _ = env.reset(seed=0)
+        frames = [{'observation.state': obs['state'], 'observation.environment_state': obs['env_state'],
+                   'action': np.zeros(spec.action_dim, np.float32), 'episode_success': np.array([True]),
+                   'seed': np.array([0], np.int64)} for _ in range(3)]
+    finally: env.close()
+    names = spec.dim_names('action')
+    assert names == spec.dim_names('state') and len(names) == 14
+    assert names[:7] == ['left_waist', 'left_shoulder', 'left_elbow', 'left_forearm_roll', 'left_wrist_angle',
+                         'left_wrist_rotate', 'left_gripper'] and names[7] == 'right_waist'   # LeRobot's ALOHA names
+    assert spec.dim_names('env_state')[:4] == ['cube_pose.x', 'cube_pose.y', 'cube_pose.z', 'cube_pose.qw']
+    with EpisodeWriter(tmp_path / 'ds', dataset_features(spec), spec.fps, 'local/aloha') as writer:
+        writer.save(frames, spec.instruction, seed=0, success=True, steps=3)
+    feats = json.loads((tmp_path / 'ds' / 'meta' / 'info.json').read_text())['features']
+    assert feats['action']['names'] == names and feats['observation.state']['names'] == names
+
+
+def test_pusht_and_toy_names():
+    from robobench.envs import make_env
+    env = make_env('pusht/PushT', cameras=[])
+    try:
+        assert env.spec.dim_names('action') == ['x', 'y']
+        assert env.spec.dim_names('state') == ['agent_pos.x', 'agent_pos.y']
+        es = env.spec.dim_names('env_state')
+        assert es[:3] == ['block_pose.x', 'block_pose.y', 'block_pose.angle'] and len(set(es)) == len(es) == 19
+    finally: env.close()
+
+
+@pytest.mark.sim
+def test_maniskill_names_follow_the_control_mode():
+    from robobench.envs import make_env
+    joints = [f'panda_joint{i}' for i in range(1, 8)]
+    expected = {'pd_ee_delta_pose': ['dx', 'dy', 'dz', 'droll', 'dpitch', 'dyaw', 'gripper'],
+                'pd_joint_delta_pos': joints + ['gripper']}
+    for mode, names in expected.items():
+        env = make_env('maniskill/PickCube-v1', cameras=[], control_mode=mode)
+        try: spec = env.spec
+        finally: env.close()
+        assert spec.dim_names('action') == names, mode
+        state = spec.dim_names('state')
+        assert state[:9] == [f'{j}.pos' for j in joints] + ['panda_finger_joint1.pos', 'panda_finger_joint2.pos']
+        assert not [n for n in state if n.startswith(('qpos_', 'qvel_'))] and len(set(state)) == len(state)
+        assert spec.lerobot_features()['action']['names'] == names
+
+
+@pytest.mark.sim
+def test_robosuite_osc_names():
+    from robobench.envs import make_env
+    env = make_env('robosuite/Lift', cameras=[])
+    try: spec = env.spec
+    finally: env.close()
+    assert spec.dim_names('action') == ['dx', 'dy', 'dz', 'dax', 'day', 'daz', 'gripper']
+    state = spec.dim_names('state')
+    assert state[0] == 'robot0_joint1.pos' and 'robot0_eef_quat.qw' in state and len(set(state)) == len(state)
+
+
+def test_report_and_gallery_plots_use_the_action_names(tmp_path, capsys):
+    "An eval records the env's dimension names in run_info.json; the report's and gallery's action plots use them."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from robobench.cli import main
+    from robobench.viz import plot_episode
+    run = tmp_path / 'run'
+    assert main(['eval', '-e', 'toy/Point', '--policy.client', 'random', '--episodes', '1', '--max-steps', '4',
+                 '--run-folder', str(run)]) == 0, capsys.readouterr().err
+    info = json.loads((run / 'run_info.json').read_text())
+    assert info['dim_names']['action'] == ['dx', 'dy'] and info['dim_names']['observation.state'] == ['pos.x', 'pos.y']
+    assert 'actions: dx, dy' in (run / 'report.html').read_text()
+    ax = plot_episode(run, 0)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ['dx', 'dy']; plt.close(ax.figure)

@@ -138,9 +138,9 @@ def test_cli_run_prints_run_dir_and_fails_with_the_error(tmp_path, capsys):
     assert cli_run(args + ['--name', 'ok']) == 0
     d = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert d.name.endswith('_ok') and read_json(d / 'metrics.json')['episodes'] == 2
-    assert cli_run(args + ['-p', 'CLIENT', 'no_such_client', '--name', 'bad']) == 1
+    assert cli_run(args + ['-p', 'CLIENT', 'no_such_client', '--name', 'bad']) == 2   # a bad parameter value: exit 2
     cap = capsys.readouterr()
-    assert "ClientSpecError: 'no_such_client' is not a host:port" in cap.err
+    assert "In [4]: 'no_such_client' is not a host:port" in cap.err and 'Traceback' not in cap.err
     d = Path(cap.out.strip().splitlines()[-1])
     st = read_json(d / 'status.json')
     assert (st['status'] == 'failed' and st['error']['ename'] == 'ClientSpecError'
