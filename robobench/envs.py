@@ -14,9 +14,9 @@ from .core import (Registry, RobobenchError, UnknownNameError, did_you_mean, imp
 
 # %% auto #0
 __all__ = ['CANONICAL_STATE', 'GRIPPER_KEYS', 'BACKENDS', 'EnvSpec', 'ActionError', 'check_action', 'RobobenchEnv', 'Expert',
-           'ee_delta', 'Task', 'parse_state_ref', 'Backend', 'as_backend', 'register_backend', 'backends', 'list_envs',
-           'env_aliases', 'resolve_env_id', 'find_task', 'make_env', 'register_env', 'get_backend', 'canonical_state',
-           'flatten_parts', 'humanize_task', 'image_hw']
+           'ee_delta', 'Task', 'parse_state_ref', 'DatasetLayout', 'Backend', 'as_backend', 'register_backend',
+           'backends', 'list_envs', 'env_aliases', 'resolve_env_id', 'find_task', 'make_env', 'register_env',
+           'get_backend', 'canonical_state', 'flatten_parts', 'humanize_task', 'image_hw']
 
 # %% ../nbs/01_envs.ipynb #6b29bd22
 @dataclass
@@ -212,6 +212,26 @@ def parse_state_ref(ref: str) -> tuple[str, slice]:
     start, stop = (int(v) if v else None for v in m.group(2, 3))
     return m.group(1), slice(start, stop)
 
+# %% ../nbs/01_envs.ipynb #d65fdd67
+@dataclass
+class DatasetLayout:
+    """How a backend's demos are written (`collect`) when it has its own dataset convention (e.g. openpi's
+    conversion's): LeRobot `features` (a dict, or (spec) -> dict), one dataset frame per (observation, action)
+    (`frame(obs, None)`: the observation's part), the cameras `frame` reads, fps and robot type, and `policy_names`
+    (dataset key -> LeRobot policy feature: what a policy trained on it takes as input)."""
+    name: str
+    features: Any                                    # {key: {'dtype', 'shape', 'names'}}, or (spec) -> that
+    frame: Callable                                  # (obs, action | None) -> {key: value}
+    cameras: list = field(default_factory=list)      # env cameras `frame` reads (collect renders them)
+    fps: float | None = None                         # the dataset's fps (None: the env's)
+    robot_type: str | None = None                    # None: the backend's name
+    policy_names: dict = field(default_factory=dict)
+
+    def lerobot_features(self, spec=None, video: bool = False) -> dict:
+        "The LeRobot features for an env of `spec` (images stored as video with `video`)."
+        feats = self.features(spec) if callable(self.features) else self.features
+        return {k: {**f, 'dtype': 'video'} if video and f['dtype'] == 'image' else dict(f) for k, f in feats.items()}
+
 # %% ../nbs/01_envs.ipynb #d9e96555
 @dataclass
 class Backend:
@@ -232,6 +252,8 @@ class Backend:
     checks: list = field(default_factory=list)    # doctor: more checks, callables returning doctor `CheckResult`s
     episode_seeds: Any = None                     # (task, per_task, start) -> seeds running each sub-task per_task
                                                   # times (a suite's tasks x init states): `--episodes-per-task`
+    dataset: Any = None                           # (spec) -> `DatasetLayout` its demos are written in by `collect`
+                                                  # (None: robobench's columns state/env_state/action/images)
     listed: bool = True                           # False for test-only simulators (left out of expert sweeps)
     title: str = ''                               # how people write its name, for messages
     doc: str = ''                                 # one line for `robobench doctor` and error messages
