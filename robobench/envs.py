@@ -16,7 +16,7 @@ from .core import (Registry, RobobenchError, UnknownNameError, did_you_mean, imp
 __all__ = ['CANONICAL_STATE', 'GRIPPER_KEYS', 'BACKENDS', 'EnvSpec', 'ActionError', 'check_action', 'RobobenchEnv', 'Expert',
            'ee_delta', 'Task', 'parse_state_ref', 'DatasetLayout', 'Backend', 'as_backend', 'register_backend',
            'backends', 'list_envs', 'env_aliases', 'resolve_env_id', 'find_task', 'make_env', 'register_env',
-           'get_backend', 'canonical_state', 'flatten_parts', 'humanize_task', 'image_hw']
+           'get_backend', 'canonical_state', 'dataset_request', 'flatten_parts', 'humanize_task', 'image_hw']
 
 # %% ../nbs/01_envs.ipynb #6b29bd22
 @dataclass
@@ -384,6 +384,23 @@ def canonical_state(spec: EnvSpec, obs: dict, name: str) -> np.ndarray:
     value = (value if value.dtype == np.float64 else value.astype(np.float32))[where]   # float64 stays as reported
     if name == 'eef_quat' and backend.quat_order == 'wxyz': value = np.roll(value, -1)
     return value
+
+# %% ../nbs/01_envs.ipynb #36e9b639
+def dataset_request(spec, obs: dict, instruction: str | None, input_features: dict | None) -> dict | None:
+    """The request for a policy trained on its simulator's own dataset layout (`Backend.dataset`): the observation's
+    dataset frame under the policy's names (`policy_names`), when those are exactly the policy's inputs, each of the
+    size the policy wants (`input_features`: name -> {'shape', ...}); else None (robobench's own request applies)."""
+    if not input_features or spec is None or get_backend(spec.backend).dataset is None: return None
+    layout = get_backend(spec.backend).dataset
+    names = {layout.policy_names[k] for k in layout.lerobot_features(spec) if k in layout.policy_names}
+    if not set(input_features) <= names: return None
+    req = {layout.policy_names[k]: v for k, v in layout.frame(obs, None).items()
+           if layout.policy_names.get(k) in input_features}
+    size = lambda f: int(np.prod(f['shape'] if isinstance(f, dict) else f))
+    if set(req) != set(input_features) or any(np.size(req[k]) != size(f) for k, f in input_features.items()):
+        return None
+    task = instruction if instruction is not None else obs.get('instruction', '')
+    return {**req, 'task': '' if task is None else str(task)}
 
 # %% ../nbs/01_envs.ipynb #4f986d96
 def flatten_parts(parts: list) -> tuple[np.ndarray, list]:

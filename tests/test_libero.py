@@ -239,12 +239,12 @@ def test_dataset_frame_is_the_raw_render_rotated_180_as_openpi_sends_it(object_d
 def test_libero_object_expert_demos_train_serve_eval(object_demos, tmp_path):
     """The loop on LIBERO through openpi's dataset layout: the expert's demos -> `robobench train` of a tiny ACT (its
     inputs LeRobot's names for image / wrist_image / state) -> `robobench serve` -> `robobench eval -m` over openpi's
-    protocol, requests built as the dataset's frames (`--policy.obs_map robobench.envs_libero:policy_request`):
+    protocol, the client building each request as the dataset's frame because the policy's inputs are that layout's:
     0 errors."""
     from robobench.server import serve
     from tests._tiny_act import train_tiny_act
     out = tmp_path / 'ckpt'
-    r = train_tiny_act(object_demos, out, steps=4, n_action_steps=5)
+    r = train_tiny_act(object_demos, out, steps=2, n_action_steps=5)
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = json.loads((out / 'final_model' / 'config.json').read_text())
     assert {k: v['shape'] for k, v in cfg['input_features'].items()} == {
@@ -254,12 +254,21 @@ def test_libero_object_expert_demos_train_serve_eval(object_demos, tmp_path):
     with serve(out / 'final_model', device='cpu') as srv:
         r = subprocess.run([ROBOBENCH, 'eval', '-m', f'{srv.host}:{srv.port}', '-e', 'libero/libero_object/1',
                             '--episodes', '1', '--start-seed', '7', '--max-steps', '10', '--no-video',
-                            '--policy.obs_map', 'robobench.envs_libero:policy_request',
                             '--run-folder', str(tmp_path / 'eval'), '--json'],
                            capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout[:r.stdout.rindex('}') + 1])
     assert (summary['errors'], summary['completed']) == (0, 1), summary
+
+
+def test_collect_layout_mistakes_are_one_line():
+    "`--cameras` that openpi's layout does not record, or an unknown `--layout`: one line naming the fix, exit 2."
+    for extra, want in ((['--cameras', 'agentview'], '--layout robobench'), (['--layout', 'openpi'], '--layout auto')):
+        r = subprocess.run([ROBOBENCH, 'collect', '--env', 'libero/object/1', '--episodes', '1', '--out',
+                            '/tmp/robobench-never-written', *extra], capture_output=True, text=True, timeout=300)
+        err = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(err) == 1 and want in err[0], (r.returncode, r.stderr[-2000:])
+        assert not Path('/tmp/robobench-never-written').exists()
 
 
 def test_episodes_per_task_seeds():
