@@ -252,8 +252,8 @@ class Backend:
     checks: list = field(default_factory=list)    # doctor: more checks, callables returning doctor `CheckResult`s
     episode_seeds: Any = None                     # (task, per_task, start) -> seeds running each sub-task per_task
                                                   # times (a suite's tasks x init states): `--episodes-per-task`
-    dataset: Any = None                           # (spec) -> `DatasetLayout` its demos are written in by `collect`
-                                                  # (None: robobench's columns state/env_state/action/images)
+    dataset: Any = None                           # the `DatasetLayout` `collect` writes its demos in (the client
+                                                  # reads it back); None: robobench's columns (state, env_state, ...)
     listed: bool = True                           # False for test-only simulators (left out of expert sweeps)
     title: str = ''                               # how people write its name, for messages
     doc: str = ''                                 # one line for `robobench doctor` and error messages

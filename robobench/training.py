@@ -393,7 +393,7 @@ def _open_data(self: _Trainer):
     views = self.views = _open_views(self.cfg)
     self.rename = policy_names(views[0].features)   # openpi's layout (image, state, actions) -> LeRobot's names
     # only what a policy consumes must agree (mix_datasets checks it, and the fps); extra columns may differ
-    self.feature_keys = sorted({k for v in views for k in v.features 
+    self.feature_keys = sorted({k for v in views for k in v.features
                                 if k.startswith('observation.') or k == 'action' or k in self.rename})
     self.fps = views[0].fps
     _check_columns(self.cfg.policy, views)
