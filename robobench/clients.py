@@ -13,6 +13,7 @@ from fastcore.basics import patch
 
 from .config import _base_type
 from .core import Registry, RobobenchError, did_you_mean, import_object, parse_value
+from .envs import dataset_request
 from .layouts import get_layout, layout_request
 from .policies import FeatureSpec, LeRobotPolicy, RandomPolicy, check_actions, validate_request
 from .rollout import SPLAT_CAMERAS, SplatView  # noqa: F401 (PolaRiS's obs['splat'] lives with the rollout loop)
@@ -242,6 +243,9 @@ def __init__(self: ChunkedClient, n_action_steps: int | None = None, camera_map:
 def make_request(self: ChunkedClient, obs: dict, instruction: str | None) -> dict:
     if self.obs_map is not None: return self.obs_map(obs, instruction)
     if self.layout is not None: return layout_request(self.layout, obs, instruction, self.env_spec)
+    md = getattr(self, 'metadata', None) or {}   # a policy trained on its simulator's own dataset layout
+    req = dataset_request(self.env_spec, obs, instruction, md.get('input_features') if self.features else None)
+    if req is not None: return req
     return env_obs_to_request(obs, instruction, self.features, self.camera_map)
 
 # %% ../nbs/05_clients.ipynb #06c1c753

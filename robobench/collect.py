@@ -8,16 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import sys
-from .core import (ACTION, ENV_STATE, STATE, atomic_write_json, image_key, read_jsonl, remove_if_failed, run_info,
-                            to_jsonable)
+from .core import (ACTION, ENV_STATE, STATE, UnknownNameError, atomic_write_json, image_key, read_jsonl,
+                            remove_if_failed, run_info, to_jsonable)
 from .config import config_parser, parse_config
-from .envs import RobobenchEnv, make_env
+from .envs import DatasetLayout, RobobenchEnv, find_task, make_env, resolve_env_id
 from .experts import make_expert
 from .rollout import rollout
 from .writer import LEDGER, EpisodeWriter
 
 # %% auto #0
-__all__ = ['EPISODES_FILE', 'SPEC_FILE', 'dataset_features', 'resume_point', 'CollectConfig', 'collect', 'cli_collect']
+__all__ = ['EPISODES_FILE', 'SPEC_FILE', 'LAYOUT_CHOICES', 'dataset_features', 'resume_point', 'CollectConfig', 'dataset_layout',
+           'collect', 'cli_collect']
 
 # %% ../nbs/02c_collect.ipynb #e0450ec9
 EPISODES_FILE, SPEC_FILE = LEDGER, 'robobench_collect.json'   # the writer's ledger: one line per attempt
@@ -55,7 +56,28 @@ class CollectConfig:
     max_attempts: int | None = None      # stop after this many attempts (default: max(10, 3 * episodes))
     env_kwargs: dict = field(default_factory=dict)   # make_env kwargs
     domain_randomization: bool = False   # randomize the scene at reset, where the simulator supports it
+    layout: str = 'auto'                 # dataset layout: 'auto' = the simulator's own if it has one (e.g. openpi's
+                                         # conversion's), 'robobench' = state/env_state/action + --cameras
     rlds_out: str | None = None          # also export the dataset to RLDS under this dir (<name>/1.0.0/)
+
+# %% ../nbs/02c_collect.ipynb #8154177a
+LAYOUT_CHOICES = ('auto', 'robobench')
+
+def dataset_layout(env_id: str, layout: str = 'auto', cameras: list | None = None) -> DatasetLayout | None:
+    """The `DatasetLayout` `collect` writes for `env_id`: its backend's own with 'auto' (None: it has none),
+    None with 'robobench' (robobench's columns, `cameras` as chosen)."""
+    if layout not in LAYOUT_CHOICES:
+        raise ValueError(f"unknown dataset layout {layout!r}. Fix: use --layout auto (the simulator's own, if any) or "
+                         f"--layout robobench.")
+    if layout == 'robobench': return None
+    try: backend, _ = find_task(resolve_env_id(env_id))
+    except UnknownNameError: return None   # an env made outside the registry (a wrong id fails when it is made)
+    own = backend.dataset
+    if own is not None and cameras and sorted(cameras) != sorted(own.cameras):
+        raise ValueError(f"{env_id} demos are written in {own.name}'s layout, which records the cameras "
+                         f"{own.cameras}; got --cameras {list(cameras)}. Fix: drop --cameras, or pass --layout "
+                         f"robobench to record state/env_state/action with the cameras you choose.")
+    return own
 
 # %% ../nbs/02c_collect.ipynb #560e8d1d
 def _own_env(env_id: str, cfg: CollectConfig, cameras: list) -> RobobenchEnv:
@@ -74,26 +96,37 @@ def _frames(ep, success: bool, seed: int, cameras: list) -> list[dict]:
              **{image_key(c): obs['images'][c] for c in cameras}}
             for obs, action in ep.steps]
 
+# %% ../nbs/02c_collect.ipynb #aa88364a
+def _layout_frames(ep, layout: DatasetLayout) -> list[dict]:
+    "The dataset frames of a rollout recorded with `record='steps'`, in a backend's own dataset layout."
+    return [layout.frame(obs, action) for obs, action in ep.steps]
+
 # %% ../nbs/02c_collect.ipynb #ccca9137
 def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: bool = True, **kwargs) -> dict:
     """Write `episodes` successful episodes of `expert` (default: the registered scripted expert) on `env` to a
     LeRobot v3 dataset at `out`; `kwargs` are `CollectConfig` fields. Re-running continues after the last attempted
     seed. With `rlds_out`, the dataset is then also exported to RLDS there (`export_rlds`). Returns a summary."""
     cfg = CollectConfig(env=env if isinstance(env, str) else env.spec.env_id, episodes=episodes, out=str(out), **kwargs)
-    out, cameras = Path(out), list(cfg.cameras or [])
+    out = Path(out)
+    layout = dataset_layout(cfg.env, cfg.layout, cfg.cameras)   # the simulator's own dataset layout, or None
+    cameras = list(layout.cameras) if layout is not None else list(cfg.cameras or [])
     own = isinstance(env, str)
     if own: env = _own_env(env, cfg, cameras)
     spec = env.spec
     repo_id = cfg.repo_id or f"local/{out.name}"
     actor = expert if expert is not None else make_expert(env)
     max_attempts = cfg.max_attempts or max(10, 3 * episodes)
-    try: writer = EpisodeWriter(out, dataset_features(spec, cameras, cfg.video), spec.fps, repo_id,
-                                robot_type=spec.backend, use_videos=cfg.video)
+    if layout is None: features, fps, robot = dataset_features(spec, cameras, cfg.video), spec.fps, spec.backend
+    else: features, fps, robot = (layout.lerobot_features(spec, cfg.video), layout.fps or spec.fps,
+                                  layout.robot_type or spec.backend)
+    try: writer = EpisodeWriter(out, features, fps, repo_id, robot_type=robot, use_videos=cfg.video)
     except BaseException:
         if own: env.close()
         raise
     if not writer.resumed:
-        atomic_write_json(out/SPEC_FILE, {'env': spec.to_dict(), 'cameras': cameras, 'video': cfg.video,
+        atomic_write_json(out/SPEC_FILE, {'env': spec.to_dict(), 'cameras': cameras,
+                                          'layout': layout.name if layout is not None else 'robobench',
+                                          'video': cfg.video,
                                           'dump_failed': cfg.dump_failed, 'repo_id': repo_id,
                                           'config': to_jsonable(cfg),
                                           'expert': type(actor).__name__, 'run_info': run_info()})
@@ -111,7 +144,8 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
             attempts += 1
             success, steps = ep.record['success'], ep.record['length']
             if success or cfg.dump_failed:
-                writer.save(_frames(ep, success, seed, cameras), spec.instruction, seed=seed, success=success,
+                frames = _frames(ep, success, seed, cameras) if layout is None else _layout_frames(ep, layout)
+                writer.save(frames, spec.instruction, seed=seed, success=success,
                             steps=steps)
             else: writer.skip(seed=seed, success=success, steps=steps)
             if success:

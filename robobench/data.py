@@ -14,9 +14,10 @@ from .core import ACTION, BOOKKEEPING, ENV_STATE, IMAGES, STATE, feature_dim_nam
 from .config import ArgParser
 
 # %% auto #0
-__all__ = ['log', 'SUCCESS_KEYS', 'STATS_KEYS', 'DATASET_FORMATS', 'is_camera', 'vector_keys', 'vector_stats', 'norm_stats_dict',
-           'compare_stats', 'check_data', 'EpisodeData', 'LeRobotData', 'lerobot_home', 'register_dataset_format',
-           'dataset_format', 'open_dataset', 'unreadable_parquet_files', 'cli_inspect']
+__all__ = ['log', 'SUCCESS_KEYS', 'STATS_KEYS', 'OPENPI_NAMES', 'DATASET_FORMATS', 'is_camera', 'vector_keys', 'policy_names',
+           'rename_batch', 'vector_stats', 'norm_stats_dict', 'compare_stats', 'check_data', 'EpisodeData',
+           'LeRobotData', 'lerobot_home', 'register_dataset_format', 'dataset_format', 'open_dataset',
+           'unreadable_parquet_files', 'cli_inspect']
 
 # %% ../nbs/03_data.ipynb #dd051b4e
 log = logging.getLogger('robobench.data')
@@ -38,6 +39,24 @@ def vector_keys(features: dict) -> list[str]:
     "Numeric non-camera, non-bookkeeping features (the ones we compute stats and checks on)."
     return [k for k, f in features.items() if f.get('dtype') not in ('image', 'video', 'string', 'language')
             and k not in BOOKKEEPING]
+
+# %% ../nbs/03_data.ipynb #2c112753
+OPENPI_NAMES = {'image': 'observation.images.image', 'wrist_image': 'observation.images.wrist_image',
+                'state': 'observation.state', 'actions': 'action'}   # openpi's converted data -> LeRobot's policy names
+
+def policy_names(features: dict) -> dict:
+    """{dataset key: LeRobot policy feature} for a dataset written in openpi's layout (`image`, `wrist_image`, `state`,
+    `actions`, as openpi's `examples/libero/` conversion script writes, and `robobench collect` for that benchmark);
+    {} for a dataset that already uses LeRobot's names (`observation.*`, `action`)."""
+    names = {k: v for k, v in OPENPI_NAMES.items() if k in features and v not in features}
+    return names if 'actions' in names else {}   # openpi's names only as a whole: its action column decides
+
+# %% ../nbs/03_data.ipynb #a6f1878e
+def rename_batch(batch: dict, names: dict) -> dict:
+    "`batch` (or one item) with dataset keys renamed by `names` (from `policy_names`); `<key>_is_pad` follows its key."
+    if not names or not isinstance(batch, dict): return batch
+    new = lambda k: names[k[:-7]] + '_is_pad' if k.endswith('_is_pad') and k[:-7] in names else names.get(k, k)
+    return {new(k): v for k, v in batch.items()}
 
 # %% ../nbs/03_data.ipynb #a7b49ad4
 def vector_stats(x, quantiles=(0.01, 0.99)) -> dict[str, np.ndarray]:

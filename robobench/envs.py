@@ -14,9 +14,10 @@ from .core import (Registry, RobobenchError, UnknownNameError, did_you_mean, imp
 
 # %% auto #0
 __all__ = ['QUAT_ORDER', 'CANONICAL_STATE', 'GRIPPER_KEYS', 'BACKENDS', 'vector_names', 'EnvSpec', 'ActionError', 'check_action',
-           'RobobenchEnv', 'Expert', 'ee_delta', 'Task', 'parse_state_ref', 'Backend', 'as_backend', 'register_backend',
-           'backends', 'list_envs', 'env_aliases', 'resolve_env_id', 'find_task', 'make_env', 'register_env',
-           'get_backend', 'canonical_state', 'flatten_parts', 'humanize_task', 'image_hw']
+           'RobobenchEnv', 'Expert', 'ee_delta', 'Task', 'parse_state_ref', 'DatasetLayout', 'Backend', 'as_backend',
+           'register_backend', 'backends', 'list_envs', 'env_aliases', 'resolve_env_id', 'find_task', 'make_env',
+           'register_env', 'get_backend', 'canonical_state', 'dataset_request', 'flatten_parts', 'humanize_task',
+           'image_hw']
 
 # %% ../nbs/01_envs.ipynb #afe31368
 QUAT_ORDER = {'wxyz': ('qw', 'qx', 'qy', 'qz'), 'xyzw': ('qx', 'qy', 'qz', 'qw')}
@@ -241,6 +242,26 @@ def parse_state_ref(ref: str) -> tuple[str, slice]:
     start, stop = (int(v) if v else None for v in m.group(2, 3))
     return m.group(1), slice(start, stop)
 
+# %% ../nbs/01_envs.ipynb #d65fdd67
+@dataclass
+class DatasetLayout:
+    """How a backend's demos are written (`collect`) when it has its own dataset convention (e.g. openpi's
+    conversion's): LeRobot `features` (a dict, or (spec) -> dict), one dataset frame per (observation, action)
+    (`frame(obs, None)`: the observation's part), the cameras `frame` reads, fps and robot type, and `policy_names`
+    (dataset key -> LeRobot policy feature: what a policy trained on it takes as input)."""
+    name: str
+    features: Any                                    # {key: {'dtype', 'shape', 'names'}}, or (spec) -> that
+    frame: Callable                                  # (obs, action | None) -> {key: value}
+    cameras: list = field(default_factory=list)      # env cameras `frame` reads (collect renders them)
+    fps: float | None = None                         # the dataset's fps (None: the env's)
+    robot_type: str | None = None                    # None: the backend's name
+    policy_names: dict = field(default_factory=dict)
+
+    def lerobot_features(self, spec=None, video: bool = False) -> dict:
+        "The LeRobot features for an env of `spec` (images stored as video with `video`)."
+        feats = self.features(spec) if callable(self.features) else self.features
+        return {k: {**f, 'dtype': 'video'} if video and f['dtype'] == 'image' else dict(f) for k, f in feats.items()}
+
 # %% ../nbs/01_envs.ipynb #d9e96555
 @dataclass
 class Backend:
@@ -261,6 +282,8 @@ class Backend:
     checks: list = field(default_factory=list)    # doctor: more checks, callables returning doctor `CheckResult`s
     episode_seeds: Any = None                     # (task, per_task, start) -> seeds running each sub-task per_task
                                                   # times (a suite's tasks x init states): `--episodes-per-task`
+    dataset: Any = None                           # the `DatasetLayout` `collect` writes its demos in (the client
+                                                  # reads it back); None: robobench's columns (state, env_state, ...)
     listed: bool = True                           # False for test-only simulators (left out of expert sweeps)
     title: str = ''                               # how people write its name, for messages
     doc: str = ''                                 # one line for `robobench doctor` and error messages
@@ -391,6 +414,23 @@ def canonical_state(spec: EnvSpec, obs: dict, name: str) -> np.ndarray:
     value = (value if value.dtype == np.float64 else value.astype(np.float32))[where]   # float64 stays as reported
     if name == 'eef_quat' and backend.quat_order == 'wxyz': value = np.roll(value, -1)
     return value
+
+# %% ../nbs/01_envs.ipynb #36e9b639
+def dataset_request(spec, obs: dict, instruction: str | None, input_features: dict | None) -> dict | None:
+    """The request for a policy trained on its simulator's own dataset layout (`Backend.dataset`): the observation's
+    dataset frame under the policy's names (`policy_names`), when those are exactly the policy's inputs, each of the
+    size the policy wants (`input_features`: name -> {'shape', ...}); else None (robobench's own request applies)."""
+    if not input_features or spec is None or get_backend(spec.backend).dataset is None: return None
+    layout = get_backend(spec.backend).dataset
+    names = {layout.policy_names[k] for k in layout.lerobot_features(spec) if k in layout.policy_names}
+    if not set(input_features) <= names: return None
+    req = {layout.policy_names[k]: v for k, v in layout.frame(obs, None).items()
+           if layout.policy_names.get(k) in input_features}
+    size = lambda f: int(np.prod(f['shape'] if isinstance(f, dict) else f))
+    if set(req) != set(input_features) or any(np.size(req[k]) != size(f) for k, f in input_features.items()):
+        return None
+    task = instruction if instruction is not None else obs.get('instruction', '')
+    return {**req, 'task': '' if task is None else str(task)}
 
 # %% ../nbs/01_envs.ipynb #4f986d96
 def flatten_parts(parts: list) -> tuple[np.ndarray, list]:

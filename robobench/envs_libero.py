@@ -8,15 +8,17 @@ import json, os, subprocess
 from pathlib import Path
 import numpy as np
 from .core import RobobenchError, UnknownNameError, did_you_mean
-from .envs import Backend, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, image_hw, register_backend, vector_names
-from .envs_libero_worker import CAMERAS, ENV_SEED, SETTLE_STEPS, SUITE_MAX_STEPS
+from .envs import Backend, DatasetLayout, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, image_hw, register_backend, vector_names
+from .envs_libero_worker import CAMERAS, STATE_KEYS, ENV_SEED, SETTLE_STEPS, SUITE_MAX_STEPS
 from .pipes import Worker
 
 # %% auto #0
 __all__ = ['PYTHON_VAR', 'SETUP_FIX', 'SUITE_ALIASES', 'INIT_STATES', 'LIBERO_ACTION_NAMES', 'OSC_STEP', 'ROT_STEP', 'PALM_HALF',
-           'OPEN', 'CLOSE', 'PROBE', 'BACKEND', 'libero_python', 'worker_env', 'libero_tasks', 'parse_libero_task',
-           'libero_episode', 'libero_seeds', 'libero_element_names', 'LiberoEnv', 'quat_to_matrix',
-           'matrix_to_axisangle', 'yaw_matrix', 'target_object', 'LiberoObjectExpert', 'make_libero_env']
+           'OPEN', 'CLOSE', 'STATE_SIZES', 'OPENPI_POLICY_NAMES', 'DATASET', 'PROBE', 'BACKEND', 'libero_python',
+           'worker_env', 'libero_tasks', 'parse_libero_task', 'libero_episode', 'libero_seeds', 'libero_element_names',
+           'LiberoEnv', 'quat_to_matrix', 'matrix_to_axisangle', 'yaw_matrix', 'target_object', 'LiberoObjectExpert',
+           'state_slice', 'quat2axisangle', 'openpi_state', 'openpi_features', 'openpi_frame', 'policy_request',
+           'make_libero_env']
 
 # %% ../nbs/01h_envs_libero.ipynb #9626faf4
 PYTHON_VAR = 'ROBOBENCH_LIBERO_PYTHON'   # an interpreter with LIBERO, if not the checkout's .venv-libero
@@ -286,6 +288,65 @@ class LiberoObjectExpert(Expert):
             tgt = np.r_[basket[:2], 0.18]
         return np.concatenate([ee_delta(eef, tgt, OSC_STEP), self.rotation(obs), [grip]]).astype(np.float32)
 
+# %% ../nbs/01h_envs_libero.ipynb #0b08792f
+STATE_SIZES = {'robot0_joint_pos': 7, 'robot0_joint_vel': 7, 'robot0_eef_pos': 3, 'robot0_eef_quat': 4,
+               'robot0_gripper_qpos': 2, 'robot0_gripper_qvel': 2}   # the worker's state vector, in STATE_KEYS order
+
+def state_slice(name: str) -> slice:
+    "Where LIBERO's observation `name` sits in a LiberoEnv's `obs['state']`."
+    start = sum(STATE_SIZES[k] for k in STATE_KEYS[:STATE_KEYS.index(name)])
+    return slice(start, start + STATE_SIZES[name])
+
+# %% ../nbs/01h_envs_libero.ipynb #e1b20189
+def quat2axisangle(quat) -> np.ndarray:
+    "robosuite's `quat2axisangle` (x, y, z, w), as openpi's LIBERO example and the OpenVLA regeneration compute it."
+    import math
+    quat = np.array(quat, np.float64)
+    quat[3] = min(max(quat[3], -1.0), 1.0)
+    den = np.sqrt(1.0 - quat[3] * quat[3])
+    if math.isclose(den, 0.0): return np.zeros(3)
+    return (quat[:3] * 2.0 * math.acos(quat[3])) / den
+
+def openpi_state(state) -> np.ndarray:
+    "The 8-dim state of openpi's LIBERO data from a LiberoEnv state: eef pos, eef axis-angle, gripper qpos (float64)."
+    state = np.asarray(state, np.float64)
+    return np.concatenate([state[state_slice('robot0_eef_pos')],
+                           quat2axisangle(state[state_slice('robot0_eef_quat')]),
+                           state[state_slice('robot0_gripper_qpos')]])
+
+# %% ../nbs/01h_envs_libero.ipynb #57d61716
+OPENPI_POLICY_NAMES = {'image': 'observation.images.image', 'wrist_image': 'observation.images.wrist_image',
+                       'state': 'observation.state', 'actions': 'action'}
+
+def openpi_features(spec=None) -> dict:
+    "openpi's LIBERO conversion features (images at the env's camera size, 256×256 by default)."
+    h, w = (spec.cameras.get('agentview') or (256, 256)) if spec is not None else (256, 256)
+    wh, ww = (spec.cameras.get('wrist') or (h, w)) if spec is not None else (h, w)
+    return {'image': {'dtype': 'image', 'shape': (int(h), int(w), 3), 'names': ['height', 'width', 'channel']},
+            'wrist_image': {'dtype': 'image', 'shape': (int(wh), int(ww), 3), 'names': ['height', 'width', 'channel']},
+            'state': {'dtype': 'float32', 'shape': (8,), 'names': ['state']},
+            'actions': {'dtype': 'float32', 'shape': (7,), 'names': ['actions']}}
+
+def openpi_frame(obs: dict, action=None) -> dict:
+    """One frame of openpi's LIBERO data from a LiberoEnv observation (and the action taken there): images rotated 180°
+    from the raw render (robobench's upright image mirrored left-right), the 8-dim state, the action (float32)."""
+    frame = {'image': np.ascontiguousarray(obs['images']['agentview'][:, ::-1]),
+             'wrist_image': np.ascontiguousarray(obs['images']['wrist'][:, ::-1]),
+             'state': openpi_state(obs['state']).astype(np.float32)}
+    if action is not None: frame['actions'] = np.asarray(action, np.float32).reshape(7)
+    return frame
+
+DATASET = DatasetLayout('openpi-libero', openpi_features, openpi_frame, cameras=['agentview', 'wrist'], fps=10,
+                        robot_type='panda', policy_names=OPENPI_POLICY_NAMES)
+
+# %% ../nbs/01h_envs_libero.ipynb #9c6fc3a3
+def policy_request(obs: dict, instruction: str | None = None) -> dict:
+    "A request in LeRobot's names (an `obs_map`) for a policy trained on openpi-layout LIBERO data: the dataset frame."
+    req = {OPENPI_POLICY_NAMES[k]: v for k, v in openpi_frame(obs).items()}
+    task = instruction if instruction is not None else obs.get('instruction', '')
+    req['task'] = '' if task is None else str(task)
+    return req
+
 # %% ../nbs/01h_envs_libero.ipynb #ca40173e
 PROBE = """
 from robobench.envs_libero import libero_python, libero_tasks
@@ -306,6 +367,6 @@ BACKEND = register_backend(Backend(
            'joint_pos': 'robot0_joint_pos'},
     quat_order='xyzw', gripper={'qpos_open': [0.04, -0.04], 'qpos_closed': [0.0, 0.0], 'action_open': -1.0,
                                 'action_closed': 1.0},
-    episode_seeds=libero_seeds,
+    episode_seeds=libero_seeds, dataset=DATASET,
     probe=PROBE, probe_name='LIBERO starts (its own interpreter)', probe_fix=SETUP_FIX,
     title='LIBERO', doc="LIBERO's five suites (robosuite 1.4 in .venv-libero, driven by worker processes)"))

@@ -415,9 +415,12 @@ def _check_columns(policy: str, views: list):
 @patch
 def _open_data(self: _Trainer):
     "The datasets (`views`), the feature keys a policy consumes, the fps."
+    from robobench.data import policy_names
     views = self.views = _open_views(self.cfg)
+    self.rename = policy_names(views[0].features)   # openpi's layout (image, state, actions) -> LeRobot's names
     # only what a policy consumes must agree (mix_datasets checks it, and the fps); extra columns may differ
-    self.feature_keys = sorted({k for v in views for k in v.features if k.startswith('observation.') or k == 'action'})
+    self.feature_keys = sorted({k for v in views for k in v.features
+                                if k.startswith('observation.') or k == 'action' or k in self.rename})
     self.fps = views[0].fps
     _check_columns(self.cfg.policy, views)
 
@@ -427,12 +430,14 @@ def _configure_policy(self: _Trainer):
     "The LeRobot policy config (`pcfg`) with its normalization fixed (`norm_rows`); returns its delta timestamps."
     from lerobot.datasets.factory import resolve_delta_timestamps
     cfg, views = self.cfg, self.views
-    pcfg = make_policy_config(cfg.policy, views[0].features, cfg.policy_kwargs, cfg.pretrained_path,
+    features = {self.rename.get(k, k): f for k, f in views[0].features.items()}   # as the policy names them
+    pcfg = make_policy_config(cfg.policy, features, cfg.policy_kwargs, cfg.pretrained_path,
                               cfg.action_chunk_size, cfg.n_obs_steps, cfg.n_action_steps, self.device)
     self.norm_rows = fix_normalization(pcfg)
     self.pcfg = pcfg
-    meta = type('Meta', (), {'features': views[0].features, 'fps': self.fps})()
-    dts = resolve_delta_timestamps(pcfg, meta)
+    meta = type('Meta', (), {'features': features, 'fps': self.fps})()
+    back = {v: k for k, v in self.rename.items()}   # policy name -> dataset column
+    dts = {back.get(k, k): v for k, v in (resolve_delta_timestamps(pcfg, meta) or {}).items()} or None
     self.delta_indices = {k: [int(round(t * self.fps)) for t in v] for k, v in (dts or {}).items()}
     return dts
 
@@ -446,10 +451,11 @@ def _mix_data(self: _Trainer, delta_timestamps) -> dict:
                             keys=self.feature_keys if len(views) > 1 else None, delta_timestamps=delta_timestamps)
     self.keep = self.mix.keep
     self.weights = self.mix.sampler.weights.double()
-    stats = self.mix.stats
+    stats = {self.rename.get(k, k): s for k, s in self.mix.stats.items()}
     missing = [k for k in list(pcfg.input_features) + list(pcfg.output_features) if k not in stats]
     if missing: raise ValueError(f"no normalization stats for {missing} in the datasets' meta/stats.json")
-    self.keys = [k for k in list(pcfg.input_features) + list(pcfg.output_features)]
+    back = {v: k for k, v in self.rename.items()}
+    self.keys = [back.get(k, k) for k in list(pcfg.input_features) + list(pcfg.output_features)]   # columns
     self._pick_data_path()
     return stats
 
@@ -576,9 +582,12 @@ def _print_header(self: _Trainer):
 def batches(self: _Trainer, start: int):
     "The batches from step `start` on: gathered from the RAM cache, or loaded by LeRobot's DataLoader."
     import torch
+    from robobench.data import rename_batch
+    names = getattr(self, 'rename', {})   # openpi's layout: batches under the policy's names
     if self.use_ram:
         for step in range(start, 1 << 62):
-            yield self.cache.batch(batch_indices(self.weights, self.cfg.batch_size, self.cfg.seed, step))
+            idx = batch_indices(self.weights, self.cfg.batch_size, self.cfg.seed, step)
+            yield rename_batch(self.cache.batch(idx), names)
     else:
         cfg, weights = self.cfg, self.weights
         class _Sampler:
@@ -587,7 +596,7 @@ def batches(self: _Trainer, start: int):
         dl = torch.utils.data.DataLoader(self.mix.dataset, batch_sampler=_Sampler(), num_workers=cfg.num_workers,
                                          persistent_workers=cfg.num_workers > 0,
                                          prefetch_factor=2 if cfg.num_workers else None)
-        yield from dl
+        for batch in dl: yield rename_batch(batch, names)
 
 # %% ../nbs/08_training.ipynb #3973edda
 @patch

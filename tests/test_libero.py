@@ -167,30 +167,108 @@ def test_a_missing_libero_environment_is_one_line_naming_the_command(tmp_path):
     assert len(err) == 1 and 'make libero' in err[0] and 'nope' in err[0], r.stderr
 
 
-def test_libero_object_expert_demos_train_serve_eval(tmp_path):
-    """The loop on LIBERO, state only: the scripted expert's demos (it succeeds) -> a tiny ACT -> `robobench serve`
-    -> `robobench eval -m` over openpi's protocol: 0 errors."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    from robobench.collect import collect
-    from robobench.server import serve
-    s = collect('libero/libero_object/1', 2, tmp_path / 'data' / 'demos', start_seed=0, progress=False,
-                env_kwargs={'render_images': False})
-    assert s['complete'] and s['saved_episodes'] == 2 and s['attempts'] == 2, s   # the expert's first two succeed
-    ds = LeRobotDataset('local/demos', root=tmp_path / 'data' / 'demos')
-    assert ds.fps == 20 and ds.meta.features['action']['shape'] == (7,) and 2 * 60 < ds.num_frames < 2 * 280
-    out = tmp_path / 'ckpt'
-    from tests._tiny_act import train_tiny_act
-    r = train_tiny_act(tmp_path / 'data', out, steps=10, n_action_steps=5)
+@pytest.fixture(scope='module')
+def object_demos(tmp_path_factory):
+    """`robobench collect` of 2 LIBERO-Object task-1 demos (seeds 0 and 1: init states 0 and 1), written in openpi's
+    LIBERO conversion layout (both cameras rendered)."""
+    data = tmp_path_factory.mktemp('libero') / 'data'
+    r = subprocess.run([ROBOBENCH, 'collect', '--env', 'libero/object/1', '--episodes', '2', '--out',
+                        str(data / 'demos'), '--max-attempts', '2'], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    return data
+
+
+OPENPI_FEATURES = {   # openpi's examples/libero/convert_libero_data_to_lerobot.py
+    'image': {'dtype': 'image', 'shape': (256, 256, 3), 'names': ['height', 'width', 'channel']},
+    'wrist_image': {'dtype': 'image', 'shape': (256, 256, 3), 'names': ['height', 'width', 'channel']},
+    'state': {'dtype': 'float32', 'shape': (8,), 'names': ['state']},
+    'actions': {'dtype': 'float32', 'shape': (7,), 'names': ['actions']}}
+
+
+def test_collect_writes_openpis_libero_conversion_layout(object_demos):
+    """The dataset has exactly the features, shapes, dtypes, fps and robot type openpi's LIBERO conversion writes, the
+    task's language as each episode's task, and loads with LeRobot's own `LeRobotDataset`."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from robobench.envs_libero import libero_tasks
+    ds = LeRobotDataset('local/demos', root=object_demos / 'demos')
+    own = {k: v for k, v in ds.meta.features.items()
+           if k not in ('timestamp', 'frame_index', 'episode_index', 'index', 'task_index')}
+    assert {k: {**v, 'shape': tuple(v['shape'])} for k, v in own.items()} == OPENPI_FEATURES
+    assert ds.fps == 10 and ds.meta.robot_type == 'panda' and ds.num_episodes == 2
+    assert 2 * 60 < ds.num_frames < 2 * 280
+    item = ds[0]
+    assert tuple(item['image'].shape) == (3, 256, 256) and tuple(item['state'].shape) == (8,)
+    assert item['actions'].dtype.is_floating_point and tuple(item['actions'].shape) == (7,)
+    assert item['task'] == libero_tasks()['libero_object'][1]['language']
+    ledger = [json.loads(x) for x in (object_demos / 'demos' / 'robobench_episodes.jsonl').read_text().splitlines()]
+    assert [(r['seed'], r['success'], r['saved']) for r in ledger] == [(0, True, True), (1, True, True)]
+
+
+def test_dataset_frame_is_the_raw_render_rotated_180_as_openpi_sends_it(object_demos, tmp_path):
+    """Orientation and state, pinned against LIBERO itself: the dataset's first frame of seed 0 (task 1, init state 0)
+    is LIBERO's raw render after the settle steps rotated 180° (`[::-1, ::-1]`, as openpi's main.py and the converted
+    data); robobench's upright camera image is the raw render flipped vertically; and `openpi-libero` sends the dataset
+    frame resized with padding to 224."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from openpi_client import image_tools
+    from robobench.envs_libero import LiberoEnv, libero_python, worker_env
+    from robobench.layouts import get_layout, layout_request
+    python = libero_python()
+    script = tmp_path / 'reference.py'; script.write_text(REFERENCE)
+    subprocess.run([str(python), str(script), 'libero_object', '1', '0', str(tmp_path / 'ref.npz')], check=True,
+                   env=worker_env(python), capture_output=True, timeout=600)
+    ref = np.load(tmp_path / 'ref.npz')
+    ds = LeRobotDataset('local/demos', root=object_demos / 'demos')
+    frame = ds[0]
+    as_uint8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    image, wrist = as_uint8(frame['image']), as_uint8(frame['wrist_image'])
+    assert np.array_equal(image, ref['agentview'][::-1, ::-1]) and np.array_equal(wrist, ref['wrist'][::-1, ::-1])
+    want_state = np.concatenate((ref['eef_pos'], _quat2axisangle(ref['eef_quat'].copy()), ref['gripper']))
+    assert np.array_equal(frame['state'].numpy(), want_state.astype(np.float32))
+    with LiberoEnv('libero_object/1') as env:
+        obs, _ = env.reset(seed=0)
+        assert np.array_equal(obs['images']['agentview'], ref['agentview'][::-1])   # upright = raw flipped vertically
+        views = {'external_cam': obs['images']['agentview'], 'wrist_cam': obs['images']['wrist']}
+        req = layout_request(get_layout('openpi-libero'), {**obs, 'splat': views}, obs['instruction'], env.spec)
+    padded = lambda img: image_tools.convert_to_uint8(image_tools.resize_with_pad(img, 224, 224))
+    assert np.array_equal(req['observation/image'], padded(image))
+    assert np.array_equal(req['observation/wrist_image'], padded(wrist))
+    assert np.array_equal(req['observation/state'].astype(np.float32), frame['state'].numpy())
+
+
+def test_libero_object_expert_demos_train_serve_eval(object_demos, tmp_path):
+    """The loop on LIBERO through openpi's dataset layout: the expert's demos -> `robobench train` of a tiny ACT (its
+    inputs LeRobot's names for image / wrist_image / state) -> `robobench serve` -> `robobench eval -m` over openpi's
+    protocol, the client building each request as the dataset's frame because the policy's inputs are that layout's:
+    0 errors."""
+    from robobench.server import serve
+    from tests._tiny_act import train_tiny_act
+    out = tmp_path / 'ckpt'
+    r = train_tiny_act(object_demos, out, steps=2, n_action_steps=5)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((out / 'final_model' / 'config.json').read_text())
+    assert {k: v['shape'] for k, v in cfg['input_features'].items()} == {
+        'observation.images.image': [3, 256, 256], 'observation.images.wrist_image': [3, 256, 256],
+        'observation.state': [8]}
+    assert {k: v['shape'] for k, v in cfg['output_features'].items()} == {'action': [7]}
     with serve(out / 'final_model', device='cpu') as srv:
         r = subprocess.run([ROBOBENCH, 'eval', '-m', f'{srv.host}:{srv.port}', '-e', 'libero/libero_object/1',
                             '--episodes', '1', '--start-seed', '7', '--max-steps', '10', '--no-video',
-                            '--env-kwargs', '{"render_images": false}', '--run-folder', str(tmp_path / 'eval'),
-                            '--json'],
+                            '--run-folder', str(tmp_path / 'eval'), '--json'],
                            capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout[:r.stdout.rindex('}') + 1])
     assert (summary['errors'], summary['completed']) == (0, 1), summary
+
+
+def test_collect_layout_mistakes_are_one_line():
+    "`--cameras` that openpi's layout does not record, or an unknown `--layout`: one line naming the fix, exit 2."
+    for extra, want in ((['--cameras', 'agentview'], '--layout robobench'), (['--layout', 'openpi'], '--layout auto')):
+        r = subprocess.run([ROBOBENCH, 'collect', '--env', 'libero/object/1', '--episodes', '1', '--out',
+                            '/tmp/robobench-never-written', *extra], capture_output=True, text=True, timeout=300)
+        err = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(err) == 1 and want in err[0], (r.returncode, r.stderr[-2000:])
+        assert not Path('/tmp/robobench-never-written').exists()
 
 
 def test_episodes_per_task_seeds():
