@@ -86,3 +86,97 @@ def test_collect_workers_survives_kill_9_of_the_parent(tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     ds = LeRobotDataset('local/k', root=out)
     assert ds.num_episodes == len(recs) and ds[len(ds) - 1]['observation.images.top'].shape == (3, 32, 32)
+
+
+def test_train_num_processes_2_on_cpu_checkpoints_resume_and_load(tmp_path):
+    "accelerate DDP with gloo on CPU: rank 0 writes checkpoints; --resume continues them; LeRobot loads the result."
+    collect('toy/Point', 3, tmp_path/'data'/'demos', progress=False)
+    out = tmp_path/'run'
+    def train(steps, *extra):
+        return _robobench('train', '--repo-ids', 'demos', '--root', tmp_path/'data', '--policy', 'act',
+                          '--training-steps', steps, '--batch-size', 4, '--save-freq', 2, '--log-freq', 1,
+                          '--action-chunk-size', 5, '--n-action-steps', 5, '--policy.dim_model', 32,
+                          '--policy.dim_feedforward', 64, '--policy.use_vae', 'false', '--output-dir', out,
+                          '--device', 'cpu', '--num-processes', 2, *extra, timeout=900)
+    r = train(2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'global batch 2 x 4 = 8' in r.stdout and 'MULTI_CPU' in r.stdout
+    assert (out/'checkpoint_2'/'training_state'/'training_step.json').exists()
+    r = train(4, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'Resuming from' in r.stdout and (out/'checkpoint_4').exists()
+    recs = read_jsonl(out/'metrics.jsonl')
+    assert [x['step'] for x in recs if 'loss' in x] == [1, 2, 3, 4]   # written once, by rank 0
+    import json
+    summary = json.loads((out/'train_summary.json').read_text())
+    assert summary['resumed_from_step'] == 2 and summary['step'] == 4
+    info = json.loads((out/'final_model'/'train_info.json').read_text())
+    assert info['config']['num_processes'] == 2 and info['step'] == 4
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    policy = ACTPolicy.from_pretrained(out/'final_model')
+    assert policy.config.dim_model == 32 and not policy.config.use_vae
+    # a mistake is one line and exit code 2, before any process starts
+    r = train(4)
+    assert r.returncode == 2 and 'already holds a training run' in r.stderr and 'Traceback' not in r.stderr
+
+
+@pytest.fixture
+def two_node_ray(monkeypatch):
+    """A Ray head node plus a second node on this machine, one CPU each (Ray's own multi-node test cluster), in a
+    temp dir of its own; afterwards its processes, and only those, are stopped. Two one-CPU actors can only run by
+    using both nodes."""
+    pytest.importorskip('ray')
+    import tempfile, shutil
+    from ray.cluster_utils import Cluster
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    for k in ('RAY_raylet_start_wait_time_s', 'RAY_agent_register_timeout_ms'):   # a loaded 2-core machine is slow
+        monkeypatch.setenv(k, '600' if k.endswith('_s') else '600000')
+    monkeypatch.delenv('RAY_ADDRESS', raising=False)
+    temp = tempfile.mkdtemp(prefix='rbray', dir='/tmp')   # short: Ray's unix socket paths have a length limit
+    cluster = Cluster(initialize_head=False)
+    try:
+        cluster.add_node(num_cpus=1, include_dashboard=False, temp_dir=temp)
+        cluster.add_node(num_cpus=1, temp_dir=temp)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        try: cluster.shutdown()
+        finally:
+            _kill_processes_naming(temp)   # whatever a node that failed to start left behind
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _kill_processes_naming(text: str):
+    "SIGKILL the processes whose command line contains `text` (our cluster's temp dir)."
+    for d in Path('/proc').iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid(): continue
+        try: cmd = (d / 'cmdline').read_bytes().replace(b'\0', b' ').decode(errors='replace')
+        except OSError: continue
+        if text in cmd:
+            try: os.kill(int(d.name), signal.SIGKILL)
+            except OSError: pass
+
+
+def test_collect_and_eval_on_a_two_node_ray_cluster(tmp_path, two_node_ray):
+    addr = two_node_ray
+    r = _robobench('collect', '--env', 'toy/Point', '--episodes', 4, '--out', tmp_path/'ray', '--workers', 2,
+                   '--ray-address', addr, '--env-kwargs', '{"max_steps": 4}', '--dump-failed', timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    collect('toy/Point', 4, tmp_path/'ref', progress=False, env_kwargs=SHORT, dump_failed=True)
+    _assert_same(tmp_path/'ray', tmp_path/'ref')
+    # RAY_ADDRESS (Ray's own convention) instead of --ray-address: a resume through the cluster appends in order
+    r = _robobench('collect', '--env', 'toy/Point', '--episodes', 6, '--out', tmp_path/'ray', '--workers', 2,
+                   '--backend', 'ray', '--env-kwargs', '{"max_steps": 4}', '--dump-failed',
+                   env={**_env(), 'RAY_ADDRESS': addr}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    collect('toy/Point', 6, tmp_path/'ref', progress=False, env_kwargs=SHORT, dump_failed=True)
+    _assert_same(tmp_path/'ray', tmp_path/'ref')
+    r = _robobench('eval', '--environment', 'toy/Point', '--policy.client', 'tests.eval_clients:PGain',
+                   '--episodes', 4, '--workers', 2, '--backend', 'ray', '--ray-address', addr,
+                   '--run-folder', tmp_path/'ev', '--no-video', '--json', timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+    summary = json.loads(r.stdout[r.stdout.index('{'):r.stdout.rindex('}') + 1])
+    assert summary['backend'] == 'ray' and summary['episodes'] == 4
+    info = json.loads((tmp_path/'ev'/'run_info.json').read_text())
+    assert addr in json.dumps(info)
