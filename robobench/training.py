@@ -751,13 +751,16 @@ class _DDPTrainer(_Trainer):
     "The training loop in one of N accelerate processes: rank 0 writes, every rank computes its slice of the batch."
     def setup(self):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
+        import datetime
+        from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
         cfg = self.cfg
         device = pick_device(None if cfg.device == 'auto' else cfg.device)
         if cfg.mixed_precision == 'fp16' and not device.startswith('cuda'):
             raise RobobenchError('--mixed-precision fp16 needs a CUDA device.', 'use --mixed-precision bf16 on CPU')
         self.acc = Accelerator(cpu=device == 'cpu', mixed_precision=cfg.mixed_precision,
-                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                                                # the other ranks wait while rank 0 evaluates: allow long evals
+                                                InitProcessGroupKwargs(timeout=datetime.timedelta(hours=6))])
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.rank0 = self.acc.is_main_process
         if not self.rank0: self.progress = self.live_plot = False
