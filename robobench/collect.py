@@ -4,6 +4,7 @@
 
 # %% ../nbs/02c_collect.ipynb #a8bb3d03
 from __future__ import annotations
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -59,6 +60,9 @@ class CollectConfig:
     layout: str = 'auto'                 # dataset layout: 'auto' = the simulator's own if it has one (e.g. openpi's
                                          # conversion's), 'robobench' = state/env_state/action + --cameras
     rlds_out: str | None = None          # also export the dataset to RLDS under this dir (<name>/1.0.0/)
+    workers: int = 1                     # parallel rollouts; episodes are still written in seed order by one writer
+    backend: str = 'auto'                # auto | local | process | ray (auto: process when workers > 1)
+    ray_address: str | None = None       # backend='ray': the cluster to join (default $RAY_ADDRESS, else a local Ray)
 
 # %% ../nbs/02c_collect.ipynb #8154177a
 LAYOUT_CHOICES = ('auto', 'robobench')
@@ -101,25 +105,111 @@ def _layout_frames(ep, layout: DatasetLayout) -> list[dict]:
     "The dataset frames of a rollout recorded with `record='steps'`, in a backend's own dataset layout."
     return [layout.frame(obs, action) for obs, action in ep.steps]
 
+# %% ../nbs/02c_collect.ipynb #bff81017
+class _CollectWorker:
+    """Rolls out the expert on its own env one seed at a time and returns `(record, frames)` (frames only for episodes
+    the dataset keeps). The same worker runs in `collect`'s process (workers=1), in evaluation's process workers and
+    as a Ray actor (`pool.run_processes` / `pool.run_ray`, evaluation's workers); the frames go back to the one
+    writer."""
+    def __init__(self, cfg: CollectConfig, run_dir: str | None = None, env: RobobenchEnv | None = None, actor=None,
+                 catch: bool = True):
+        self.layout = dataset_layout(cfg.env, cfg.layout, cfg.cameras)   # the simulator's own dataset layout, or None
+        cameras = list(self.layout.cameras) if self.layout is not None else list(cfg.cameras or [])
+        self.cfg, self.cameras, self.own, self.catch = cfg, cameras, env is None, catch
+        self.env = _own_env(cfg.env, cfg, self.cameras) if env is None else env
+        try: self.actor = actor if actor is not None else make_expert(self.env)
+        except BaseException:
+            self.close(); raise
+
+    def meta(self) -> dict: return {'expert': type(self.actor).__name__}
+
+    def run(self, seed: int) -> tuple[dict, list | None]:
+        try: ep = rollout(self.env, self.actor, seed, until='done', record='steps', render_images=bool(self.cameras),
+                          raise_errors=True)
+        except Exception as e:
+            if not self.catch: raise
+            return {'seed': int(seed), 'error': {'type': type(e).__name__, 'message': str(e)}}, None
+        success = bool(ep.record['success'])
+        keep = success or self.cfg.dump_failed
+        return ({'seed': int(seed), 'success': success, 'steps': int(ep.record['length'])},
+                (_frames(ep, success, seed, self.cameras) if self.layout is None else _layout_frames(ep, self.layout))
+                if keep else None)
+
+    def close(self):
+        if self.own and getattr(self, 'env', None) is not None: self.env.close()
+
+# %% ../nbs/02c_collect.ipynb #e94c9ae9
+class _SeedOrderWriter:
+    """The one writer's side of `collect`: rollout results arrive in any order (`take`), are written (or skipped) in
+    seed order, and nothing after the goal (`episodes` successes or `max_attempts` attempts) is written, so the
+    dataset is the same seed for seed whatever the number of workers. `take` returns True once it has enough."""
+    def __init__(self, writer, instruction: str, next_seed: int, done: int, episodes: int, max_attempts: int,
+                 dump_failed: bool = False, on_write=lambda rec, done, attempts: None):
+        self.writer, self.instruction, self.next, self.done = writer, instruction, next_seed, done
+        self.episodes, self.max_attempts, self.dump_failed = episodes, max_attempts, dump_failed
+        self.on_write = on_write
+        self.attempts, self.pending = 0, {}
+
+    @property
+    def stopped(self) -> bool: return self.done >= self.episodes or self.attempts >= self.max_attempts
+
+    def take(self, rec: dict, frames: list | None = None) -> bool:
+        self.pending[int(rec['seed'])] = (rec, frames)
+        while not self.stopped and self.next in self.pending:
+            rec, frames = self.pending.pop(self.next)
+            if rec.get('error'):   # what workers=1 raises, raised here (the dataset keeps everything before it)
+                err = rec['error']
+                raise RuntimeError(f"collect: the expert's episode at seed {self.next} failed: "
+                                   f"{err.get('type')}: {err.get('message')}")
+            seed, success, steps = self.next, bool(rec['success']), rec['steps']
+            if success or self.dump_failed:
+                self.writer.save(frames, self.instruction, seed=seed, success=success, steps=steps)
+            else: self.writer.skip(seed=seed, success=success, steps=steps)
+            self.attempts += 1; self.done += int(success); self.next += 1
+            self.on_write(rec, self.done, self.attempts)
+        if self.stopped: self.pending.clear()   # rollouts past the goal are dropped, as workers=1 never runs them
+        return self.stopped
+
+# %% ../nbs/02c_collect.ipynb #7e91a312
+def _collect_backend(cfg: CollectConfig, env, expert) -> str:
+    "Where `collect` rolls out: 'local' (this process), 'process' (evaluation's process workers) or 'ray'."
+    from robobench.core import RobobenchError, did_you_mean
+    if int(cfg.workers) < 1:
+        raise RobobenchError(f'--workers must be at least 1, not {cfg.workers}.', 'e.g. --workers 2')
+    backend = cfg.backend if cfg.backend != 'auto' else (
+        'ray' if cfg.ray_address else 'process' if cfg.workers > 1 else 'local')
+    if backend not in ('local', 'process', 'ray'):
+        raise RobobenchError(did_you_mean(backend, ['auto', 'local', 'process', 'ray'], 'backend'),
+                             'use --backend auto, local, process or ray')
+    if backend != 'local' and (not isinstance(env, str) or expert is not None):
+        raise RobobenchError(f'collect with backend={backend!r} builds the env and its registered expert in each '
+                             'worker, so it needs an env id, not an env or expert object.',
+                             "pass the env id (BACKEND/TASK) and no expert, or use workers=1")
+    return backend
+
 # %% ../nbs/02c_collect.ipynb #ccca9137
 def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: bool = True, **kwargs) -> dict:
     """Write `episodes` successful episodes of `expert` (default: the registered scripted expert) on `env` to a
     LeRobot v3 dataset at `out`; `kwargs` are `CollectConfig` fields. Re-running continues after the last attempted
-    seed. With `rlds_out`, the dataset is then also exported to RLDS there (`export_rlds`). Returns a summary."""
+    seed. With `workers` > 1 (process workers, or Ray actors with `backend='ray'` / `ray_address`) episodes roll out
+    in parallel and one writer writes them in seed order: the same dataset as with one worker.
+    With `rlds_out`, the dataset is then also exported to RLDS there (`export_rlds`). Returns a summary."""
     cfg = CollectConfig(env=env if isinstance(env, str) else env.spec.env_id, episodes=episodes, out=str(out), **kwargs)
+    backend = _collect_backend(cfg, env, expert)
     out = Path(out)
     layout = dataset_layout(cfg.env, cfg.layout, cfg.cameras)   # the simulator's own dataset layout, or None
     cameras = list(layout.cameras) if layout is not None else list(cfg.cameras or [])
     own = isinstance(env, str)
-    if own: env = _own_env(env, cfg, cameras)
+    if own: env = _own_env(env, cfg, cameras)   # parallel runs read the spec and the expert's name from it
     spec = env.spec
     repo_id = cfg.repo_id or f"local/{out.name}"
-    actor = expert if expert is not None else make_expert(env)
     max_attempts = cfg.max_attempts or max(10, 3 * episodes)
     if layout is None: features, fps, robot = dataset_features(spec, cameras, cfg.video), spec.fps, spec.backend
     else: features, fps, robot = (layout.lerobot_features(spec, cfg.video), layout.fps or spec.fps,
                                   layout.robot_type or spec.backend)
-    try: writer = EpisodeWriter(out, features, fps, repo_id, robot_type=robot, use_videos=cfg.video)
+    try:
+        actor = expert if expert is not None else make_expert(env)
+        writer = EpisodeWriter(out, features, fps, repo_id, robot_type=robot, use_videos=cfg.video)
     except BaseException:
         if own: env.close()
         raise
@@ -132,36 +222,37 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
                                           'expert': type(actor).__name__, 'run_info': run_info()})
     resumed = resume_point(out)   # after the writer cut the ledger back to what the dataset holds
     seed = resumed['next_seed'] if resumed['next_seed'] is not None else cfg.start_seed
-    done, attempts = resumed['saved_success'], 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=episodes, initial=min(done, episodes), desc=f'collect {spec.env_id}', unit='ep')
+        bar = tqdm(total=episodes, initial=min(resumed['saved_success'], episodes), desc=f'collect {spec.env_id}',
+                   unit='ep')
+    def on_write(rec, done, attempts):
+        if bar is None: return
+        if rec['success']: bar.update(1)
+        bar.set_postfix(seed=rec['seed'], success_rate=f"{done}/{resumed['attempts'] + attempts}")
+    sink = _SeedOrderWriter(writer, spec.instruction, seed, resumed['saved_success'], episodes, max_attempts,
+                            cfg.dump_failed, on_write)
     try:
-        while done < episodes and attempts < max_attempts:
-            ep = rollout(env, actor, seed, until='done', record='steps', render_images=bool(cameras),
-                         raise_errors=True)
-            attempts += 1
-            success, steps = ep.record['success'], ep.record['length']
-            if success or cfg.dump_failed:
-                frames = _frames(ep, success, seed, cameras) if layout is None else _layout_frames(ep, layout)
-                writer.save(frames, spec.instruction, seed=seed, success=success,
-                            steps=steps)
-            else: writer.skip(seed=seed, success=success, steps=steps)
-            if success:
-                done += 1
-                if bar is not None: bar.update(1)
-            if bar is not None: bar.set_postfix(seed=seed, success_rate=f"{done}/{resumed['attempts'] + attempts}")
-            seed += 1
+        if backend == 'local':
+            worker = _CollectWorker(cfg, env=env, actor=actor, catch=False)
+            while not sink.stopped: sink.take(*worker.run(sink.next))
+        elif not sink.stopped:
+            if own: env.close(); own = False   # the workers build their own
+            from robobench.pool import run_processes, run_ray
+            seeds = list(range(seed, seed + max_attempts))
+            run = run_ray if backend == 'ray' else run_processes
+            run(dataclasses.replace(cfg, workers=max(1, int(cfg.workers))), seeds, None, sink.take,
+                _CollectWorker, what='collect')
     finally:
         writer.close()
         if bar is not None: bar.close()
         if own: env.close()
     recs = read_jsonl(out/EPISODES_FILE)
-    res = {'out': str(out), 'repo_id': repo_id, 'env_id': spec.env_id, 'saved_success': done,
+    res = {'out': str(out), 'repo_id': repo_id, 'env_id': spec.env_id, 'saved_success': sink.done,
            'saved_episodes': writer.episodes, 'attempts': len(recs),
            'expert_success_rate': sum(r['success'] for r in recs) / max(1, len(recs)),
-           'next_seed': seed, 'complete': done >= episodes}
+           'next_seed': sink.next, 'complete': sink.done >= episodes, 'backend': backend, 'workers': cfg.workers}
     if cfg.rlds_out is not None and writer.episodes:
         from robobench.rlds import export_rlds
         res['rlds'] = str(export_rlds(out, cfg.rlds_out))

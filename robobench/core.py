@@ -298,10 +298,12 @@ def quiet_third_party(noise: dict | None = None):
 
 # %% ../nbs/00_core.ipynb #e02615aa
 def init_ray(address: str | None = None, num_cpus: int = 1):
-    """The `ray` module, initialised once: join the cluster at `address`, or start a local Ray with `num_cpus` whose
-    workers see this process's `sys.path` (so clients and templates from the user's own modules import there)."""
+    """The `ray` module, initialised once: join the cluster at `address` (default `$RAY_ADDRESS`), or start a local
+    Ray with `num_cpus` whose workers see this process's `sys.path` (so clients and templates from the user's own
+    modules import there)."""
     ray = require('ray', hint='Ray is the optional "ray" group: `make setup` installs it (EXTRAS=ray, the default), '
                               'or `uv pip install -r requirements-ray.txt`.')
+    address = address or os.environ.get('RAY_ADDRESS') or None   # Ray's own convention for the cluster to join
     if not ray.is_initialized():
         local = {} if address else {
             'num_cpus': max(1, int(num_cpus)), 'include_dashboard': False,

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_evaluation.ipynb #e88240aa
 from __future__ import annotations
-import argparse, dataclasses, importlib, json, multiprocessing as mp, os, sys, time
+import argparse, dataclasses, importlib, json, os, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from .core import (ACTION, ENV_STATE, STATE, EXIT_EPISODE_ERRORS, RobobenchError
                    remove_if_failed)
 from .config import ArgParser, config_parser, parse_config, split_policy_args
 from .envs import backends, find_task, resolve_env_id
-from .rollout import error_reason, rollout
+from .pool import pool_worker, run_processes, run_ray
+from .rollout import rollout
 from .stats import (OUTCOMES, is_error, latest_records, mcnemar_exact, per_task_lines, summarize, summary_line,
                              wilson_interval)
 from .stats import episodes_needed, outcome, task_breakdown  # noqa: F401 (re-exported: evaluation's statistics API)
@@ -147,13 +148,6 @@ def _client_meta(client) -> dict:
     if getattr(client, 'assumptions', None): out['assumptions'] = to_jsonable(client.assumptions)
     return out
 
-# %% ../nbs/06_evaluation.ipynb #c49bfdb0
-def _error_record(seed: int, etype: str, message: str, env: str | None = None) -> dict:
-    "The record of an episode lost outside `rollout` (its worker died)."
-    err = {'type': etype, 'message': message, 'phase': 'worker'}
-    return {'seed': int(seed), 'outcome': 'error', 'success': False, 'return': 0.0, 'length': 0, 'duration_s': 0.0,
-            'failure_reason': error_reason(err), 'env': env, 'error': err, 'end_time': round(time.time(), 3)}
-
 # %% ../nbs/06_evaluation.ipynb #059b0923
 class _Worker:
     "Holds one env and one client; runs episodes and writes their videos."
@@ -226,18 +220,7 @@ def run(self: _Worker, seed: int) -> tuple[dict, dict | None]:
 # %% ../nbs/06_evaluation.ipynb #e51db8a7
 def _process_worker(cfg_dict: dict, run_dir: str | None, conn):
     "Entry point of a worker process: build env + client, then run the seeds the parent sends until None."
-    os.environ.setdefault('MUJOCO_GL', 'egl')
-    try: worker = _Worker(EvalConfig(**cfg_dict), run_dir)
-    except BaseException as e:
-        from robobench.core import RobobenchError
-        conn.send(('fatal', None, (type(e).__name__, str(e), isinstance(e, RobobenchError)), None)); return
-    conn.send(('ready', None, worker.meta(), None))
-    while True:
-        seed = conn.recv()
-        if seed is None: break
-        rec, traj = worker.run(seed)
-        conn.send(('done', seed, rec, traj))
-    worker.close()
+    pool_worker(_Worker, EvalConfig(**cfg_dict), run_dir, conn)
 
 # %% ../nbs/06_evaluation.ipynb #147e4682
 def _run_local(cfg, seeds, run_dir, record, ready=lambda: None):
@@ -250,94 +233,13 @@ def _run_local(cfg, seeds, run_dir, record, ready=lambda: None):
 
 # %% ../nbs/06_evaluation.ipynb #93227874
 def _run_processes(cfg, seeds, run_dir, record, ready_cb=lambda: None, poll_s: float = 0.5):
-    """Each worker has its own pipe and the parent assigns seeds, so the parent always knows which seed a worker
-    holds: a worker that dies (segfault, OOM kill) cannot lose a message or hold a shared lock."""
-    from multiprocessing.connection import wait
-    ctx = mp.get_context('spawn')
-    params = dataclasses.asdict(cfg)
-    todo = list(seeds)
-    workers, inflight, fatal, meta = {}, {}, [], {}   # conn -> process; conn -> seed; server metadata
-    ready, died_starting = set(), []                  # conns that said 'ready'; exit codes of workers that never did
-    def start():
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_process_worker, args=(params, str(run_dir) if run_dir else None, child), daemon=True)
-        proc.start(); child.close(); workers[parent] = proc
-    def feed(conn):
-        if todo: inflight[conn] = todo.pop(0); conn.send(inflight[conn])
-        else: conn.send(None)
-    def crashed(conn):
-        proc = workers.pop(conn); proc.join(timeout=5)
-        if conn not in ready:  # died before building its env and client: restarting it would only repeat that
-            died_starting.append(proc.exitcode)
-            if len(died_starting) >= 3:
-                raise RuntimeError(
-                    f'evaluation worker processes died while starting ({len(died_starting)} times, '
-                    f'exit codes {died_starting}). '
-                    "Workers start with multiprocessing 'spawn', which re-imports the calling script: "
-                    "from a script, call evaluate(..., workers>1) under `if __name__ == '__main__':`. "
-                    "Or run with backend='local' to see the error.") from None
-        seed = inflight.pop(conn, None)
-        if seed is not None:
-            record(_error_record(seed, 'WorkerCrashed', 'the evaluation worker process died '
-                                 f'(exit code {proc.exitcode}) while running this episode '
-                                 '(a simulator segfault, or killed for memory?)', cfg.env))
-        if todo or inflight: start()
-    for _ in range(max(1, min(cfg.workers, len(seeds)))): start()
-    try:
-        while workers and (todo or inflight):
-            for conn in wait(list(workers), timeout=poll_s):
-                try: kind, seed, rec, traj = conn.recv()
-                except (EOFError, OSError): crashed(conn); continue
-                if kind == 'fatal':
-                    fatal.append(rec); workers.pop(conn).join(timeout=5)
-                    ename, msg, expected = rec
-                    if expected: raise RobobenchError(msg)   # a mismatch or bad argument: the same in every worker
-                    if len(fatal) >= 3 or not workers:
-                        error = ConnectionError if ename == 'ServerUnavailable' else RuntimeError   # no server
-                        raise error(f'evaluation workers cannot start: {ename}: {msg}')
-                    continue
-                if kind == 'ready':
-                    ready.add(conn); ready_cb()
-                    if rec and not meta: meta.update(rec)
-                if kind == 'done': inflight.pop(conn, None); record(rec, traj)
-                feed(conn)
-    finally:
-        for conn, proc in workers.items():
-            try: conn.send(None)
-            except (OSError, BrokenPipeError): pass
-        for proc in workers.values():
-            proc.join(timeout=10)
-            if proc.is_alive(): proc.kill()
-    return meta
+    "Evaluation's process workers: `pool.run_processes` with one `_Worker` (env + client) per process."
+    return run_processes(cfg, seeds, run_dir, record, _Worker, ready_cb, poll_s)
 
 # %% ../nbs/06_evaluation.ipynb #175793a2
 def _run_ray(cfg, seeds, run_dir, record, ready=lambda: None):
-    from robobench.core import init_ray
-    ray = init_ray(cfg.ray_address, num_cpus=cfg.workers)
-    Actor = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
-    n_actors = max(1, min(cfg.workers, len(seeds)))
-    actors = [Actor.remote(cfg, str(run_dir) if run_dir else None) for _ in range(n_actors)]
-    todo, running = list(seeds), {}
-    try: meta = ray.get(actors[0].meta.remote())
-    except Exception as e:   # the actor could not build its env or client (e.g. the policy does not fit the env)
-        for actor in actors: ray.kill(actor)
-        msg = next((line.strip() for line in reversed(str(e).splitlines()) if 'Error' in line and ':' in line),
-                   str(e).strip().splitlines()[0])
-        raise RobobenchError(f'evaluation workers (Ray actors) cannot start: {msg}') from None
-    ready()
-    def submit(slot):
-        if todo: seed = todo.pop(0); running[actors[slot].run.remote(seed)] = (slot, seed)
-    for slot in range(n_actors): submit(slot)
-    while running:
-        done, _ = ray.wait(list(running), num_returns=1)
-        slot, seed = running.pop(done[0])
-        try: rec, traj = ray.get(done[0])
-        except Exception as e:  # the actor died: record, replace, go on
-            rec, traj = _error_record(seed, 'WorkerCrashed', 'the Ray worker died while running this episode '
-                                      f'({type(e).__name__}: {e})', cfg.env), None
-            actors[slot] = Actor.remote(cfg, str(run_dir) if run_dir else None)
-        record(rec, traj); submit(slot)
-    return {**meta, 'ray_address': cfg.ray_address or 'local'}
+    "Evaluation's Ray actors (`pool.run_ray`): a local Ray, or the cluster at `cfg.ray_address` / `$RAY_ADDRESS`."
+    return run_ray(cfg, seeds, run_dir, record, _Worker, ready)
 
 # %% ../nbs/06_evaluation.ipynb #be59064f
 @dataclass

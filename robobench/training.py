@@ -23,7 +23,8 @@ log = logging.getLogger('robobench.training')
 # %% auto #0
 __all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'check_policy_name', 'HubWeightsMissing',
            'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config', 'TrainResult',
-           'plot_training', 'check_policy_fits', 'train', 'train_arg_parser', 'parse_train_args', 'cli_train']
+           'plot_training', 'check_policy_fits', 'train_distributed', 'train', 'train_arg_parser', 'parse_train_args',
+           'cli_train']
 
 # %% ../nbs/08_training.ipynb #5c4c2947
 POLICIES = ('act', 'diffusion', 'pi0', 'pi05', 'vqbet', 'tdmpc', 'sac', 'smolvla')
@@ -126,6 +127,8 @@ class TrainConfig:
     save_video: bool = False                       # keep evaluation rollout videos
     resume: bool = False                           # continue from the last complete checkpoint of the output dir
     seed: int = 0                                  # seeds torch, numpy and batch sampling
+    num_processes: int = 1                         # data-parallel processes (accelerate DDP); global batch = N x batch
+    mixed_precision: str = 'no'                    # no | bf16 | fp16 (accelerate; fp16 needs CUDA)
 
     def __post_init__(self):
         if isinstance(self.repo_ids, str): self.repo_ids = [s.strip() for s in self.repo_ids.split(',') if s.strip()]
@@ -133,6 +136,8 @@ class TrainConfig:
         self.repo_ids = [str(r) for r in self.repo_ids]
         if self.cache not in ('auto', 'ram', 'off'):
             raise ValueError(f"cache must be 'auto', 'ram' or 'off', got {self.cache!r}")
+        if self.mixed_precision not in ('no', 'bf16', 'fp16'):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
 
     @property
     def dataset_name(self) -> str:
@@ -819,12 +824,160 @@ def run(self: _Trainer) -> TrainResult:
         bar.close()
     return self._finish(t_start, wb, live)
 
+# %% ../nbs/08_training.ipynb #2a4438ab
+class _DDPTrainer(_Trainer):
+    "The training loop in one of N accelerate processes: rank 0 writes, every rank computes its slice of the batch."
+    def setup(self):
+        from accelerate import Accelerator
+        import datetime
+        from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+        cfg = self.cfg
+        device = pick_device(None if cfg.device == 'auto' else cfg.device)
+        if cfg.mixed_precision == 'fp16' and not device.startswith('cuda'):
+            raise RobobenchError('--mixed-precision fp16 needs a CUDA device.', 'use --mixed-precision bf16 on CPU')
+        self.acc = Accelerator(cpu=device == 'cpu', mixed_precision=cfg.mixed_precision,
+                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                                                # the other ranks wait while rank 0 evaluates: allow long evals
+                                                InitProcessGroupKwargs(timeout=datetime.timedelta(hours=6))])
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.rank0 = self.acc.is_main_process
+        if not self.rank0: self.progress = self.live_plot = False
+        asked, dev = cfg.device, self.acc.device
+        cfg.device = 'cpu' if dev.type == 'cpu' else str(dev)   # this process's device (cuda:<local rank> on GPUs)
+        if not self.rank0: self.acc.wait_for_everyone()   # rank 0 prepares (or resumes) the run folder first
+        try: super().setup()
+        finally: cfg.device = asked
+        if self.rank0: self.acc.wait_for_everyone()
+        self.ddp = self.acc.prepare_model(self.policy)   # broadcasts rank 0's weights; autocasts with mixed precision
+        self.optimizer = self.acc.prepare_optimizer(self.optimizer)
+
+    def _update(self, batch):
+        "One DDP step on this rank's slice (gradients averaged over ranks); returns the loss averaged over ranks."
+        batch = self.pre(batch)
+        loss, out = self.ddp(batch)
+        self.acc.backward(loss)
+        grad_norm = self.acc.clip_grad_norm_(self.policy.parameters(),
+                                            self.grad_clip if self.grad_clip > 0 else float('inf'))
+        self.optimizer.step(); self.optimizer.zero_grad()
+        if self.scheduler is not None: self.scheduler.step()
+        if hasattr(self.policy, 'update'): self.policy.update()
+        return self.acc.reduce(loss.detach(), 'mean'), grad_norm, out
+
+    def batches(self, start: int):
+        "This rank's slice of the global batch (`world x batch_size` frames drawn as one process would draw them)."
+        import torch
+        cfg, weights, b, r, n = self.cfg, self.weights, self.cfg.batch_size, self.rank, self.world
+        mine = lambda step: batch_indices(weights, b * n, cfg.seed, step)[r * b:(r + 1) * b]
+        if self.use_ram:
+            for step in range(start, 1 << 62): yield self.cache.batch(mine(step))
+        else:
+            class _Sampler:
+                def __iter__(s):
+                    for step in range(start, 1 << 62): yield mine(step).tolist()
+            yield from torch.utils.data.DataLoader(self.mix.dataset, batch_sampler=_Sampler(),
+                                                   num_workers=cfg.num_workers,
+                                                   persistent_workers=cfg.num_workers > 0,
+                                                   prefetch_factor=2 if cfg.num_workers else None)
+
+    def save(self, name: str, kind: str, training_state: bool = False) -> Path:
+        "Rank 0 writes checkpoints (the weights are the same on every rank)."
+        return _Trainer.save(self, name, kind, training_state) if self.rank0 else self.out / name
+
+    def _log(self, win: dict, bar, wb, live):
+        if self.rank0: _Trainer._log(self, win, bar, wb, live)
+        else: win.clear()
+
+    def _wandb(self): return _Trainer._wandb(self) if self.rank0 else None
+
+    def _print_header(self):
+        if not self.rank0: return
+        _Trainer._print_header(self)
+        print(f"Processes: {self.world} ({self.acc.distributed_type.value}, "
+              f"mixed precision {self.cfg.mixed_precision}); "
+              f"global batch {self.world} x {self.cfg.batch_size} = {self.world * self.cfg.batch_size}", flush=True)
+
+    def _periodic(self, wb, live):
+        "Rank 0 evaluates and checkpoints; the others wait there (so a resume finds every rank at the same step)."
+        cfg = self.cfg
+        if self.rank0: _Trainer._periodic(self, wb, live)
+        due = lambda every: every and self.step % every == 0 and self.step < cfg.training_steps
+        if (cfg.env and due(cfg.eval_freq)) or due(cfg.save_freq): self.acc.wait_for_everyone()
+
+    def _finish(self, t_start: float, wb, live):
+        res = _Trainer._finish(self, t_start, wb, live) if self.rank0 else None
+        self.acc.wait_for_everyone()
+        return res
+
+# %% ../nbs/08_training.ipynb #68f117e1
+def _ddp_entry(rank: int, cfg: TrainConfig, port: int, progress: bool, errors):
+    "One training process of `train_distributed`: torch.distributed's environment, then the loop; errors to the parent."
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(cfg.num_processes),
+                      LOCAL_WORLD_SIZE=str(cfg.num_processes), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    if sys.platform.startswith('linux'): os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')   # offline: loopback only
+    os.environ.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // cfg.num_processes)))   # share cores
+    trainer = None
+    try:
+        trainer = _DDPTrainer(cfg, progress=progress, live_plot=False)
+        trainer.setup()
+        trainer.run()
+    except BaseException as e:
+        errors.put((rank, type(e).__name__, str(e)))
+        raise
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/08_training.ipynb #1f3334f2
+_DDP_ERRORS = {'ValueError': ValueError, 'KeyError': KeyError, 'FileNotFoundError': FileNotFoundError,
+               'FileExistsError': FileExistsError, 'ImportError': ImportError, 'HubWeightsMissing': HubWeightsMissing,
+               'RobobenchError': RobobenchError, 'FloatingPointError': FloatingPointError}
+
+def train_distributed(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """`train` in `cfg.num_processes` processes (accelerate DDP; this process launches them on a free port on
+    127.0.0.1, offline) or, with one process, under accelerate for `mixed_precision`. Returns rank 0's result."""
+    import torch.multiprocessing as tmp
+    from robobench.core import free_port, read_json
+    cfg.policy = check_policy_name(cfg.policy)
+    if cfg.num_processes < 1: raise RobobenchError(f'--num-processes must be at least 1, not {cfg.num_processes}.')
+    if cfg.time_limit is not None and cfg.num_processes > 1:
+        raise RobobenchError('--time-limit stops each process on its own clock, which could split a DDP run.',
+                             'give --training-steps instead with --num-processes > 1')
+    device = pick_device(None if cfg.device == 'auto' else cfg.device)
+    if device.startswith('cuda'):
+        import torch
+        if cfg.num_processes > torch.cuda.device_count():
+            raise RobobenchError(f'--num-processes {cfg.num_processes} needs {cfg.num_processes} GPUs; '
+                                 f'{torch.cuda.device_count()} visible.', 'use one process per GPU (or --device cpu)')
+    elif device == 'mps' and cfg.num_processes > 1:
+        raise RobobenchError('DDP does not run on MPS.', 'use --device cpu with --num-processes > 1')
+    _Trainer(cfg, progress=False)._prepare_out_dir()   # its mistakes (no run to resume, a run there) here, as one line
+    if cfg.num_processes == 1:
+        trainer = _DDPTrainer(cfg, progress=progress, live_plot=False)
+        trainer.setup()
+        return trainer.run()
+    ctx = tmp.get_context('spawn')
+    errors = ctx.SimpleQueue()
+    try: tmp.start_processes(_ddp_entry, args=(cfg, free_port(), progress, errors), nprocs=cfg.num_processes,
+                             start_method='spawn', join=True)
+    except Exception:
+        if not errors.empty():   # the first rank's own error, as the one-process run would raise it
+            rank, name, msg = errors.get()
+            known = name in _DDP_ERRORS
+            raise _DDP_ERRORS.get(name, RuntimeError)(msg if known else f'rank {rank}: {name}: {msg}') from None
+        raise
+    out = cfg.out_dir
+    summary = read_json(out / 'train_summary.json')
+    evals = [r for r in read_jsonl(out / 'metrics.jsonl') if 'eval' in r]
+    return TrainResult(out, summary['step'], out / 'best_model' if (out / 'best_model').exists() else None,
+                       out / 'final_model', evals, summary)
+
 # %% ../nbs/08_training.ipynb #b8ff29f8
 def train(config: TrainConfig | None = None, progress: bool = True, live_plot: bool | None = None,
           **kwargs) -> TrainResult:
     """Train a LeRobot policy (see `TrainConfig` for every option; keyword arguments override `config`).
     Output: `best_model/`, `checkpoint_<step>/`, `final_model/`, `metrics.jsonl`, `evals/step_<N>/` under `out_dir`."""
     cfg = dataclasses.replace(config or TrainConfig(), **kwargs) if kwargs else (config or TrainConfig())
+    if cfg.num_processes > 1 or cfg.mixed_precision != 'no': return train_distributed(cfg, progress=progress)
     trainer = _Trainer(cfg, progress=progress, live_plot=live_plot)
     trainer.setup()
     return trainer.run()
