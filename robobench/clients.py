@@ -746,6 +746,7 @@ class HttpClient(ChunkedClient):
     "A CogACT-style HTTP policy server (`-m http://HOST:PORT[/path]`): multipart image + JSON task, actions as JSON."
     def __init__(self, url: str = 'http://127.0.0.1:5500/api/inference', connect_timeout: float = 10.0,
                  timeout: float = 30.0, max_size: int = 2**20, layout: str | dict | None = 'cogact', **kw):
+        # max_size: the most bytes a reply may have; timeout: seconds per reply (connect_timeout: to connect)
         parsed = parse_http_url(url)
         if parsed is None: raise ClientSpecError(f'cannot parse {url!r} as http://HOST:PORT[/path].',
                                                  'e.g. -m http://127.0.0.1:5500 (path default /api/inference)')
@@ -756,6 +757,7 @@ class HttpClient(ChunkedClient):
         if self.layout is None or not layout_images(self.layout, self.cameras):
             raise ClientSpecError(f'the http transport sends one camera image; layout {self.layout_name!r} has none.',
                                   'use --policy.layout cogact (the default for http://), or a layout with an image')
+        self.connect()   # a dead server: ServerUnavailable now, as the websocket client's, not in every episode
 
     def infer_chunk(self, request: dict) -> np.ndarray:
         import json
@@ -769,21 +771,29 @@ class HttpClient(ChunkedClient):
                                   ('json', 'data.json', json.dumps(query).encode(), 'application/json')])
         return _http_actions(self._post(body, ctype), self.url)
 
+# %% ../nbs/05_clients.ipynb #692504e4
+@patch
+def connect(self: HttpClient, keep: bool = False):
+    "Open a connection to the server within `connect_timeout` (closed again unless `keep`); the websocket client's errors."
+    import http.client
+    conn_cls = http.client.HTTPSConnection if self.scheme == 'https' else http.client.HTTPConnection
+    conn, t0 = conn_cls(self.host, self.port, timeout=self.connect_timeout), time.monotonic()
+    try: conn.connect()
+    except TimeoutError as e:
+        raise ServerTimeout(f'no answer from {self.url} within {self.connect_timeout:.1f}s (connect)') from e
+    except OSError as e:
+        raise ServerUnavailable(f'cannot reach policy server {self.url} after {time.monotonic() - t0:.1f}s: '
+                                f'{type(e).__name__}: {e}') from e
+    if keep: return conn
+    conn.close()
+
 # %% ../nbs/05_clients.ipynb #a1de9730
 @patch
 def _post(self: HttpClient, body: bytes, ctype: str) -> bytes:
     "POST `body`; the reply's bytes (at most `max_size`), or the websocket client's error classes."
     import http.client, socket
-    conn_cls = http.client.HTTPSConnection if self.scheme == 'https' else http.client.HTTPConnection
-    conn = conn_cls(self.host, self.port, timeout=self.connect_timeout)
-    t0 = time.monotonic()
+    conn = self.connect(keep=True)
     try:
-        try: conn.connect()
-        except TimeoutError as e:
-            raise ServerTimeout(f'no answer from {self.url} within {self.connect_timeout:.1f}s (connect)') from e
-        except OSError as e:
-            raise ServerUnavailable(f'cannot reach policy server {self.url} after {time.monotonic() - t0:.1f}s: '
-                                    f'{type(e).__name__}: {e}') from e
         conn.sock.settimeout(self.timeout)
         try:
             conn.request('POST', self.path, body=body, headers={'Content-Type': ctype, 'Accept': 'application/json'})
@@ -799,8 +809,9 @@ def _post(self: HttpClient, body: bytes, ctype: str) -> bytes:
             raise ServerFrameError(f"policy server {self.url} sent a reply over the client's max_size "
                                    f'({self.max_size} bytes).', 'check that -m points at a policy server you trust '
                                    '(a larger limit: --policy.max_size BYTES)')
-        if resp.status != 200:
-            raise ServerError(data.decode(errors='replace').strip()[-2000:] or f'HTTP {resp.status} {resp.reason}',
-                              self.url)
+        if resp.status != 200:   # the body (a Flask traceback or error page) kept whole; its words end the message
+            text = data.decode(errors='replace')
+            words = ' '.join(re.sub(r'<[^>]*>', ' ', text).split())[-300:]
+            raise ServerError(f"{text}\nHTTP {resp.status} {resp.reason}{': ' + words if words else ''}", self.url)
         return data
     finally: conn.close()

@@ -614,8 +614,10 @@ def _check_policy_options(spec, options: dict) -> None:
 
 def _no_server(e: ConnectionError, spec, env: str) -> BaseException:
     "A policy server that cannot be reached before the first episode: one line saying how to start one."
-    from robobench.clients import parse_host_port
+    from robobench.clients import parse_host_port, parse_http_url
     host_port = parse_host_port(spec) if isinstance(spec, str) else None
+    if host_port is None and isinstance(spec, str) and parse_http_url(spec):   # an HTTP (CogACT-style) server
+        host_port = parse_http_url(spec)[1:3]
     if host_port is None: return e
     host, port = host_port
     why = str(e).rsplit('s: ', 1)[-1] if 's: ' in str(e) else str(e)
