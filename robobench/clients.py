@@ -772,9 +772,9 @@ class HttpClient(ChunkedClient):
         return _http_actions(self._post(body, ctype), self.url)
 
 # %% ../nbs/05_clients.ipynb #692504e4
-@patch
-def connect(self: HttpClient, keep: bool = False):
-    "Open a connection to the server within `connect_timeout` (closed again unless `keep`); the websocket client's errors."
+@patch(nm='connect')
+def _http_connect(self: HttpClient, keep: bool = False):
+    "Connect within `connect_timeout` (closed again unless `keep`), raising the websocket client's error classes."
     import http.client
     conn_cls = http.client.HTTPSConnection if self.scheme == 'https' else http.client.HTTPConnection
     conn, t0 = conn_cls(self.host, self.port, timeout=self.connect_timeout), time.monotonic()

@@ -31,9 +31,10 @@ def test_droid_gripper_closedness_close_on_one_and_joint_velocity_units(tmp_path
         grip = np.asarray(req['observation/gripper_position'])
         assert grip.shape == (1,) and 0.0 <= grip[0] <= 1.0, grip          # closedness, not a width in metres
         assert req['observation/joint_position'].shape == (7,)
-        assert req['observation/exterior_image_1_left'].shape == req['observation/wrist_image_left'].shape == (224, 224, 3)
+        for key in ('observation/exterior_image_1_left', 'observation/wrist_image_left'):
+            assert req[key].shape == (224, 224, 3)
         seen.append((float(grip[0]), np.array(req['observation/joint_position'])))
-        chunk = np.zeros((10, 8), np.float32)                                # the example asserts a [10, 8] chunk
+        chunk = np.zeros((10, 8), np.float32)                               # the example asserts a [10, 8] chunk
         chunk[:, 0] = 0.1                                                    # joint 1 at 0.1 DROID units = 0.3 rad/s
         chunk[:, 7] = 0.8                                                    # > 0.5: close the gripper
         return {'actions': chunk}
@@ -43,7 +44,7 @@ def test_droid_gripper_closedness_close_on_one_and_joint_velocity_units(tmp_path
     assert res.summary['errors'] == 0, res.episodes
     assert len(seen) == 3                                                    # 24 steps, 8 per request
     assert seen[0][0] < 0.05                                                 # starts open: closedness ~0
-    assert seen[2][0] > 0.9, [s[0] for s in seen]                            # DROID's "close" closed ManiSkill's gripper
+    assert seen[2][0] > 0.9, [s[0] for s in seen]                            # DROID's close closed the gripper
     moved = seen[1][1][0] - seen[0][1][0]                                    # 8 steps at 20 Hz: 0.4 s
     assert 0.08 < moved < 0.15, moved                                        # ~0.3 rad/s * 0.4 s, not 0.1 rad/s
     traj = np.load(tmp_path / 'trajectories' / 'seed0.npz')['action']
