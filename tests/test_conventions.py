@@ -215,3 +215,21 @@ def test_a_missing_camera_stops_before_the_first_episode(tmp_path, how):
     assert not requests                                                      # nothing was asked of the policy
     episodes = tmp_path / 'run' / 'episodes.jsonl'
     assert not episodes.exists() or not episodes.read_text().strip()
+
+
+def test_the_readme_aloha_line_runs_on_transfer_cube(tmp_path):
+    "The README's openpi-aloha line, pointed at an aloha_sim-style server: exit 0, a request every 10 steps."
+    import re, shlex
+    from tests._openpi_server import OpenpiLikeServer
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith('robobench eval') and 'openpi-aloha' in ln)
+    n = []
+    def aloha_server(req):
+        assert sorted(req) == ['images', 'state'] and sorted(req['images']) == ['cam_high']
+        n.append(1); return {'actions': np.tile(req['state'], (50, 1)).astype(np.float32)}
+    with OpenpiLikeServer(aloha_server) as srv:
+        args = shlex.split(re.sub(r'\s+#.*$', '', line).replace('HOST:8000', f'127.0.0.1:{srv.port}'))
+        r = subprocess.run([ROBOBENCH, *args[1:], '--episodes', '1', '--max-steps', '20', '--no-video',
+                            '--run-folder', str(tmp_path / 'run')], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(n) == 2 and 'aloha/TransferCube' in line
