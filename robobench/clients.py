@@ -594,6 +594,13 @@ class WebsocketClient(ChunkedClient):
             if key in out: return out[key]
         raise ServerError(f"the reply has no 'actions' (keys: {sorted(out)})", f'ws://{self.host}:{self.port}')
 
+# %% ../nbs/05_clients.ipynb #6d967f54
+@patch
+def _http_hint(self: WebsocketClient) -> str:
+    "For a layout whose servers speak HTTP (CogACT's Flask server), how to reach one; '' otherwise."
+    if (self.layout or {}).get('transport') != 'http': return ''
+    return f" (the {self.layout_name} layout's servers speak HTTP: -m http://{self.host}:{self.port})"
+
 # %% ../nbs/05_clients.ipynb #eb1feaae
 @patch
 def connect(self: WebsocketClient) -> dict:
@@ -610,13 +617,15 @@ def connect(self: WebsocketClient) -> dict:
             raise PermissionError(f'policy server ws://{self.host}:{self.port} '
                                   'refused the API key (HTTP 401)') from None
         raise ServerUnavailable(f'policy server ws://{self.host}:{self.port} answered HTTP {code}: '
-                                f'{e.response.body.decode(errors="replace").strip()}') from None
+                                f'{e.response.body.decode(errors="replace").strip()[:300]}'
+                                f'{self._http_hint()}') from None
     except TimeoutError as e:
         raise ServerTimeout(f'no answer from ws://{self.host}:{self.port} '
                             f'within {self.connect_timeout:.1f}s (connect)') from e
     except (OSError, wse.WebSocketException) as e:
         raise ServerUnavailable(f'cannot reach policy server ws://{self.host}:{self.port} '
-                                f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}') from e
+                                f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}'
+                                f'{self._http_hint()}') from e
     self.metadata = self._client.metadata
     if not isinstance(self.metadata, dict): self.metadata = {}
     self.assumptions = {}

@@ -175,6 +175,9 @@ def test_cogact_http_dead_server_and_refusals():
         obs['splat'] = {'external_cam': np.zeros((8, 8, 3), np.uint8)}
         with pytest.raises(ServerError, match='404'):
             client.infer(obs, 'go')
+        # the cogact layout over websocket meets an HTTP server: the message says to use -m http://
+        with pytest.raises(ServerUnavailable, match=f'-m http://127.0.0.1:{srv.port}'):
+            make_client(f'127.0.0.1:{srv.port}', layout='cogact', connect_timeout=3)
 
 
 def test_a_short_chunk_is_an_error_not_executed_short(tmp_path):
