@@ -77,6 +77,7 @@ def test_aloha_top_camera_only_model_prompt_and_replan_every_10(tmp_path):
                         max_steps=5, client_kwargs={'cameras': ['cam_high', 'cam_left_wrist'],
                                                     'prompt': 'transfer the cube'})
     assert res.summary['errors'] == 0 and sorted(asked[0]['images']) == ['cam_high', 'cam_left_wrist']
+    assert all(len(r['timing']['server_timing']['infer_ms']) == 1 for r in res.episodes)   # openpi's server_timing
     assert asked[0]['prompt'] == 'transfer the cube'
 
 
@@ -159,6 +160,10 @@ def test_cogact_http_api_zero_error_episodes_gripper_and_image_shape(tmp_path):
     assert np.all(traj[:, 6] == get_backend('robosuite').gripper['action_closed'])
     info = json.loads((tmp_path / 'run_info.json').read_text())
     assert info['client_info']['layout'] == 'cogact' and info['client_info']['client'] == 'http'
+    assert [len(r['timing']['round_trip_ms']) for r in res.episodes] == [3, 3]   # every request timed
+    from robobench.viz import report
+    html = report(res).read_text()
+    assert 'Policy latency (ms)' in html and 'round trip' in html and 'p90' in html
 
 
 def test_cogact_http_dead_server_and_refusals():
@@ -236,3 +241,14 @@ def test_the_readme_aloha_line_runs_on_transfer_cube(tmp_path):
                             '--run-folder', str(tmp_path / 'run')], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(n) == 2 and 'aloha/TransferCube' in line
+
+
+def test_a_missing_camera_stops_process_workers_too(tmp_path):
+    "With worker processes the first episode's missing camera stops the run (RobobenchError), no episode recorded."
+    from robobench.core import RobobenchError
+    from robobench.evaluation import evaluate
+    with pytest.raises(RobobenchError, match='--splat-cameras'):
+        evaluate('toy/Point', 'tests.test_conventions:WristCamClient', episodes=3, workers=2, max_steps=3,
+                 client_kwargs={'action_dim': 2}, run_folder=tmp_path, progress=False, video=False)
+    episodes = tmp_path / 'episodes.jsonl'
+    assert not episodes.exists() or not episodes.read_text().strip()
