@@ -14,16 +14,16 @@ from fastcore.basics import patch
 from .config import _base_type
 from .core import Registry, RobobenchError, did_you_mean, import_object, parse_value
 from .envs import dataset_request
-from .layouts import get_layout, layout_request
+from .layouts import convert_action, get_layout, layout_images, layout_request
 from .policies import FeatureSpec, LeRobotPolicy, RandomPolicy, check_actions, validate_request
 from .rollout import SPLAT_CAMERAS, SplatView  # noqa: F401 (PolaRiS's obs['splat'] lives with the rollout loop)
 
 # %% auto #0
 __all__ = ['CLIENTS', 'PolicyArgs', 'client_options', 'ClientOptionError', 'check_client_options', 'InferenceClient',
-           'env_obs_to_request', 'scale_action', 'ChunkedClient', 'PolicyEnvMismatch', 'compat_problems',
-           'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable', 'ServerTimeout', 'ServerError',
-           'ServerFrameError', 'parse_host_port', 'OpenpiConnection', 'WebsocketClient', 'ClientSpecError',
-           'make_client', 'client_kind']
+           'env_obs_to_request', 'scale_action', 'ShortChunkError', 'ChunkedClient', 'PolicyEnvMismatch',
+           'compat_problems', 'camera_problems', 'RandomClient', 'LocalClient', 'ScriptedClient', 'ServerUnavailable',
+           'ServerTimeout', 'ServerError', 'ServerFrameError', 'parse_host_port', 'OpenpiConnection', 'WebsocketClient',
+           'ClientSpecError', 'make_client', 'client_kind', 'parse_http_url', 'HttpClient']
 
 # %% ../nbs/05_clients.ipynb #6b6a531d
 @dataclasses.dataclass
@@ -181,6 +181,9 @@ def _json_option(name: str, text: str, kind):
                          f"e.g. --policy.{name} '{example}'")
 
 # %% ../nbs/05_clients.ipynb #9610e406
+class ShortChunkError(RobobenchError):
+    "The server answered fewer actions than the client executes per request (its replan count): never run short."
+
 class ChunkedClient(InferenceClient):
     "Base for built-in clients: obs mapping → `infer_chunk` → open-loop queue of `n_action_steps` → `mapping_function`."
     features: list[str] | None = None
@@ -193,7 +196,9 @@ class ChunkedClient(InferenceClient):
             req = self.make_request(obs, instruction)
             if self._episode_start and 'episode_start' in self.control_keys: req['episode_start'] = True
             self._episode_start = False
+            started = time.perf_counter()
             chunk = np.asarray(self.infer_chunk(req), np.float32)
+            self.record_timing((time.perf_counter() - started) * 1000, self.__dict__.pop('_last_reply', None))
             if chunk.ndim == 1: chunk = chunk[None]
             if chunk.ndim != 2:
                 raise ValueError(f'policy returned actions of shape {chunk.shape}; expected [horizon, action_dim]')
@@ -204,28 +209,41 @@ class ChunkedClient(InferenceClient):
                                      f"{self.env_spec.action_dim} (control_mode {self.env_spec.control_mode!r}).",
                                      'choose the env controller the layout names (--env-kwargs), '
                                      'or map actions with --policy.mapping_function.')
-            n_run = min(self.n_action_steps or len(chunk), len(chunk))
-            self._queue.extend(chunk[:n_run])
+            if self.n_action_steps and len(chunk) < self.n_action_steps:   # openpi's examples assert this too
+                raise ShortChunkError(f'the policy answered {len(chunk)} action(s) where {self.n_action_steps} are '
+                                      f'executed per request (n_action_steps, layout {self.layout_name!r}).',
+                                      'serve a policy whose chunk is at least that long, or pass '
+                                      f'--policy.n_action_steps {len(chunk)}')
+            self._queue.extend(chunk[:self.n_action_steps or len(chunk)])
             self.n_inferences += 1; self.last_chunk, self.last_request = chunk, req
-        action = self.mapping_function(self._queue.popleft(), self.scale)
+        action = self._queue.popleft()
+        if self.layout is not None: action = convert_action(self.layout, action, self.env_spec)   # its conventions
+        action = self.mapping_function(action, self.scale)
         viz = None
         if return_viz:
             imgs = obs.get('images') or {}
             viz = next(iter(imgs.values()), None) if imgs else None
         return action, viz
 
-    def reset(self) -> None: self._queue.clear(); self._episode_start = True
+    def reset(self) -> None:
+        self._queue.clear(); self._episode_start = True
+        self.episode_timing = {'round_trip_ms': [], 'server_timing': {}, 'policy_timing': {}}
 
 # %% ../nbs/05_clients.ipynb #0ba05044
 @patch
 def __init__(self: ChunkedClient, n_action_steps: int | None = None, camera_map: dict | None = None,
              obs_map: Callable[[dict, str], dict] | None = None,
              mapping_function: Callable[[np.ndarray, Any], np.ndarray] | None = None, scale=1.0,
-             control_mode: str | None = None, layout: str | dict | None = None):
+             control_mode: str | None = None, layout: str | dict | None = None, cameras: list | None = None,
+             prompt: str | None = None):
+    # cameras: the layout's image keys to send (default: the layout's own choice); prompt: sent instead of the env's
+    # instruction (a layout whose model keeps its default prompt sends one only when given)
     if n_action_steps is not None and n_action_steps < 1: raise ValueError('n_action_steps must be >= 1')
     # from the CLI / papermill these arrive as text: JSON for maps and lists, package.module:name for code
     if isinstance(camera_map, str): camera_map = _json_option('camera_map', camera_map, dict)
     if isinstance(scale, str): scale = _json_option('scale', scale, (list, int, float))
+    if isinstance(cameras, str):
+        cameras = _json_option('cameras', cameras, list) if cameras.lstrip().startswith('[') else [cameras]
     if isinstance(obs_map, str): obs_map = import_object(obs_map, 'obs_map')
     if isinstance(mapping_function, str): mapping_function = import_object(mapping_function, 'mapping_function')
     self.n_action_steps, self.camera_map, self.obs_map = n_action_steps, camera_map, obs_map
@@ -233,20 +251,38 @@ def __init__(self: ChunkedClient, n_action_steps: int | None = None, camera_map:
     # the request keys the server expects (robobench.layouts); None: LeRobot feature names
     self.layout = None if layout in (None, 'lerobot') else get_layout(layout)
     self.layout_name = 'lerobot' if self.layout is None else self.layout['name']
+    self.cameras, self.prompt = cameras, prompt
+    if self.layout is not None and cameras is not None: layout_images(self.layout, cameras)   # unknown names: now
+    if self.layout is not None and n_action_steps is None and self.layout.get('n_action_steps'):
+        self.n_action_steps = int(self.layout['n_action_steps'])   # what the layout's own example client runs
     self.env_spec = None   # set by check_env / the rollout loop: layouts read named state entries from it
     self._queue: collections.deque = collections.deque()
     self.n_inferences, self.last_chunk, self.last_request = 0, None, None
     self._episode_start = True
+    self.episode_timing = {'round_trip_ms': [], 'server_timing': {}, 'policy_timing': {}}
 
 # %% ../nbs/05_clients.ipynb #c1eaa85c
 @patch
 def make_request(self: ChunkedClient, obs: dict, instruction: str | None) -> dict:
     if self.obs_map is not None: return self.obs_map(obs, instruction)
-    if self.layout is not None: return layout_request(self.layout, obs, instruction, self.env_spec)
+    if self.layout is not None:
+        return layout_request(self.layout, obs, instruction, self.env_spec, self.cameras, self.prompt)
     md = getattr(self, 'metadata', None) or {}   # a policy trained on its simulator's own dataset layout
     req = dataset_request(self.env_spec, obs, instruction, md.get('input_features') if self.features else None)
     if req is not None: return req
     return env_obs_to_request(obs, instruction, self.features, self.camera_map)
+
+# %% ../nbs/05_clients.ipynb #a1ebb7e8
+@patch
+def record_timing(self: ChunkedClient, round_trip_ms: float, reply: dict | None = None) -> None:
+    """Keep one request's latency for this episode: the round trip, and the `server_timing` / `policy_timing` maps an
+    openpi server adds to its reply (each a {name: milliseconds}), for the report's latency percentiles."""
+    t = self.episode_timing
+    t['round_trip_ms'].append(round(float(round_trip_ms), 3))
+    for part in ('server_timing', 'policy_timing'):
+        for k, v in ((reply or {}).get(part) or {}).items() if isinstance((reply or {}).get(part), dict) else ():
+            if isinstance(v, (int, float, np.floating, np.integer)) and len(t[part].setdefault(k, [])) < 10_000:
+                t[part][k].append(round(float(v), 3))
 
 # %% ../nbs/05_clients.ipynb #06c1c753
 @patch(as_prop=True)
@@ -337,13 +373,40 @@ def compat_problems(client, spec) -> list[str]:
     return out
 
 # %% ../nbs/05_clients.ipynb #86556c68
+def camera_problems(client, spec, splat_cameras: dict | None = None, cameras: list | None = None) -> list[str]:
+    """The camera views a layout client will ask for that an env of `spec` cannot give (`cameras`: the env's
+    available cameras, default `spec.cameras`; `splat_cameras`: the user's view -> camera map), each in one sentence
+    naming `--splat-cameras` or what the env's backend says gives that camera."""
+    layout = getattr(client, 'layout', None)
+    if not layout or getattr(client, 'obs_map', None) is not None: return []
+    from robobench.envs import get_backend
+    try: backend = get_backend(spec)
+    except Exception: return []
+    views = {**backend.cameras, **(splat_cameras or {})}
+    have = list(cameras if cameras is not None else spec.cameras)
+    out = []
+    for e in layout_images(layout, getattr(client, 'cameras', None)):
+        if e.get('optional'): continue
+        cam = views.get(e['view'])
+        if cam in have: continue
+        hint = backend.camera_hints.get(e['view'])
+        out.append(f"the {layout['name']} layout sends view {e['view']!r}"
+                   + (f" (camera {cam!r})" if cam else '') + f", which {spec.env_id} does not have (cameras: {have}); "
+                   f"map it with --splat-cameras '{{\"{e['view']}\": \"CAMERA\"}}'"
+                   + (f" or use {hint}" if hint else ''))
+    return out
+
 @patch
-def check_env(self: ChunkedClient, spec) -> None:
+def check_env(self: ChunkedClient, spec, splat_cameras: dict | None = None, cameras: list | None = None) -> None:
     """Before the first episode: can this env feed the policy, and can the env take its actions? Builds the request
     an observation of `spec` would give (zeros of the right shapes) and checks it against the policy's metadata;
-    raises `PolicyEnvMismatch` naming every difference. Policies without metadata are not checked."""
+    checks that the env has every camera the layout sends and takes the layout's action conventions (a
+    joint-velocity controller...); raises `PolicyEnvMismatch` naming every difference."""
     self.env_spec = spec
-    problems = compat_problems(self, spec)
+    problems = compat_problems(self, spec) + camera_problems(self, spec, splat_cameras, cameras)
+    if self.layout is not None and self.layout.get('action') and self.layout.get('action_dim'):
+        try: convert_action(self.layout, np.zeros(int(self.layout['action_dim']), np.float32), spec)
+        except RobobenchError as e: problems.append(str(e).rstrip('.'))
     if problems:
         md = getattr(self, 'metadata', None) or {}
         who = (f"the {md.get('policy_type') or 'served'} policy"
@@ -529,10 +592,18 @@ class WebsocketClient(ChunkedClient):
             raise ServerUnavailable(f'lost the policy server ws://{self.host}:{self.port}: '
                                     f'{type(e).__name__}: {e}') from e
         self.last_server_timing = out.get('server_timing')
+        self._last_reply = out   # its server_timing / policy_timing, kept by infer's record_timing
         # openpi servers answer `actions`; PolaRiS / CogACT-style ones may say `action`
         for key in ('actions', 'action'):
             if key in out: return out[key]
         raise ServerError(f"the reply has no 'actions' (keys: {sorted(out)})", f'ws://{self.host}:{self.port}')
+
+# %% ../nbs/05_clients.ipynb #6d967f54
+@patch
+def _http_hint(self: WebsocketClient) -> str:
+    "For a layout whose servers speak HTTP (CogACT's Flask server), how to reach one; '' otherwise."
+    if (self.layout or {}).get('transport') != 'http': return ''
+    return f" (the {self.layout_name} layout's servers speak HTTP: -m http://{self.host}:{self.port})"
 
 # %% ../nbs/05_clients.ipynb #eb1feaae
 @patch
@@ -550,20 +621,22 @@ def connect(self: WebsocketClient) -> dict:
             raise PermissionError(f'policy server ws://{self.host}:{self.port} '
                                   'refused the API key (HTTP 401)') from None
         raise ServerUnavailable(f'policy server ws://{self.host}:{self.port} answered HTTP {code}: '
-                                f'{e.response.body.decode(errors="replace").strip()}') from None
+                                f'{e.response.body.decode(errors="replace").strip()[:300]}'
+                                f'{self._http_hint()}') from None
     except TimeoutError as e:
         raise ServerTimeout(f'no answer from ws://{self.host}:{self.port} '
                             f'within {self.connect_timeout:.1f}s (connect)') from e
     except (OSError, wse.WebSocketException) as e:
         raise ServerUnavailable(f'cannot reach policy server ws://{self.host}:{self.port} '
-                                f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}') from e
+                                f'after {time.monotonic() - t0:.1f}s: {type(e).__name__}: {e}'
+                                f'{self._http_hint()}') from e
     self.metadata = self._client.metadata
     if not isinstance(self.metadata, dict): self.metadata = {}
     self.assumptions = {}
-    if self._user_steps is None and self.metadata.get('n_action_steps'):
-        self.n_action_steps = int(self.metadata['n_action_steps'])
-    elif self._user_steps is None and (self.layout or {}).get('n_action_steps'):
+    if self._user_steps is None and (self.layout or {}).get('n_action_steps'):
         self.n_action_steps = int(self.layout['n_action_steps'])   # what the layout's own client runs
+    elif self._user_steps is None and self.metadata.get('n_action_steps'):
+        self.n_action_steps = int(self.metadata['n_action_steps'])
     elif self._user_steps is None:   # e.g. openpi's own server, which sends {} by default
         self.assumptions['n_action_steps'] = ('whole chunk: the server sent no n_action_steps in its metadata; '
                                               'pass --policy.n_action_steps N (n_action_steps=N) '
@@ -597,12 +670,14 @@ class ClientSpecError(RobobenchError, ValueError):
 # %% ../nbs/05_clients.ipynb #a7483ba5
 def make_client(spec, **kw) -> InferenceClient:
     """A client from `spec`: an `InferenceClient` (returned as is), a registered name (`'random'`, `'MyPolicy'`),
-    `'host:port'` / `'ws://host:port'` (→ `websocket`), or a checkpoint directory (→ `local`)."""
+    `'host:port'` / `'ws://host:port'` (→ `websocket`), `'http://host:port[/path]'` (→ `http`), or a checkpoint
+    directory (→ `local`)."""
     if isinstance(spec, InferenceClient): return spec
     if isinstance(spec, os.PathLike): return InferenceClient.make('local', path=spec, **kw)
     if not isinstance(spec, str):
         raise TypeError(f'make_client takes a name, host:port or checkpoint path; got {type(spec).__name__}')
     if spec in InferenceClient._registry: return InferenceClient.make(spec, **kw)
+    if spec.startswith(('http://', 'https://')): return InferenceClient.make('http', url=spec, **kw)
     host_port = parse_host_port(spec)
     if host_port is not None and (spec.startswith(('ws://', 'wss://')) or not Path(spec).exists()):
         return InferenceClient.make('websocket', host=host_port[0], port=host_port[1], **kw)
@@ -619,6 +694,137 @@ def client_kind(spec) -> str | None:
     if isinstance(spec, os.PathLike): return 'local'
     if not isinstance(spec, str): return None
     if spec in InferenceClient._registry: return spec
+    if spec.startswith(('http://', 'https://')): return 'http'
     host_port = parse_host_port(spec)
     if host_port is not None and (spec.startswith(('ws://', 'wss://')) or not Path(spec).exists()): return 'websocket'
     return 'local' if Path(spec).is_dir() else None
+
+# %% ../nbs/05_clients.ipynb #3d1b57a5
+def parse_http_url(spec: str) -> tuple[str, str, int, str] | None:
+    "'http://h:5500' / 'http://h:5500/api/inference' / 'https://h' -> (scheme, host, port, path); else None."
+    m = re.fullmatch(r'(https?)://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.\-]+)(?::(\d{1,5}))?(/[^\s?#]*)?', str(spec).strip())
+    if not m: return None
+    scheme, host, port, path = m.groups()
+    port = int(port) if port else (443 if scheme == 'https' else 80)
+    if not 0 < port < 65536: return None
+    return scheme, host.strip('[]'), port, (path if path and path != '/' else '/api/inference')
+
+# %% ../nbs/05_clients.ipynb #225d906a
+def _multipart(fields: list[tuple[str, str, bytes, str]]) -> tuple[bytes, str]:
+    "A multipart/form-data body of file parts `(name, filename, data, content_type)`, and its Content-Type."
+    import secrets
+    boundary = f'robobench-{secrets.token_hex(12)}'
+    out = b''
+    for name, filename, data, ctype in fields:
+        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                f'Content-Type: {ctype}\r\n\r\n').encode() + data + b'\r\n'
+    return out + f'--{boundary}--\r\n'.encode(), f'multipart/form-data; boundary={boundary}'
+
+def _png(img: np.ndarray) -> bytes:
+    "An HxWx3 uint8 image as PNG bytes (lossless: the server sees the pixels robobench sent)."
+    import io
+    from PIL import Image
+    buf = io.BytesIO(); Image.fromarray(np.ascontiguousarray(img)).save(buf, format='PNG', compress_level=1)
+    return buf.getvalue()
+
+def _landscape(img: np.ndarray) -> np.ndarray:
+    "An image padded left and right (black) until height < width, as CogACT's server asserts; else as is."
+    h, w = img.shape[:2]
+    if h < w: return img
+    extra = h + max(2, h // 7) - w
+    return np.pad(img, ((0, 0), (extra // 2, extra - extra // 2), (0, 0)))
+
+# %% ../nbs/05_clients.ipynb #16798666
+def _http_actions(data: bytes, url: str) -> np.ndarray:
+    "A CogACT-style reply -> float32 [horizon, dim]: a list of numbers, a list of lists, or {'actions'|'action': ...}."
+    import json
+    def refuse(why): return ServerFrameError(f'policy server {url} sent a reply robobench cannot use: {why}.',
+                                             'check that -m points at a CogACT-style policy server')
+    try: out = json.loads(data, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f'{c} is not a number')))
+    except (ValueError, UnicodeDecodeError) as e: raise refuse(f'not JSON ({e})') from None
+    if isinstance(out, dict):
+        key = next((k for k in ('actions', 'action') if k in out), None)
+        if key is None: raise refuse(f"a map without 'actions' (keys {sorted(out)[:10]})")
+        out = out[key]
+    try: arr = np.asarray(out, np.float64)
+    except (TypeError, ValueError): raise refuse('not a list of numbers or of equal-length lists') from None
+    if arr.ndim == 1: arr = arr[None]
+    if arr.ndim != 2 or arr.size == 0: raise refuse(f'actions of shape {list(arr.shape)}, not [dim] or [horizon, dim]')
+    if not np.isfinite(arr).all(): raise refuse('actions that are not finite')
+    return arr.astype(np.float32)
+
+# %% ../nbs/05_clients.ipynb #fbf80114
+@InferenceClient.register(client_name='http')
+class HttpClient(ChunkedClient):
+    "A CogACT-style HTTP policy server (`-m http://HOST:PORT[/path]`): multipart image + JSON task, actions as JSON."
+    def __init__(self, url: str = 'http://127.0.0.1:5500/api/inference', connect_timeout: float = 10.0,
+                 timeout: float = 30.0, max_size: int = 2**20, layout: str | dict | None = 'cogact', **kw):
+        # max_size: the most bytes a reply may have; timeout: seconds per reply (connect_timeout: to connect)
+        parsed = parse_http_url(url)
+        if parsed is None: raise ClientSpecError(f'cannot parse {url!r} as http://HOST:PORT[/path].',
+                                                 'e.g. -m http://127.0.0.1:5500 (path default /api/inference)')
+        self.url = f'{parsed[0]}://{parsed[1]}:{parsed[2]}{parsed[3]}'
+        self.scheme, self.host, self.port, self.path = parsed
+        self.connect_timeout, self.timeout, self.max_size, self.metadata = connect_timeout, timeout, int(max_size), {}
+        super().__init__(layout=layout, **kw)
+        if self.layout is None or not layout_images(self.layout, self.cameras):
+            raise ClientSpecError(f'the http transport sends one camera image; layout {self.layout_name!r} has none.',
+                                  'use --policy.layout cogact (the default for http://), or a layout with an image')
+        self.connect()   # a dead server: ServerUnavailable now, as the websocket client's, not in every episode
+
+    def infer_chunk(self, request: dict) -> np.ndarray:
+        import json
+        entry = layout_images(self.layout, self.cameras)[0]
+        img = request.get(entry['key'][-1] if isinstance(entry['key'], (list, tuple)) else entry['key'])
+        if isinstance(img, dict): img = next(iter(img.values()))
+        img = np.asarray(img)
+        if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3: img = img.transpose(1, 2, 0)
+        query = {'task_description': request.get(self.layout.get('prompt') or 'prompt', '')}
+        body, ctype = _multipart([('images', 'image.png', _png(_landscape(img)), 'image/png'),
+                                  ('json', 'data.json', json.dumps(query).encode(), 'application/json')])
+        return _http_actions(self._post(body, ctype), self.url)
+
+# %% ../nbs/05_clients.ipynb #692504e4
+@patch(nm='connect')
+def _http_connect(self: HttpClient, keep: bool = False):
+    "Connect within `connect_timeout` (closed again unless `keep`), raising the websocket client's error classes."
+    import http.client
+    conn_cls = http.client.HTTPSConnection if self.scheme == 'https' else http.client.HTTPConnection
+    conn, t0 = conn_cls(self.host, self.port, timeout=self.connect_timeout), time.monotonic()
+    try: conn.connect()
+    except TimeoutError as e:
+        raise ServerTimeout(f'no answer from {self.url} within {self.connect_timeout:.1f}s (connect)') from e
+    except OSError as e:
+        raise ServerUnavailable(f'cannot reach policy server {self.url} after {time.monotonic() - t0:.1f}s: '
+                                f'{type(e).__name__}: {e}') from e
+    if keep: return conn
+    conn.close()
+
+# %% ../nbs/05_clients.ipynb #a1de9730
+@patch
+def _post(self: HttpClient, body: bytes, ctype: str) -> bytes:
+    "POST `body`; the reply's bytes (at most `max_size`), or the websocket client's error classes."
+    import http.client, socket
+    conn = self.connect(keep=True)
+    try:
+        conn.sock.settimeout(self.timeout)
+        try:
+            conn.request('POST', self.path, body=body, headers={'Content-Type': ctype, 'Accept': 'application/json'})
+            resp = conn.getresponse()
+            length = resp.getheader('Content-Length')
+            if length and length.isdigit() and int(length) > self.max_size: data = None
+            else: data = resp.read(self.max_size + 1)
+        except (TimeoutError, socket.timeout) as e:
+            raise ServerTimeout(f'policy server {self.url} did not reply within {self.timeout:.1f}s') from e
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerUnavailable(f'lost the policy server {self.url}: {type(e).__name__}: {e}') from e
+        if data is None or len(data) > self.max_size:
+            raise ServerFrameError(f"policy server {self.url} sent a reply over the client's max_size "
+                                   f'({self.max_size} bytes).', 'check that -m points at a policy server you trust '
+                                   '(a larger limit: --policy.max_size BYTES)')
+        if resp.status != 200:   # the body (a Flask traceback or error page) kept whole; its words end the message
+            text = data.decode(errors='replace')
+            words = ' '.join(re.sub(r'<[^>]*>', ' ', text).split())[-300:]
+            raise ServerError(f"{text}\nHTTP {resp.status} {resp.reason}{': ' + words if words else ''}", self.url)
+        return data
+    finally: conn.close()

@@ -275,6 +275,8 @@ class Backend:
     state: dict = field(default_factory=dict)     # CANONICAL_STATE name -> 'entry' or 'entry[a:b]' of its state
     quat_order: str = 'xyzw'                      # how its eef_quat is ordered: 'xyzw' or 'wxyz'
     gripper: dict = field(default_factory=dict)   # GRIPPER_KEYS -> values: which gripper value is open
+    joint_velocity: dict = field(default_factory=dict)  # control mode -> rad/s of one unit of its joint-velocity action
+    camera_hints: dict = field(default_factory=dict)    # PolaRiS view -> how to get that camera (env kwargs): errors
     packages: dict = field(default_factory=dict)  # distribution -> (version spec or None, required?): doctor, run_info
     probe: str = ''                               # doctor: Python run in a child process, printing one line if it works
     probe_fix: str = ''                           # doctor: what to do when the probe fails

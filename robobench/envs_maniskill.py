@@ -362,6 +362,8 @@ BACKEND = register_backend(Backend(
     state={'eef_pos': 'tcp_pose[:3]', 'eef_quat': 'tcp_pose[3:7]', 'gripper_qpos': 'qpos[-2:]',
            'joint_pos': 'qpos[:7]'},
     quat_order='wxyz', gripper={'qpos_open': 0.04, 'qpos_closed': 0.0, 'action_open': OPEN, 'action_closed': CLOSE},
+    joint_velocity={'pd_joint_vel': 1.0},   # the panda's arm_pd_joint_vel: normalized [-1, 1] -> [-1, 1] rad/s
+    camera_hints={'wrist_cam': 'a robot with a hand camera: --env-kwargs \'{"robot_uids": "panda_wristcam"}\''},
     packages={'mani-skill': ('==3.0.1', True), 'sapien': (None, True)},
     probe=PROBE,
     probe_name='ManiSkill3 starts (PickCube-v1, cpu)',

@@ -148,6 +148,30 @@ def _client_meta(client) -> dict:
     if getattr(client, 'assumptions', None): out['assumptions'] = to_jsonable(client.assumptions)
     return out
 
+# %% ../nbs/06_evaluation.ipynb #f687d902
+def _check_env(check, env, cfg) -> None:
+    "A client's `check_env`, told the env's cameras and the user's `splat_cameras` when it takes them (layouts do)."
+    import inspect
+    params = inspect.signature(check).parameters
+    kw = {k: v for k, v in (('splat_cameras', cfg.splat_cameras), ('cameras', env.available_cameras()))
+          if k in params}
+    check(env.spec, **kw)
+
+def _missing_camera(rec: dict, env) -> None:
+    """A client that asked for a camera view the env lacks (PolaRiS' `obs['splat']`) fails that way in every
+    episode: stop the run with one line naming `--splat-cameras` (or what gives that camera) instead."""
+    import re
+    err = rec.get('error') or {}
+    if err.get('phase') != 'infer' or err.get('type') != 'KeyError' or 'splat view' not in err.get('message', ''):
+        return
+    from robobench.envs import get_backend
+    m = re.search(r"splat view '([^']+)'", err['message'])
+    view = m.group(1) if m else 'VIEW'
+    hint = get_backend(env.spec).camera_hints.get(view)
+    raise RobobenchError(f"the client needs camera view {view!r}, which {env.spec.env_id} does not give (cameras: "
+                         f"{env.available_cameras()}).", f"map it with --splat-cameras '{{\"{view}\": \"CAMERA\"}}'"
+                         + (f", or use {hint}" if hint else ''))
+
 # %% ../nbs/06_evaluation.ipynb #059b0923
 class _Worker:
     "Holds one env and one client; runs episodes and writes their videos."
@@ -160,7 +184,7 @@ class _Worker:
                                          **({'layout': cfg.layout} if cfg.layout else {}))
             # fail fast: one clear message instead of N identical errors
             check = getattr(self.client, 'check_env', None)
-            if check is not None: check(self.env.spec)
+            if check is not None: _check_env(check, self.env, cfg)
         except BaseException:
             self.close(); raise
 
@@ -201,6 +225,9 @@ def run(self: _Worker, seed: int) -> tuple[dict, dict | None]:
                  video_overlay=cfg.video_overlay, splat_cameras=cfg.splat_cameras,
                  record='trajectory' if self.run_dir is not None else None)
     rec = ep.record
+    _missing_camera(rec, self.env)   # the same in every episode: stop now, no record
+    timing = getattr(self.client, 'episode_timing', None)   # request latencies, for the report's percentiles
+    if isinstance(timing, dict) and timing.get('round_trip_ms'): rec['timing'] = to_jsonable(timing)
     if rec['outcome'] == 'error' and (rec.get('error') or {}).get('phase') in ('env_reset', 'env_step', 'render'):
         self._rebuild_env()   # a simulator that raised may be left half-stepped: the next seed gets a fresh one
     if self.run_dir is not None:   # a retried seed: drop the video of its earlier outcome
@@ -492,8 +519,10 @@ def _check_policy_options(spec, options: dict) -> None:
 
 def _no_server(e: ConnectionError, spec, env: str) -> BaseException:
     "A policy server that cannot be reached before the first episode: one line saying how to start one."
-    from robobench.clients import parse_host_port
+    from robobench.clients import parse_host_port, parse_http_url
     host_port = parse_host_port(spec) if isinstance(spec, str) else None
+    if host_port is None and isinstance(spec, str) and parse_http_url(spec):   # an HTTP (CogACT-style) server
+        host_port = parse_http_url(spec)[1:3]
     if host_port is None: return e
     host, port = host_port
     why = str(e).rsplit('s: ', 1)[-1] if 's: ' in str(e) else str(e)

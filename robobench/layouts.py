@@ -8,14 +8,42 @@ import math
 from pathlib import Path
 import numpy as np
 from .core import Registry, RobobenchError, did_you_mean
-from .envs import CANONICAL_STATE, canonical_state
+from .envs import CANONICAL_STATE, canonical_state, get_backend
 
 # %% auto #0
-__all__ = ['LAYOUT_FIELDS', 'LAYOUTS', 'STATE_TRANSFORMS', 'check_layout', 'register_layout', 'get_layout', 'quat_to_axisangle',
-           'layout_image', 'state_part', 'layout_request']
+__all__ = ['CONVERSIONS', 'ACTION_CONVERSIONS', 'LAYOUT_FIELDS', 'LAYOUTS', 'STATE_TRANSFORMS', 'BACKEND_TRANSFORMS',
+           'check_layout', 'register_layout', 'get_layout', 'quat_to_axisangle', 'gripper_closedness', 'layout_image',
+           'state_part', 'layout_images', 'layout_request', 'convert_action']
+
+# %% ../nbs/04a_layouts.ipynb #b2383eb4
+CONVERSIONS = {   # every conversion a layout can declare, by name: what it does (the README's table shows them)
+    # state (a `state` part's second item)
+    'quat_to_axisangle': "eef_quat (x, y, z, w) -> axis * angle (3), as openpi's examples/libero _quat2axisangle",
+    'gripper_closedness': "gripper_qpos -> closedness in [0, 1] (0 open, 1 closed; DROID's gripper_position = "
+                          "1 - width / max_width), from the backend's gripper qpos_open / qpos_closed",
+    'gripper_openness': "gripper_qpos -> openness in [0, 1] (1 open, 0 closed)",
+    # images (an `images` entry's fields)
+    'flip': "'horizontal' / 'vertical' mirror of robobench's upright image (a 180° turn of an upside-down render "
+            "is a horizontal mirror of the upright one)",
+    'size': "[height, width]: resize with padding (openpi's image_tools.resize_with_pad); a landscape size pads a "
+            "square image left and right (CogACT's server asserts height < width and centre-crops the square back)",
+    'chw': "channels first (openpi's examples/aloha_sim client)",
+    # actions (`action`: the policy's conventions; the env's come from its Backend)
+    'gripper': "{index, open, closed, binarize}: the policy's gripper value for open and closed (DROID: 0 open, "
+               "1 close; CogACT: 1 open, 0 close); `binarize` snaps it at that threshold as the example client does; "
+               "then it is mapped linearly onto the env's action_open / action_closed",
+    'clip': "[low, high]: every dimension clipped in the policy's units (DROID's example clips to [-1, 1])",
+    'joint_velocity': "{dims: [start, stop], rad_per_s}: the policy's joint velocity per unit (DROID: 1.0 = 0.2 rad "
+                      "per 15 Hz step = 3 rad/s), rescaled to the env's joint-velocity controller "
+                      "(Backend.joint_velocity: rad/s per unit for each control mode) and clipped to its [-1, 1]",
+    'rotation': "{dims: [start, stop], from: 'euler_xyz'}: a delta rotation as roll, pitch, yaw (static x-y-z, "
+                "CogACT's SimplerEnv policy's euler2axangle) -> axis * angle, what operational-space controllers take",
+}
+ACTION_CONVERSIONS = ('gripper', 'clip', 'joint_velocity', 'rotation')
 
 # %% ../nbs/04a_layouts.ipynb #5f2cef99
-LAYOUT_FIELDS = ('name', 'doc', 'images', 'state', 'prompt', 'action_dim', 'n_action_steps', 'control')
+LAYOUT_FIELDS = ('name', 'doc', 'images', 'state', 'prompt', 'action_dim', 'n_action_steps', 'control',
+                 'action', 'cameras', 'prompt_source', 'settle_steps', 'transport')
 
 def check_layout(name: str, layout) -> dict:
     "A layout dict with its `name`, refusing unknown fields (also what a `robobench.layouts` entry point names)."
@@ -24,6 +52,13 @@ def check_layout(name: str, layout) -> dict:
     unknown = set(layout) - set(LAYOUT_FIELDS)
     if unknown: raise RobobenchError(f"layout {name!r} has unknown field(s) {sorted(unknown)}.",
                                      f"use {', '.join(LAYOUT_FIELDS[1:])}.")
+    bad = set(layout.get('action') or {}) - set(ACTION_CONVERSIONS)
+    if bad: raise RobobenchError(f"layout {name!r} names unknown action conversion(s) {sorted(bad)}.",
+                                 f"use {', '.join(ACTION_CONVERSIONS)} (CONVERSIONS says what each does).")
+    if layout.get('prompt_source', 'env') not in ('env', 'user'):
+        raise RobobenchError(f"layout {name!r}: prompt_source must be 'env' or 'user'.",
+                             "'env': the env's instruction; 'user': only a prompt the user gives (--policy.prompt), "
+                             "else the model's own default prompt")
     return {**layout, 'name': layout.get('name', name)}
 
 def _read_layout(path: Path) -> dict:
@@ -49,29 +84,38 @@ register_layout('openpi-libero', {
                {'key': 'observation/wrist_image', 'view': 'wrist_cam', 'size': [224, 224], 'flip': 'horizontal'}],
     'state': [{'key': 'observation/state',   # eef position + axis-angle + gripper qpos = 8
                'parts': [['eef_pos'], ['eef_quat', 'quat_to_axisangle'], ['gripper_qpos']]}],
-    'prompt': 'prompt', 'action_dim': 7, 'n_action_steps': 5,
+    'prompt': 'prompt', 'action_dim': 7, 'n_action_steps': 5, 'settle_steps': 10,   # replan_steps, num_steps_wait
+    'action': {'gripper': {'index': 6, 'open': -1.0, 'closed': 1.0}},              # the example's: -1 opens
     'control': 'delta end-effector pose + gripper (an operational-space / end-effector delta-pose controller)'})
 register_layout('openpi-droid', {
     'doc': "openpi's DROID example client (examples/droid/main.py): pi0 / pi05 DROID servers",
     'images': [{'key': 'observation/exterior_image_1_left', 'view': 'external_cam', 'size': [224, 224]},
                {'key': 'observation/wrist_image_left', 'view': 'wrist_cam', 'size': [224, 224]}],
     'state': [{'key': 'observation/joint_position', 'parts': [['joint_pos']]},
-              {'key': 'observation/gripper_position', 'parts': [['gripper_qpos', 'first1']]}],
-    'prompt': 'prompt', 'action_dim': 8, 'n_action_steps': 8,
+              {'key': 'observation/gripper_position', 'parts': [['gripper_qpos', 'gripper_closedness']]}],
+    'prompt': 'prompt', 'action_dim': 8, 'n_action_steps': 8,   # open_loop_horizon
+    # DROID's robot code: velocity 1.0 = max_joint_delta 0.2 rad per step at 15 Hz; gripper position 1 = closed
+    'action': {'gripper': {'index': 7, 'open': 0.0, 'closed': 1.0, 'binarize': 0.5}, 'clip': [-1.0, 1.0],
+               'joint_velocity': {'dims': [0, 7], 'rad_per_s': 3.0}},
     'control': "joint velocity (7) + gripper (1): an env made with a joint-velocity controller and a wrist camera "
                "(see the README for the env kwargs)"})
 register_layout('openpi-aloha', {
-    'doc': "openpi's bimanual sim example (examples/aloha_sim): images as CHW uint8 under `images`, the whole state",
+    'doc': "openpi's bimanual sim example (examples/aloha_sim): the top camera as CHW uint8 under `images`, the whole "
+           "state, no prompt (the model's default), 10 actions per request (ActionChunkBroker(action_horizon=10))",
     'images': [{'key': ['images', 'cam_high'], 'view': 'external_cam', 'size': [224, 224], 'chw': True},
-               {'key': ['images', 'cam_left_wrist'], 'view': 'wrist_cam', 'size': [224, 224], 'chw': True,
-                'optional': True}],
+               {'key': ['images', 'cam_left_wrist'], 'view': 'wrist_cam', 'size': [224, 224], 'chw': True}],
+    'cameras': ['cam_high'],   # what the example sends; --policy.cameras '["cam_high", "cam_left_wrist"]' adds more
     'state': [{'key': 'state', 'parts': [['*']]}],
-    'prompt': 'prompt', 'action_dim': 14, 'control': 'joint positions of both arms (a bimanual robot)'})
+    'prompt': 'prompt', 'prompt_source': 'user', 'action_dim': 14, 'n_action_steps': 10,
+    'control': 'joint positions of both arms (a bimanual robot)'})
 register_layout('cogact', {
-    'doc': "CogACT-style servers: {'image': external camera, 'prompt'}, "
-           "7-dim delta-EEF actions [dx, dy, dz, droll, dpitch, dyaw, gripper]",
-    'images': [{'key': 'image', 'view': 'external_cam'}],
-    'prompt': 'prompt', 'action_dim': 7,
+    'doc': "CogACT's deployment server (scripts/deploy.py, Flask: -m http://HOST:PORT): one landscape image "
+           "(it asserts height < width, then centre-crops the square), the task description; 7-dim delta-EEF "
+           "actions [dx, dy, dz, roll, pitch, yaw, open_gripper]",
+    'images': [{'key': 'image', 'view': 'external_cam', 'size': [224, 256]}],
+    'prompt': 'prompt', 'action_dim': 7, 'transport': 'http',
+    'action': {'gripper': {'index': 6, 'open': 1.0, 'closed': 0.0, 'binarize': 0.5},
+               'rotation': {'dims': [3, 6], 'from': 'euler_xyz'}},
     'control': 'delta end-effector pose + gripper (an operational-space / end-effector delta-pose controller)'})
 
 # %% ../nbs/04a_layouts.ipynb #d690d6e0
@@ -105,6 +149,21 @@ STATE_TRANSFORMS = {  # the few named conversions a layout's state parts may ask
     'quat_wxyz_to_axisangle': lambda v: quat_to_axisangle(np.roll(v[-4:], -1)),
 }
 
+def gripper_closedness(qpos, gripper: dict) -> np.ndarray:
+    """`gripper_qpos` -> how closed the gripper is, in [0, 1] (one value: the mean over fingers), from a backend's
+    `gripper` record (`qpos_open`, `qpos_closed`)."""
+    if 'qpos_open' not in gripper or 'qpos_closed' not in gripper:
+        raise RobobenchError("this env's backend does not say which gripper_qpos is open and which closed.",
+                             "add qpos_open / qpos_closed to its Backend.gripper")
+    q = np.asarray(qpos, np.float64).reshape(-1)
+    lo, hi = (np.broadcast_to(np.asarray(gripper[k], np.float64), q.shape) for k in ('qpos_open', 'qpos_closed'))
+    return np.clip(np.mean((q - lo) / (hi - lo)), 0.0, 1.0).reshape(1).astype(np.float32)
+
+BACKEND_TRANSFORMS = {   # state conversions that need the env's conventions (its Backend's `gripper`)
+    'gripper_closedness': lambda v, b: gripper_closedness(v, b.gripper),
+    'gripper_openness': lambda v, b: 1.0 - gripper_closedness(v, b.gripper),
+}
+
 # %% ../nbs/04a_layouts.ipynb #32aa8e2c
 def layout_image(img: np.ndarray, entry: dict, backend: str = '') -> np.ndarray:
     "One camera image as a layout's `images` entry wants it: uint8, flipped, resized with padding, CHW."
@@ -131,7 +190,8 @@ def state_part(obs: dict, spec, name: str, transform: str | None = None) -> np.n
     if name == '*': value = np.asarray(obs['state'], np.float32)
     elif name in CANONICAL_STATE: value = canonical_state(spec, obs, name)
     else: value = spec.get(obs, name)
-    value = np.asarray(STATE_TRANSFORMS[transform](value))
+    if transform in BACKEND_TRANSFORMS: value = np.asarray(BACKEND_TRANSFORMS[transform](value, get_backend(spec)))
+    else: value = np.asarray(STATE_TRANSFORMS[transform](value))
     return value.astype(np.float64 if value.dtype == np.float64 else np.float32).reshape(-1)   # the env's precision
 
 def _state_parts(layout: dict, entry: dict, spec) -> list:
@@ -145,12 +205,28 @@ def _state_parts(layout: dict, entry: dict, spec) -> list:
     return parts
 
 # %% ../nbs/04a_layouts.ipynb #47ec4746
-def layout_request(layout: dict, obs: dict, instruction: str | None, spec) -> dict:
+def layout_images(layout: dict, cameras=None) -> list[dict]:
+    """The `images` entries a request carries: those whose key (its last part) or view is in `cameras` (the user's
+    choice), else in the layout's own `cameras`, else all of them."""
+    entries, pick = layout.get('images') or [], cameras if cameras is not None else layout.get('cameras')
+    if pick is None: return list(entries)
+    if isinstance(pick, str): pick = [pick]
+    name = lambda e: e['key'][-1] if isinstance(e['key'], (list, tuple)) else e['key']
+    known = [name(e) for e in entries]
+    unknown = [c for c in pick if c not in known and c not in [e['view'] for e in entries]]
+    if unknown: raise RobobenchError(f"layout {layout['name']!r} has no camera {unknown[0]!r}.",
+                                     f"--policy.cameras takes a list of {known}")
+    return [e for e in entries if name(e) in pick or e['view'] in pick]
+
+def layout_request(layout: dict, obs: dict, instruction: str | None, spec, cameras=None,
+                   prompt: str | None = None) -> dict:
     """The request `layout` builds from one env observation: images from `obs['splat']` views (resized with padding,
-    flipped, CHW as the layout says), state vectors from canonical names (or the env's own entries), the prompt."""
+    flipped, CHW as the layout says; only `cameras` or the layout's default cameras), state vectors from canonical
+    names (or the env's own entries) through the named conversions, the prompt: `prompt` if given, else the env's
+    instruction, or none at all for a layout whose model keeps its own default prompt (`prompt_source='user'`)."""
     req, backend = {}, spec.backend
     views = obs.get('splat')
-    for e in layout.get('images') or []:
+    for e in layout_images(layout, cameras):
         if views is None: raise RobobenchError(f"layout {layout['name']!r} needs camera views (obs['splat']), "
                                                "which only robobench's rollout loop adds.")
         try: img = views[e['view']]
@@ -161,5 +237,45 @@ def layout_request(layout: dict, obs: dict, instruction: str | None, spec) -> di
     for e in layout.get('state') or []:
         vals = [state_part(obs, spec, name, *tf) for name, *tf in _state_parts(layout, e, spec)]
         _put(req, e['key'], np.concatenate(vals) if vals else np.zeros(0, np.float32))
-    if layout.get('prompt'): req[layout['prompt']] = '' if instruction is None else str(instruction)
+    if layout.get('prompt'):
+        if prompt is not None: req[layout['prompt']] = str(prompt)
+        elif layout.get('prompt_source', 'env') == 'env':
+            req[layout['prompt']] = '' if instruction is None else str(instruction)
     return req
+
+# %% ../nbs/04a_layouts.ipynb #cf8f927e
+def _euler_xyz_to_axisangle(rpy) -> np.ndarray:
+    "roll, pitch, yaw (static x-y-z, transforms3d's default 'sxyz') -> axis * angle."
+    from scipy.spatial.transform import Rotation
+    return Rotation.from_euler('xyz', np.asarray(rpy, np.float64)).as_rotvec()
+
+def convert_action(layout: dict | None, action: np.ndarray, spec) -> np.ndarray:
+    """One action from the policy's conventions (`layout['action']`) to the env's (its `Backend`): gripper sense
+    and binarisation, clip, joint-velocity units, rotation parameterisation. The action as is without conventions."""
+    conv = (layout or {}).get('action') or {}
+    if not conv: return action
+    a = np.array(action, np.float64).reshape(-1)
+    backend = get_backend(spec) if spec is not None else None
+    g = conv.get('gripper')
+    if g and g.get('binarize') is not None:
+        i = int(g['index'])
+        a[i] = g['closed'] if (a[i] > g['binarize']) == (g['closed'] > g['open']) else g['open']
+    if conv.get('clip'): a = np.clip(a, *conv['clip'])
+    if g and backend is not None and {'action_open', 'action_closed'} <= set(backend.gripper):
+        i, (eo, ec) = int(g['index']), (float(backend.gripper['action_open']), float(backend.gripper['action_closed']))
+        if (eo, ec) != (float(g['open']), float(g['closed'])):
+            a[i] = eo + (a[i] - g['open']) / (g['closed'] - g['open']) * (ec - eo)
+    jv = conv.get('joint_velocity')
+    if jv and backend is not None:
+        unit = (backend.joint_velocity or {}).get(spec.control_mode)
+        if unit is None:
+            raise RobobenchError(f"the {layout['name']} policy answers joint velocities; {spec.env_id} with control "
+                                 f"mode {spec.control_mode!r} does not take them.",
+                                 f"make the env with a joint-velocity controller: --env-kwargs "
+                                 f"'{{\"control_mode\": \"{next(iter(backend.joint_velocity or {'?': 0}))}\"}}'")
+        lo, hi = jv['dims']
+        a[lo:hi] = np.clip(a[lo:hi] * float(jv['rad_per_s']) / float(unit), -1.0, 1.0)
+    rot = conv.get('rotation')
+    if rot and rot.get('from') == 'euler_xyz':
+        lo, hi = rot['dims']; a[lo:hi] = _euler_xyz_to_axisangle(a[lo:hi])
+    return a.astype(np.float32)

@@ -29,7 +29,9 @@ def pool_worker(worker_cls, cfg, run_dir: str | None, conn):
     while True:
         seed = conn.recv()
         if seed is None: break
-        rec, payload = worker.run(seed)
+        try: rec, payload = worker.run(seed)
+        except RobobenchError as e:   # e.g. a camera the env lacks: the same in every worker, so the run stops
+            conn.send(('fatal', seed, (type(e).__name__, str(e), True), None)); break
         conn.send(('done', seed, rec, payload))
     worker.close()
 

@@ -14,7 +14,7 @@ from .stats import outcome as _outcome, wilson_interval
 
 # %% auto #0
 __all__ = ['as_result', 'select_episodes', 'caption', 'video_policy', 'Shown', 'show_episodes', 'plot_success', 'action_names',
-           'plot_episode', 'browse_episodes', 'policy_label', 'report']
+           'plot_episode', 'browse_episodes', 'policy_label', 'latency_percentiles', 'report']
 
 # %% ../nbs/07_viz.ipynb #c5774277
 def as_result(run) -> EvalResult:
@@ -281,6 +281,34 @@ def _error_details(res) -> list[str]:
                        or '')[-6000:])
         + '</pre></details>' for r in errs[:50])]
 
+# %% ../nbs/07_viz.ipynb #2f07f870
+def latency_percentiles(episodes: list[dict], qs=(50, 90, 99)) -> dict:
+    """{measure: {'n', 'p50', 'p90', 'p99', 'max'}} over every request of `episodes` (their `timing`: the round trip
+    robobench measured, and the `server_timing` / `policy_timing` an openpi server reports), in milliseconds."""
+    pooled = {}
+    for ep in episodes:
+        t = ep.get('timing') or {}
+        pooled.setdefault('round trip', []).extend(t.get('round_trip_ms') or [])
+        for part in ('server_timing', 'policy_timing'):
+            for k, v in (t.get(part) or {}).items(): pooled.setdefault(f"{part.split('_')[0]} {k}", []).extend(v)
+    out = {}
+    for name, vals in pooled.items():
+        if not vals: continue
+        a = np.asarray(vals, np.float64)
+        out[name] = {'n': int(a.size), **{f'p{q}': round(float(np.percentile(a, q)), 2) for q in qs},
+                     'max': round(float(a.max()), 2)}
+    return out
+
+def _latency_table(res) -> list[str]:
+    "The report's latency section: percentiles per measure (nothing when no episode recorded timings)."
+    stats = latency_percentiles(res.episodes)
+    if not stats: return []
+    cols = [c for c in next(iter(stats.values())) if c != 'n']
+    rows = ''.join(f"<tr><td>{html.escape(name)}</td><td>{s['n']}</td>" + ''.join(f'<td>{s[c]:.2f}</td>' for c in cols)
+                   + '</tr>' for name, s in stats.items())
+    return ["<h2>Policy latency (ms)</h2><table border=1 cellpadding=3><tr><th>measure</th><th>requests</th>"
+            + ''.join(f'<th>{c}</th>' for c in cols) + f'</tr>{rows}</table>']
+
 # %% ../nbs/07_viz.ipynb #4997d2ff
 def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None) -> Path:
     "Write a self-contained HTML report of an evaluation run folder; returns its path."
@@ -291,6 +319,7 @@ def report(run, out=None, videos_per_outcome: int = 3, title: str | None = None)
     fig, ax = plt.subplots(figsize=(3, 3)); plot_success({res.config.env: summary}, ax=ax)
     info = read_json(res.run_dir / 'run_info.json', default={})
     parts = _report_head(res, summary, info, title) + _report_warnings(summary, info) + _per_task_table(summary)
+    parts += _latency_table(res)
     parts.append(_embed('img', _fig_png(fig), 'image/png'))
     parts += _report_rollouts(res, videos_per_outcome) + [_episode_table(res)] + _error_details(res)
     parts.append(f"<h2>Run info</h2><pre>{html.escape(json.dumps(info, indent=1)[:4000])}</pre>")
