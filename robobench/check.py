@@ -11,7 +11,7 @@ from .core import EXIT_FAILED, RobobenchError, read_json, to_jsonable
 
 # %% auto #0
 __all__ = ['CONVENTIONS', 'action_tolerance', 'normalized_error', 'gripper_dims', 'compare_actions', 'open_check_dataset',
-           'replay', 'check', 'format_check', 'cli_check', 'preflight_check']
+           'replay', 'check', 'format_check', 'cli_check', 'training_dataset', 'preflight_check']
 
 # %% ../nbs/05b_check.ipynb #e5fb7dc5
 def action_tolerance(rec: np.ndarray) -> np.ndarray:
@@ -186,7 +186,10 @@ def replay(client, data, frames: int = 50, rotate: bool = False) -> tuple[np.nda
 def _check_client(model, data, layout: str | None, env: str | None, **client_kw):
     "The client of the served policy (one request per frame) with the env spec a layout reads its state from."
     from robobench.clients import make_client
-    client = make_client(model, **{'n_action_steps': 1, **({'layout': layout} if layout else {}), **client_kw})
+    if isinstance(model, dict):   # an EvalConfig-style spec: dict(name=..., **kwargs)
+        model = dict(model); client_kw = {**model, **client_kw}; model = client_kw.pop('name', None) or \
+            client_kw.pop('client')
+    client = make_client(model, **{**client_kw, 'n_action_steps': 1, **({'layout': layout} if layout else {})})
     if layout not in (None, 'lerobot'):
         env = env or (read_json(data.root / 'robobench_collect.json').get('env')
                       if (data.root / 'robobench_collect.json').is_file() else None)
@@ -207,6 +210,9 @@ def check(model, dataset, frames: int = 50, layout: str | None = None, env: str 
     Returns `compare_actions`' dict plus `model`, `dataset`, `layout`."""
     data = open_check_dataset(dataset)
     client = _check_client(model, data, layout, env, **client_kw)
+    own = client is not model   # a client object given to us is lent (e.g. by evaluate): restored, not closed
+    saved = {k: getattr(client, k) for k in ('n_action_steps', '_user_steps') if hasattr(client, k)}
+    for k in saved: setattr(client, k, 1)   # one request per frame
     try:
         pred, rec = replay(client, data, frames)
         if pred.shape != rec.shape:
@@ -216,7 +222,9 @@ def check(model, dataset, frames: int = 50, layout: str | None = None, env: str 
         if rotation and data.cameras and getattr(client, 'needs_images', False):
             rotated = replay(client, data, frames, rotate=True)[0]
     finally:
-        if hasattr(client, 'close'): client.close()
+        if own and hasattr(client, 'close'): client.close()
+        for k, v in saved.items(): setattr(client, k, v)
+        if not own and hasattr(client, 'reset'): client.reset()
     stats = (data.stored_stats or {}).get('action')
     out = compare_actions(pred, rec, data.dim_names('action', rec.shape[1]), stats, tol, rotated)
     return {**out, 'model': str(model), 'dataset': str(dataset), 'layout': layout or 'lerobot'}
@@ -261,13 +269,36 @@ def cli_check(argv: list[str] | None = None) -> int:
     return 0 if res['agree'] else EXIT_FAILED
 
 # %% ../nbs/05b_check.ipynb #0e182bf6
-def preflight_check(client, dataset, frames: int = 20, layout: str | None = None, env: str | None = None) -> dict:
-    """`evaluate(..., preflight=DATASET_DIR)`: `check` the client against `dataset` before any episode; raise
-    `RobobenchError` (exit 1) naming the suspect convention when they disagree."""
-    if dataset is True or not dataset:
-        raise RobobenchError('preflight needs the dataset to replay.', "pass preflight='DATASET_DIR' (a LeRobot "
-                             'dataset of this env, e.g. the demos the policy was trained on).')
-    res = check(client, dataset, frames, layout, env)
+def training_dataset(client, **client_kw) -> str | None:
+    """The first dataset the policy behind `client` was trained on (its checkpoint's `train_info.json`), or None:
+    `client` is a checkpoint dir, a client object with metadata, or a server `'HOST:PORT'` whose metadata names its
+    checkpoint."""
+    ckpt = Path(client) if isinstance(client, (str, Path)) and Path(str(client)).is_dir() else None
+    if ckpt is None:
+        md = getattr(client, 'metadata', None)
+        from robobench.clients import client_kind, make_client
+        if md is None and isinstance(client, str) and client_kind(client) == 'websocket':
+            c = make_client(client, **client_kw)
+            md = getattr(c, 'metadata', None)
+            if hasattr(c, 'close'): c.close()
+        ckpt = Path(md['checkpoint_path']) if isinstance(md, dict) and md.get('checkpoint_path') else None
+    info = ckpt / 'train_info.json' if ckpt is not None else None
+    if info is None or not info.is_file(): return None
+    parts = read_json(info).get('datasets') or []
+    return next((p['root'] for p in parts if isinstance(p, dict) and p.get('root')), None)
+
+# %% ../nbs/05b_check.ipynb #5df6b92c
+def preflight_check(client, dataset, frames: int = 20, layout: str | None = None, env: str | None = None,
+                    **client_kw) -> dict:
+    """`evaluate(..., preflight=DATASET_DIR)`: `check` the client against `dataset` (True: the policy's training
+    dataset, `training_dataset`) before any episode; raise `RobobenchError` (exit 1) naming the suspect convention when
+    they disagree."""
+    if dataset is True: dataset = training_dataset(client, **client_kw)
+    if not dataset:
+        raise RobobenchError('preflight=True found no dataset to replay (the policy names no training data).',
+                             "pass preflight='DATASET_DIR' (a LeRobot dataset of this env, e.g. the demos the "
+                             'policy was trained on).')
+    res = check(client, dataset, frames, layout, env, **client_kw)
     if not res['agree']:
         raise RobobenchError(f"preflight: the policy disagrees with {dataset}: {res['suspect']}.",
                              f'run `robobench check -m ... --dataset {dataset}` for the table, fix the convention, '

@@ -85,3 +85,20 @@ def test_bad_input_exits_2(tmp_path):
     r = subprocess.run([ROBOBENCH, 'check', '-m', '127.0.0.1:9', '--dataset', str(tmp_path / 'nope')],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and 'no LeRobot dataset' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_preflight_stops_before_the_first_episode(demos, tmp_path):
+    from robobench.core import RobobenchError
+    from robobench.evaluation import evaluate
+    from robobench.policies import make_expert_policy
+    from robobench.server import serve
+    run = tmp_path / 'run'
+    with serve(_wrapped(_flip_sign)) as srv:
+        with pytest.raises(RobobenchError, match='sign flip'):
+            evaluate(ENV, f'{srv.host}:{srv.port}', episodes=1, preflight=str(demos), run_folder=str(run),
+                     progress=False)
+    assert not (run / 'episodes.jsonl').exists()
+    with serve(make_expert_policy(ENV)) as srv:
+        res = evaluate(ENV, f'{srv.host}:{srv.port}', episodes=1, max_steps=10, preflight=str(demos), progress=False,
+                       video=False)
+    assert (res.summary['errors'], res.summary['completed']) == (0, 1)
