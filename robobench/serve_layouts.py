@@ -4,6 +4,7 @@
 
 # %% ../nbs/04ab_serve_layouts.ipynb #6221db02
 from __future__ import annotations
+import logging
 import numpy as np
 from .core import STATE, RobobenchError, to_jsonable
 from .layouts import get_layout
@@ -11,7 +12,7 @@ from .policies import CONTROL_KEYS, Policy, RequestError, as_policy, input_specs
 
 # %% auto #0
 __all__ = ['IMAGE_PREFIX', 'EXAMPLE_REPLAN', 'layout_replan', 'key_name', 'get_key', 'match_cameras', 'wire_image',
-           'layout_state', 'LayoutSession', 'LayoutPolicy', 'serve_layout']
+           'layout_state', 'fill_value', 'LayoutSession', 'LayoutPolicy', 'serve_layout']
 
 # %% ../nbs/04ab_serve_layouts.ipynb #cf853db3
 IMAGE_PREFIX = 'observation.images.'
@@ -102,14 +103,24 @@ def layout_state(layout: dict, req: dict) -> np.ndarray | None:
         parts.append(v.astype(np.float32).reshape(-1))
     return np.concatenate(parts)
 
-# %% ../nbs/04ab_serve_layouts.ipynb #c9a3ac3f
+# %% ../nbs/04ab_serve_layouts.ipynb #e2d5c392
+def fill_value(policy, key: str, shape) -> np.ndarray:
+    "A neutral value of feature `key` for `policy`: its normalization stats' mean (LeRobot's preprocessor), else 0."
+    for step in getattr(getattr(policy, 'pre', None), 'steps', None) or []:
+        mean = ((getattr(step, 'stats', None) or {}).get(key) or {}).get('mean')
+        if mean is not None:
+            mean = np.asarray(mean.cpu() if hasattr(mean, 'cpu') else mean, np.float32)
+            if mean.size == int(np.prod(shape)): return mean.reshape(shape)
+    return np.zeros(shape, np.float32)
+
+# %% ../nbs/04ab_serve_layouts.ipynb #67bbd41a
 class LayoutSession:
     "One connection's state of a `LayoutPolicy`: the wrapped policy's own session (e.g. its temporal ensemble)."
     def __init__(self, owner: 'LayoutPolicy', inner): self.owner, self.inner = owner, inner
     def infer(self, obs: dict) -> dict: return self.owner._answer(obs, self.inner)
     def reset(self): self.inner.reset()
 
-# %% ../nbs/04ab_serve_layouts.ipynb #00444097
+# %% ../nbs/04ab_serve_layouts.ipynb #ce9c6924
 class LayoutPolicy(Policy):
     """`policy` behind the requests of `layout`'s example client. The server calls `from_wire(request)` on each decoded
     request (the layout's keys -> the policy's LeRobot feature names, validated next against the policy's specs) and
@@ -122,11 +133,18 @@ class LayoutPolicy(Policy):
         self.input_features = input_specs(self.inner)   # what the server validates the translated request against
         specs = self.input_features or {}
         self.cameras = match_cameras(self.layout, [k for k, s in specs.items() if s.kind == 'uint8'])
-        other = [k for k, s in specs.items() if s.kind != 'uint8' and k != STATE]
-        if other or (STATE in specs and not self.layout.get('state')):
-            raise RobobenchError(f"the policy reads {other or [STATE]}, which the {name} client does not send "
+        if STATE in specs and not self.layout.get('state'):
+            raise RobobenchError(f"the policy reads {STATE}, which the {name} client does not send "
                                  f"(it sends {self.wire_keys()}).",
                                  'serve a policy trained on what that client sends, or serve with --layout lerobot.')
+        # features the client has no key for (e.g. robobench's privileged observation.environment_state): taken from
+        # the request when it carries them under their LeRobot name, else the training mean (zero once normalized)
+        self.filled = {k: fill_value(self.inner, k, s.shape) for k, s in specs.items()
+                       if s.kind != 'uint8' and k != STATE}
+        if self.filled:
+            logging.getLogger(__name__).warning(
+                'the %s client sends no %s: requests without it get %s', name, sorted(self.filled),
+                'the training mean from the normalization stats (zero once normalized)')
         self.state_dim = int(np.prod(specs[STATE].shape)) if STATE in specs else None
         md = dict(self.inner.metadata or {})
         self.step_mode = md.get('execution') == 'step'
@@ -143,7 +161,8 @@ class LayoutPolicy(Policy):
             **md, 'layout': name, 'layout_doc': self.layout.get('doc'), 'input_features': self.wire_features(),
             'policy_input_features': md.get('input_features'), 'policy_execution': md.get('execution', 'chunk'),
             'execution': 'chunk', 'horizon': self.replan if self.step_mode else horizon, 'n_action_steps': self.replan,
-            'chunking': how, 'camera_map': {c: key_name(e['key']) for c, e in self.cameras.items()}})
+            'chunking': how, 'camera_map': {c: key_name(e['key']) for c, e in self.cameras.items()},
+            'filled_features': {k: 'training mean unless the request sends it' for k in self.filled}})
 
     def infer(self, obs: dict) -> dict: return self._answer(obs, self.inner)
     def reset(self) -> None: self.inner.reset()
@@ -153,7 +172,7 @@ class LayoutPolicy(Policy):
     def dummy_request(self) -> dict | None: return self.inner.dummy_request()
     def __repr__(self): return f'LayoutPolicy({self.inner!r}, {self.layout["name"]!r})'
 
-# %% ../nbs/04ab_serve_layouts.ipynb #67bbd41a
+# %% ../nbs/04ab_serve_layouts.ipynb #bf2d7291
 def _wire_keys(self: LayoutPolicy) -> list[str]:
     "The keys the layout's client sends."
     lay = self.layout
@@ -173,7 +192,7 @@ def _wire_features(self: LayoutPolicy) -> dict:
     return out
 LayoutPolicy.wire_features = _wire_features
 
-# %% ../nbs/04ab_serve_layouts.ipynb #ce9c6924
+# %% ../nbs/04ab_serve_layouts.ipynb #b00a6ccd
 def _from_wire(self: LayoutPolicy, raw) -> dict:
     "A request of the layout's client -> the policy's request (LeRobot feature names, `task`, control flags)."
     if not isinstance(raw, dict):
@@ -196,10 +215,11 @@ def _from_wire(self: LayoutPolicy, raw) -> dict:
                                f"({[key_name(e['key']) for e in self.layout['state']]}), this policy's "
                                f"{STATE} has {self.state_dim}")
         req[STATE] = state
+    for key, value in self.filled.items(): req[key] = raw.get(key, value)
     return req
 LayoutPolicy.from_wire = _from_wire
 
-# %% ../nbs/04ab_serve_layouts.ipynb #bf2d7291
+# %% ../nbs/04ab_serve_layouts.ipynb #1651f774
 def _answer(self: LayoutPolicy, obs: dict, target) -> dict:
     "The reply to one translated request: the chunk, or `replan` steps of a step-mode policy's state."
     if not self.step_mode: return target.infer(obs)
@@ -210,7 +230,7 @@ def _answer(self: LayoutPolicy, obs: dict, target) -> dict:
     return {'actions': np.stack(rows)}
 LayoutPolicy._answer = _answer
 
-# %% ../nbs/04ab_serve_layouts.ipynb #bb8f4612
+# %% ../nbs/04ab_serve_layouts.ipynb #de8794ce
 def serve_layout(policy, layout: str | dict | None, replan: int | None = None) -> Policy:
     "`policy` as the server answers `layout`'s clients: unchanged for `None` / `'lerobot'`, else a `LayoutPolicy`."
     if layout in (None, '', 'lerobot'): return as_policy(policy)

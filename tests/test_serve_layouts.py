@@ -10,10 +10,16 @@ STATE, IMAGE = 'observation.state', 'observation.images.top'
 H, W = 48, 64   # the checkpoint's camera (gym-aloha's `top`, smaller); the client sends 224×224 CHW
 
 
-def _aloha_ckpt(path, chunk_size=10, **act_kw):
+ENV_STATE, ENV_MEAN = 'observation.environment_state', np.linspace(-1, 1, 7, dtype=np.float32)
+
+
+def _aloha_ckpt(path, chunk_size=10, env_state=False, **act_kw):
+    "A tiny ALOHA ACT (14-dim state and action, one camera; `env_state`: also robobench's privileged env state)."
     from robobench.policies import FeatureSpec, tiny_act_checkpoint
-    return tiny_act_checkpoint(path, {STATE: FeatureSpec([14]), IMAGE: FeatureSpec([H, W, 3], 'uint8')},
-                               action_dim=14, chunk_size=chunk_size, **act_kw)
+    feats = {STATE: FeatureSpec([14]), IMAGE: FeatureSpec([H, W, 3], 'uint8')}
+    if env_state: feats[ENV_STATE] = FeatureSpec([7])
+    stats = {ENV_STATE: {'mean': ENV_MEAN, 'std': np.full(7, 2.0, np.float32)}} if env_state else None
+    return tiny_act_checkpoint(path, feats, action_dim=14, chunk_size=chunk_size, stats=stats, **act_kw)
 
 
 def _aloha_sim_request(rng, prompt=None) -> dict:
@@ -26,12 +32,14 @@ def _aloha_sim_request(rng, prompt=None) -> dict:
     return obs
 
 
-def _as_lerobot(obs) -> dict:
+def _as_lerobot(obs, env_state=False) -> dict:
     "The same observation as LeRobot's own processors take it (what the server must hand the policy)."
     from robobench.serve_layouts import wire_image
     img = wire_image(obs['images']['cam_high'], (H, W, 3))
-    return {STATE: obs['state'].astype(np.float32), IMAGE: (img.transpose(2, 0, 1) / 255.0).astype(np.float32),
-            'task': obs.get('prompt', '')}
+    out = {STATE: obs['state'].astype(np.float32), IMAGE: (img.transpose(2, 0, 1) / 255.0).astype(np.float32),
+           'task': obs.get('prompt', '')}
+    if env_state: out[ENV_STATE] = ENV_MEAN   # the client cannot send it: the training mean stands in
+    return out
 
 
 @pytest.mark.parametrize('mode', ['chunked', 'step'])
@@ -41,7 +49,9 @@ def test_openpi_aloha_sim_client_with_action_chunk_broker(tmp_path, mode):
     from robobench.server import serve
     from tests._tiny_act import LeRobotReference, LeRobotStepReference
     step = mode == 'step'
-    ckpt = _aloha_ckpt(tmp_path / 'ckpt', **({'temporal_ensemble_coeff': 0.01, 'n_action_steps': 1} if step else {}))
+    # the chunked checkpoint also reads robobench's privileged env state (as one trained on `robobench collect` demos)
+    ckpt = _aloha_ckpt(tmp_path / 'ckpt', env_state=not step,
+                       **({'temporal_ensemble_coeff': 0.01, 'n_action_steps': 1} if step else {}))
     rng = np.random.default_rng(0)
     requests = [_aloha_sim_request(rng, prompt='transfer the cube' if step else None) for _ in range(3)]
     with serve(ckpt, device='cpu', layout='openpi-aloha') as srv:   # `robobench serve -m CKPT --layout openpi-aloha`
@@ -62,7 +72,7 @@ def test_openpi_aloha_sim_client_with_action_chunk_broker(tmp_path, mode):
         want = np.stack([ref(_as_lerobot(obs)) for obs in requests for _ in range(10)])
     else:      # the first 10 actions of each request's chunk
         ref = LeRobotReference(ckpt)
-        want = np.concatenate([ref(_as_lerobot(obs))[:10] for obs in requests])
+        want = np.concatenate([ref(_as_lerobot(obs, env_state=True))[:10] for obs in requests])
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
