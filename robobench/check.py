@@ -191,8 +191,9 @@ def _check_client(model, data, layout: str | None, env: str | None, **client_kw)
             client_kw.pop('client')
     client = make_client(model, **{**client_kw, 'n_action_steps': 1, **({'layout': layout} if layout else {})})
     if layout not in (None, 'lerobot'):
-        env = env or (read_json(data.root / 'robobench_collect.json').get('env')
-                      if (data.root / 'robobench_collect.json').is_file() else None)
+        if not env and (data.root / 'robobench_collect.json').is_file():   # written by `robobench collect`
+            env = read_json(data.root / 'robobench_collect.json').get('env')
+            env = env.get('env_id') if isinstance(env, dict) else env
         if not env:
             raise RobobenchError(f"--layout {layout} builds requests from the env's state conventions, and the "
                                  'dataset does not say which env recorded it.', 'pass --env BACKEND/TASK.')

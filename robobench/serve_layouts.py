@@ -126,7 +126,8 @@ class LayoutPolicy(Policy):
     request (the layout's keys -> the policy's LeRobot feature names, validated next against the policy's specs) and
     then `infer`. A step-mode policy (metadata `execution='step'`) answers `[replan, action_dim]`: `replan` steps of its
     per-connection state on the request's observation; a chunked one answers its chunk and is refused when the chunk
-    is shorter than `replan` (the client would run out). `replan` defaults to `layout_replan(layout)`."""
+    is shorter than `replan` (the client would run out). A one-action policy with per-connection state (`new_session`)
+    counts as step-mode. `replan` defaults to `layout_replan(layout)`."""
     def __init__(self, policy, layout, replan: int | None = None, undo_flip: bool = True):
         self.inner, self.layout, self.undo_flip = as_policy(policy), get_layout(layout), undo_flip
         name = self.layout['name']
@@ -147,8 +148,10 @@ class LayoutPolicy(Policy):
                 'the training mean from the normalization stats (zero once normalized)')
         self.state_dim = int(np.prod(specs[STATE].shape)) if STATE in specs else None
         md = dict(self.inner.metadata or {})
-        self.step_mode = md.get('execution') == 'step'
         horizon = int(md.get('horizon') or 1)
+        # step mode: LeRobot's step-executed policies, and any one-action policy with per-connection state (a scripted
+        # expert's phase machine)
+        self.step_mode = md.get('execution') == 'step' or (horizon == 1 and self.inner.new_session() is not None)
         self.replan = int(replan or layout_replan(self.layout) or md.get('n_action_steps') or horizon)
         if not self.step_mode and horizon < self.replan:
             raise RobobenchError(f"the {name} client executes {self.replan} actions per request, but this "

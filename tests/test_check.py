@@ -102,3 +102,26 @@ def test_evaluate_preflight_stops_before_the_first_episode(demos, tmp_path):
         res = evaluate(ENV, f'{srv.host}:{srv.port}', episodes=1, max_steps=10, preflight=str(demos), progress=False,
                        video=False)
     assert (res.summary['errors'], res.summary['completed']) == (0, 1)
+
+
+def test_check_through_a_layout(tmp_path):
+    """Any layout: the toy expert served with `--layout openpi-aloha` (its requests: `images: {cam_high: CHW}`,
+    `state`) and checked with that layout on demos with a camera agrees; sign-flipped, it fails naming the flip."""
+    from robobench.check import check
+    from robobench.collect import collect
+    from robobench.policies import make_expert_policy
+    from robobench.server import serve
+    toy = 'toy/Point'
+    assert collect(toy, 2, tmp_path / 'toy', cameras=['top'], progress=False)['complete']
+    with serve(make_expert_policy(toy), layout='openpi-aloha') as srv:
+        assert srv.metadata['layout'] == 'openpi-aloha'
+        res = check(f'{srv.host}:{srv.port}', tmp_path / 'toy', frames=20, layout='openpi-aloha')
+    assert res['agree'] and res['layout'] == 'openpi-aloha', res
+    assert next(r for r in res['rows'] if r['check'] == 'image rotation 180°')['verdict'] == 'ok'   # tried, not needed
+    expert = make_expert_policy(toy)
+    class Flipped(type(expert)):
+        def new_session(self): return _Session(super().new_session(), _flip_sign)
+    flipped = Flipped(toy)
+    with serve(flipped, layout='openpi-aloha') as srv:
+        res = check(f'{srv.host}:{srv.port}', tmp_path / 'toy', frames=20, layout='openpi-aloha')
+    assert not res['agree'] and res['suspect'].startswith('sign flip'), res['suspect']

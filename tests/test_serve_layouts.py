@@ -54,7 +54,9 @@ def test_openpi_aloha_sim_client_with_action_chunk_broker(tmp_path, mode):
                        **({'temporal_ensemble_coeff': 0.01, 'n_action_steps': 1} if step else {}))
     rng = np.random.default_rng(0)
     requests = [_aloha_sim_request(rng, prompt='transfer the cube' if step else None) for _ in range(3)]
-    with serve(ckpt, device='cpu', layout='openpi-aloha') as srv:   # `robobench serve -m CKPT --layout openpi-aloha`
+    # chunked: `robobench serve -m CKPT --layout openpi-aloha` in a child process; step: the same server in this one
+    from robobench.policies import LeRobotPolicy
+    with serve(LeRobotPolicy(ckpt, device='cpu') if step else ckpt, device='cpu', layout='openpi-aloha') as srv:
         md = srv.metadata
         assert md['layout'] == 'openpi-aloha' and md['n_action_steps'] == 10 and md['execution'] == 'chunk'
         assert md['policy_execution'] == ('step' if step else 'chunk')
