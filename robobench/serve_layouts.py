@@ -8,6 +8,7 @@ import logging
 import numpy as np
 from .core import STATE, RobobenchError, to_jsonable
 from .layouts import get_layout
+from fastcore.basics import patch
 from .policies import CONTROL_KEYS, Policy, RequestError, as_policy, input_specs
 
 # %% auto #0
@@ -176,14 +177,16 @@ class LayoutPolicy(Policy):
     def __repr__(self): return f'LayoutPolicy({self.inner!r}, {self.layout["name"]!r})'
 
 # %% ../nbs/04ab_serve_layouts.ipynb #bf2d7291
-def _wire_keys(self: LayoutPolicy) -> list[str]:
+@patch
+def wire_keys(self: LayoutPolicy) -> list[str]:
     "The keys the layout's client sends."
     lay = self.layout
     return ([key_name(e['key']) for e in lay.get('images') or []] + [key_name(e['key']) for e in lay.get('state') or []]
             + ([lay['prompt']] if lay.get('prompt') else []))
-LayoutPolicy.wire_keys = _wire_keys
 
-def _wire_features(self: LayoutPolicy) -> dict:
+# %% ../nbs/04ab_serve_layouts.ipynb #b00a6ccd
+@patch
+def wire_features(self: LayoutPolicy) -> dict:
     "What a client sends, for the metadata: the images this policy reads (as the layout shapes them) and the state."
     out = {}
     for cam, e in self.cameras.items():
@@ -193,10 +196,10 @@ def _wire_features(self: LayoutPolicy) -> dict:
     if self.state_dim is not None and len(entries) == 1:
         out[key_name(entries[0]['key'])] = {'shape': [self.state_dim], 'dtype': 'float32'}
     return out
-LayoutPolicy.wire_features = _wire_features
 
-# %% ../nbs/04ab_serve_layouts.ipynb #b00a6ccd
-def _from_wire(self: LayoutPolicy, raw) -> dict:
+# %% ../nbs/04ab_serve_layouts.ipynb #1651f774
+@patch
+def from_wire(self: LayoutPolicy, raw) -> dict:
     "A request of the layout's client -> the policy's request (LeRobot feature names, `task`, control flags)."
     if not isinstance(raw, dict):
         raise RequestError(f'a request must be a map of feature name -> value, got {type(raw).__name__}')
@@ -220,9 +223,9 @@ def _from_wire(self: LayoutPolicy, raw) -> dict:
         req[STATE] = state
     for key, value in self.filled.items(): req[key] = raw.get(key, value)
     return req
-LayoutPolicy.from_wire = _from_wire
 
-# %% ../nbs/04ab_serve_layouts.ipynb #1651f774
+# %% ../nbs/04ab_serve_layouts.ipynb #bb8f4612
+@patch
 def _answer(self: LayoutPolicy, obs: dict, target) -> dict:
     "The reply to one translated request: the chunk, or `replan` steps of a step-mode policy's state."
     if not self.step_mode: return target.infer(obs)
@@ -231,9 +234,8 @@ def _answer(self: LayoutPolicy, obs: dict, target) -> dict:
         step = obs if i == 0 else {k: v for k, v in obs.items() if k != 'episode_start'}
         rows.append(np.asarray(target.infer(step)['actions'], np.float32).reshape(-1, self.metadata['action_dim'])[0])
     return {'actions': np.stack(rows)}
-LayoutPolicy._answer = _answer
 
-# %% ../nbs/04ab_serve_layouts.ipynb #de8794ce
+# %% ../nbs/04ab_serve_layouts.ipynb #966ed9fe
 def serve_layout(policy, layout: str | dict | None, replan: int | None = None) -> Policy:
     "`policy` as the server answers `layout`'s clients: unchanged for `None` / `'lerobot'`, else a `LayoutPolicy`."
     if layout in (None, '', 'lerobot'): return as_policy(policy)
