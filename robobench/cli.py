@@ -19,6 +19,7 @@ VERBS = {
     'convert': ('robobench.rlds', 'cli_convert', 'convert an RLDS dataset to LeRobot v3'),
     'serve':   ('robobench.server', 'cli_serve', 'serve a policy over the openpi websocket protocol'),
     'eval':    ('robobench.evaluation', 'cli_eval', 'evaluate a policy in any simulator robobench knows'),
+    'check':   ('robobench.check', 'cli_check', 'replay dataset frames through a served policy: conventions agree?'),
     'train':   ('robobench.training', 'cli_train', 'finetune a LeRobot policy'),
     'run':     ('robobench.runs', 'cli_run', 'execute a papermill template into papermill_runs/'),
     'sweep':   ('robobench.runs', 'cli_sweep', 'run a grid of papermill jobs'),

@@ -375,14 +375,20 @@ def write_report(res: EvalResult) -> Path | None:
 
 # %% ../nbs/06_evaluation.ipynb #d686a188
 def evaluate(env: str | None = None, client: Any = None, episodes: int | None = None, config: EvalConfig | None = None,
-             progress: bool = True, **kwargs) -> EvalResult:
+             progress: bool = True, preflight=False, **kwargs) -> EvalResult:
     """Evaluate `client` on `episodes` seeds of `env` (see `EvalConfig` for every option). With `run_folder`, records
-    go to `episodes.jsonl` as episodes finish and an existing folder is resumed; without it nothing is written."""
+    go to `episodes.jsonl` as episodes finish and an existing folder is resumed; without it nothing is written.
+    `preflight=DATASET_DIR` (True: the policy's training dataset): first replay frames of that LeRobot dataset through
+    the client (`robobench.check`) and stop, naming the suspect convention, when its actions disagree with the recorded
+    ones."""
     given = {k: v for k, v in dict(env=env, client=client, episodes=episodes).items() if v is not None}
     cfg = dataclasses.replace(config or EvalConfig(), **given, **kwargs)
     if not cfg.env:
         raise RobobenchError('evaluate() needs an env.', "pass env='<backend>/<task>' (robobench.list_envs()).")
     cfg = dataclasses.replace(cfg, env=resolve_env_id(cfg.env))
+    if preflight:   # conventions checked against recorded frames before any episode (robobench.check)
+        from robobench.check import preflight_check
+        preflight_check(cfg.client, preflight, layout=cfg.layout, env=cfg.env, **cfg.client_kwargs)
     backend = _pick_backend(cfg)
     run_dir = Path(cfg.run_folder) if cfg.run_folder else None
     records = _open_run_folder(cfg, run_dir) if run_dir else []

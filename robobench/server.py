@@ -19,6 +19,7 @@ from robobench.policies import (
     CONTROL_KEYS, NUMERIC_KINDS, TEXT_KEYS, FeatureSpec, LeRobotPolicy, Policy, PolicyOutputError, RandomPolicy,
     RequestError, as_policy, check_actions, input_specs, load_policy, make_expert_policy, robobench_version,
     validate_request)
+from .serve_layouts import serve_layout
 
 # %% auto #0
 __all__ = ['log', 'MAX_METADATA_BYTES', 'ADMISSION_HELP', 'decode_request', 'check_port_free', 'ServeConfig', 'PolicyServer',
@@ -173,6 +174,8 @@ class ServeConfig:
     ping_timeout_s: float = 10.0             # close a connection whose ping is not answered within this many seconds
     max_items: int = 100_000                 # msgpack objects (maps, arrays, entries) per request
     max_decoded_bytes: int | None = None     # array bytes per request (0 / None: max_size)
+    # the requests clients send: lerobot, or an openpi example client's (openpi-aloha, openpi-libero, openpi-droid)
+    layout: str = 'lerobot'
 
 # %% ../nbs/04b_server.ipynb #cfc7561c
 class PolicyServer:
@@ -187,7 +190,7 @@ class PolicyServer:
     def __init__(self, policy, host: str = '127.0.0.1', port: int = 0, metadata: dict | None = None,
                  warmup: bool = True, log_interval_s: float = 1.0, config: ServeConfig | None = None, **settings):
         cfg = self.config = dataclasses.replace(config or ServeConfig(), **settings)   # settings: ServeConfig fields
-        self.policy: Policy = as_policy(policy)   # the contract is checked here, once
+        self.policy: Policy = serve_layout(as_policy(policy), cfg.layout)   # the contract is checked here, once
         self.host, self.port, self.api_key = host, int(port or 0), cfg.api_key or None
         self.warmup = warmup
         self._set_limits(cfg)
@@ -307,7 +310,9 @@ def _process_request(self: PolicyServer, connection, request):
 # %% ../nbs/04b_server.ipynb #0e95c75c
 @patch
 def _decode(self: PolicyServer, data) -> dict:
-    return validate_request(decode_request(data, self.max_items, self.max_decoded_bytes), self.specs)
+    req = decode_request(data, self.max_items, self.max_decoded_bytes)
+    if hasattr(self.policy, 'from_wire'): req = self.policy.from_wire(req)   # a --layout client's keys
+    return validate_request(req, self.specs)
 
 # %% ../nbs/04b_server.ipynb #f7a5e024
 @patch
