@@ -192,7 +192,7 @@ def infer_batch(self: Policy, requests: list[dict], sessions: list | None = None
 # %% ../nbs/04_policies.ipynb #d1fe58dc
 @patch(as_prop=True)
 def batching(self: Policy) -> dict:
-    "Whether `infer_batch` runs requests of several connections as one forward (`batched`), and why (the server's metadata)."
+    "Whether `infer_batch` runs requests of several connections as one forward (`batched`), and why (in the metadata)."
     return {'batched': False, 'why': 'one request after the other (the policy has no batched forward)'}
 
 # %% ../nbs/04_policies.ipynb #0106b6f3
@@ -562,7 +562,7 @@ def reset(self: LeRobotPolicy):
 
 # %% ../nbs/04_policies.ipynb #e37163cf
 @patch(as_prop=True)
-def batching(self: LeRobotPolicy) -> dict:
+def batching(self: LeRobotPolicy) -> dict:  # noqa: F811
     "Whether requests of several connections run as one batched forward (`infer_batch`), and why."
     if self.execution == 'chunk':
         return {'batched': True, 'why': 'chunk execution: the observations of a batch are stacked into one forward'}
@@ -595,14 +595,15 @@ def _forward_batch(self: LeRobotPolicy, requests: list[dict], sessions: list) ->
 
 # %% ../nbs/04_policies.ipynb #6034b23e
 @patch
-def infer_batch(self: LeRobotPolicy, requests: list[dict], sessions: list | None = None) -> list:
+def infer_batch(self: LeRobotPolicy, requests: list[dict], sessions: list | None = None) -> list:  # noqa: F811
     """Several connections' requests at once: one batched forward per group of requests with the same keys when
     `batching` allows it, else (and for a batch whose forward raised) one after the other. Each answer is the one the
     request gets alone (within float rounding of a batched matmul)."""
     sessions = list(sessions) if sessions else [None] * len(requests)
     if len(requests) < 2 or not self.batching['batched']: return Policy.infer_batch(self, requests, sessions)
     groups: dict = {}
-    for i, obs in enumerate(requests): groups.setdefault(tuple(sorted(k for k in obs if k not in CONTROL_KEYS)), []).append(i)
+    for i, obs in enumerate(requests):
+        groups.setdefault(tuple(sorted(k for k in obs if k not in CONTROL_KEYS)), []).append(i)
     out: list = [None] * len(requests)
     for idx in groups.values():
         reqs, sess = [requests[i] for i in idx], [sessions[i] for i in idx]
