@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import websockets
 from websockets.sync.client import connect
-from openpi_client import msgpack_numpy
 
 from robobench.server import http_get
 
@@ -79,7 +78,7 @@ def _flood(port, frame, n, errors):
 
 def test_pipelined_16mib_frames_from_8_connections_share_one_budget(tmp_path):
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
-    with ServeProc(tmp_path, '--policy', 'scripted', '--env', 'toy/Point', *__import__('os').environ.get('XARGS', '').split()) as srv:
+    with ServeProc(tmp_path, '--policy', 'scripted', '--env', 'toy/Point') as srv:
         good = WebsocketClientPolicy('127.0.0.1', srv.port)
         for _ in range(20): good.infer(POINT_OBS)   # warm: the server's steady state
         time.sleep(0.5)
