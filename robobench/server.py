@@ -21,8 +21,8 @@ from robobench.policies import (
     validate_request)
 
 # %% auto #0
-__all__ = ['log', 'MAX_METADATA_BYTES', 'ADMISSION_HELP', 'decode_request', 'check_port_free', 'ServeConfig', 'PolicyServer',
-           'http_get', 'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['log', 'MAX_METADATA_BYTES', 'ADMISSION_HELP', 'BATCHING_HELP', 'decode_request', 'check_port_free', 'ServeConfig',
+           'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04b_server.ipynb #ace0177c
 _MAX_DTYPE_STR, _MAX_NDIM, _MAX_STR = 16, 32, 1 << 20
@@ -882,12 +882,22 @@ ADMISSION_HELP = """connection admission (no client can be locked out by idle co
   - a connection idle for --idle-timeout-s is closed, and so is one whose pings (every --ping-interval-s)
     go unanswered for --ping-timeout-s."""
 
+# %% ../nbs/04b_server.ipynb #2f9df32d
+BATCHING_HELP = """batching and memory:
+  - requests of different connections arriving within --batch-timeout-ms run as one batched forward of up to
+    --max-batch (1: off); a batch waits only for connections active in the last second (a lone client: no wait);
+    each client gets the actions it would get alone; step-executed policies batch where their per-connection
+    state allows (ACT's temporal ensembling), else run one after the other (metadata: batching);
+  - request bytes received and not yet decoded share one budget across all connections, --max-inflight-bytes:
+    when it is spent, sockets are not read (backpressure), except the connection closest to finishing a frame and
+    connections holding under 256 KiB; big frames are decoded off the inference threads."""
+
 # %% ../nbs/04b_server.ipynb #71163313
 def _serve_parser() -> argparse.ArgumentParser:
     "The options of `robobench serve`: policy choice, bind address, device, then the `ServeConfig` fields."
     parser = ArgParser(prog='robobench serve', formatter_class=argparse.RawDescriptionHelpFormatter,
                        description='Serve a policy over the openpi websocket protocol (msgpack-numpy, no pickle).',
-                       epilog=ADMISSION_HELP)
+                       epilog=ADMISSION_HELP + '\n\n' + BATCHING_HELP)
     parser.add_argument('-m', '--model', help='LeRobot checkpoint dir (policy + saved pre/post-processors)')
     parser.add_argument('--policy', choices=['checkpoint', 'random', 'scripted'], default=None,
                    help='built-in policy instead of a checkpoint')
