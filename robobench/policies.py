@@ -175,6 +175,26 @@ class Policy(abc.ABC):
     @metadata.setter
     def metadata(self, md: dict): self._metadata = md
 
+# %% ../nbs/04_policies.ipynb #2e38f382
+@patch
+def infer_batch(self: Policy, requests: list[dict], sessions: list | None = None) -> list:
+    """Answer validated requests of several connections at once: one result per request, in order, each the dict `infer`
+    answers or the exception it raised (one bad request fails alone). `sessions[i]`: request i's per-connection state
+    (from `new_session()`; None: the policy's own). Default: one `infer` after the other; a policy with a batched
+    forward overrides it and says so in `batching`."""
+    out = []
+    for i, obs in enumerate(requests):
+        session = sessions[i] if sessions else None
+        try: out.append((session or self).infer(obs))
+        except Exception as e: out.append(e)
+    return out
+
+# %% ../nbs/04_policies.ipynb #d1fe58dc
+@patch(as_prop=True)
+def batching(self: Policy) -> dict:
+    "Whether `infer_batch` runs requests of several connections as one forward (`batched`), and why (in the metadata)."
+    return {'batched': False, 'why': 'one request after the other (the policy has no batched forward)'}
+
 # %% ../nbs/04_policies.ipynb #0106b6f3
 class PolicyAdapter(Policy):
     """A duck-typed policy (any object with a callable `infer(obs) -> dict`) behind the `Policy` contract: `reset`,
@@ -539,6 +559,58 @@ def _step(self: LeRobotPolicy, obs: dict, session: PolicySession) -> dict:
 def reset(self: LeRobotPolicy):
     if self.execution == 'step': self._default.reset()
     else: self.policy.reset()
+
+# %% ../nbs/04_policies.ipynb #e37163cf
+@patch(as_prop=True)
+def batching(self: LeRobotPolicy) -> dict:  # noqa: F811
+    "Whether requests of several connections run as one batched forward (`infer_batch`), and why."
+    if self.execution == 'chunk':
+        return {'batched': True, 'why': 'chunk execution: the observations of a batch are stacked into one forward'}
+    if self._state_keys == ['temporal_ensembler'] and self.n_obs_steps == 1:
+        return {'batched': True, 'why': "step execution with ACT's temporal ensembling: one batched chunk forward, "
+                                        "then each connection's own ensembler takes its row"}
+    return {'batched': False, 'why': f'step execution: {self.cfg.type} keeps an observation history or action queue '
+                                     'per connection, so its requests run one after the other'}
+
+# %% ../nbs/04_policies.ipynb #11602db4
+@patch
+def _forward_batch(self: LeRobotPolicy, requests: list[dict], sessions: list) -> list[dict]:
+    "Requests with the same keys as one forward through LeRobot's pre/post-processors: their answers, in order."
+    torch = self._torch
+    parts = [self.to_batch(obs) for obs in requests]
+    batch = {k: torch.stack([p[k] for p in parts]) if isinstance(v, torch.Tensor) else [p[k] for p in parts]
+             for k, v in parts[0].items()}
+    with self._lock, torch.inference_mode():
+        chunk = self.policy.predict_action_chunk(self.pre(batch))   # [B, horizon, action_dim], normalized
+        if self.execution == 'chunk': actions = self.post(chunk)
+        else:   # ACT's temporal ensembling: each connection's ensembler takes its own row (as select_action does)
+            rows = []
+            for i, (obs, session) in enumerate(zip(requests, sessions)):
+                session = session or self._default
+                if session.state is None or obs.get('episode_start'): session.state = copy.deepcopy(self._fresh_state)
+                rows.append(session.state['temporal_ensembler'].update(chunk[i:i + 1]))
+            actions = self.post(torch.cat(rows))[:, None]    # [B, 1, action_dim]
+    out = actions.detach().cpu().numpy().astype(np.float32)
+    return [{'actions': out[i]} for i in range(len(requests))]
+
+# %% ../nbs/04_policies.ipynb #6034b23e
+@patch
+def infer_batch(self: LeRobotPolicy, requests: list[dict], sessions: list | None = None) -> list:  # noqa: F811
+    """Several connections' requests at once: one batched forward per group of requests with the same keys when
+    `batching` allows it, else (and for a batch whose forward raised) one after the other. Each answer is the one the
+    request gets alone (within float rounding of a batched matmul)."""
+    sessions = list(sessions) if sessions else [None] * len(requests)
+    if len(requests) < 2 or not self.batching['batched']: return Policy.infer_batch(self, requests, sessions)
+    groups: dict = {}
+    for i, obs in enumerate(requests):
+        groups.setdefault(tuple(sorted(k for k in obs if k not in CONTROL_KEYS)), []).append(i)
+    out: list = [None] * len(requests)
+    for idx in groups.values():
+        reqs, sess = [requests[i] for i in idx], [sessions[i] for i in idx]
+        try: res = self._forward_batch(reqs, sess) if len(idx) > 1 else Policy.infer_batch(self, reqs, sess)
+        except Exception: res = Policy.infer_batch(self, reqs, sess)   # one by one: a failure stays its request's
+        for i, r in zip(idx, res): out[i] = r
+    return out
 
 # %% ../nbs/04_policies.ipynb #144788be
 def load_policy(policy_or_ckpt, device: str | None = None, trust_remote_code: bool = False, **kw) -> Policy:
