@@ -8,7 +8,8 @@ import json, os, subprocess
 from pathlib import Path
 import numpy as np
 from .core import RobobenchError, UnknownNameError, did_you_mean
-from .envs import Backend, DatasetLayout, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, image_hw, register_backend, vector_names
+from .envs import (Backend, DatasetLayout, EnvSpec, Expert, RobobenchEnv, Task, ee_delta, image_hw,
+                            register_backend, vector_names)
 from .envs_libero_worker import CAMERAS, STATE_KEYS, ENV_SEED, SETTLE_STEPS, SUITE_MAX_STEPS
 from .pipes import Worker
 
