@@ -17,8 +17,9 @@ __all__ = ['RUNNER_PARAMETERS', 'TEMPLATE_CONFIGS', 'TEMPLATE_PATHS', 'TEMPLATE_
            'list_templates', 'template_path', 'template_name', 'template_parameters', 'template_help', 'coerce_value',
            'validate_params', 'template_config_fields', 'template_config', 'full_params', 'check_paths', 'run_identity',
            'runs_root', 'find_runs', 'RunResult', 'notebook_run_dir', 'write_metrics', 'success_table', 'kernel_python',
-           'default_kernel', 'expected_exit_code', 'template_message', 'cell_label', 'failure_message', 'sign_notebook',
-           'record_kernel', 'run', 'load_sweep_spec', 'expand_sweep', 'results_table', 'sweep', 'cli_run', 'cli_sweep']
+           'default_kernel', 'kernel_quiet_args', 'expected_exit_code', 'template_message', 'cell_label',
+           'failure_message', 'sign_notebook', 'record_kernel', 'run', 'load_sweep_spec', 'expand_sweep',
+           'results_table', 'sweep', 'cli_run', 'cli_sweep']
 
 # %% ../nbs/09_runs.ipynb #7834b160
 def _settings_nbs(root: Path) -> Path | None:
@@ -320,6 +321,16 @@ def default_kernel() -> str:
     if exe and Path(exe).parent.resolve() == Path(sys.executable).parent.resolve(): return 'robobench'
     return 'python3'
 
+# %% ../nbs/09_runs.ipynb #abf1e2d8
+def kernel_quiet_args(kernel: str) -> list[str]:
+    """Command-line arguments that keep an IPython kernel's own log lines (e.g. "Kernel is running over TCP without
+    encryption", on every start) off the terminal of `robobench run`, whose failure is one line; cell outputs, and
+    so the executed notebook, are unchanged. None for a kernel that is not ipykernel's."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try: argv = KernelSpecManager().get_kernel_spec(kernel).argv or []
+    except NoSuchKernel: return []
+    return ['--IPKernelApp.log_level=ERROR'] if any('ipykernel' in str(a) for a in argv) else []
+
 # %% ../nbs/09_runs.ipynb #1f4be709
 def _error_info(e: BaseException) -> dict:
     "ename / evalue / failing cell / traceback excerpt of a papermill (or any) exception."
@@ -509,7 +520,8 @@ def run(template, params: dict | None = None, name: str | None = None, root=None
     try:
         pm.execute_notebook(str(path), str(run_dir / f'{tname}.ipynb'), parameters={**full, 'RUN_DIR': str(run_dir)},
                             kernel_name=kernel, progress_bar=progress, log_output=log_output,
-                            cwd=str(cwd or os.getcwd()), execution_timeout=execution_timeout)
+                            cwd=str(cwd or os.getcwd()), execution_timeout=execution_timeout,
+                            extra_arguments=kernel_quiet_args(kernel))
     except Exception as e:  # a failing cell, a dead kernel, a missing kernel: the run failed, the caller decides
         err = _error_info(e)
     except KeyboardInterrupt:

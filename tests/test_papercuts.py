@@ -244,12 +244,12 @@ def test_run_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / 'runs').exists()                            # failed before any work: nothing left behind
 
 
-def test_run_bad_parameter_value_in_a_cell_is_exit_2_with_its_in_number(tmp_path, capsys):
+def test_run_bad_parameter_value_in_a_cell_is_exit_2_with_its_in_number(tmp_path, capfd):
     "A robobench error raised inside the template (a client spec naming nothing): exit 2, one line, In [N], -p names."
     from robobench.runs import cli_run, template_parameters
     code = cli_run(['evaluate', '-p', 'ENV', 'toy/Point', '-p', 'CLIENT', 'no_such_client', '-p', 'EPISODES', '1',
                     '--root', str(tmp_path)])
-    cap = capsys.readouterr()
+    cap = capfd.readouterr()   # fd 2: the kernel's own log lines too
     assert code == 2, cap.err
     (line,) = cap.err.strip().splitlines()
     nb = json.loads(Path(cap.out.strip().splitlines()[-1], 'evaluate.ipynb').read_text())
@@ -261,7 +261,7 @@ def test_run_bad_parameter_value_in_a_cell_is_exit_2_with_its_in_number(tmp_path
     assert 'CLIENT' in named and named <= set(template_parameters('evaluate')), named
 
 
-def test_run_bug_in_a_template_cell_is_exit_1_with_cell_and_last_line(tmp_path, capsys):
+def test_run_bug_in_a_template_cell_is_exit_1_with_cell_and_last_line(tmp_path, capfd):
     "A real bug in a cell is not the user's mistake: exit 1, the cell's In [N] and the error's last line."
     from robobench.runs import cli_run
     cells = [{'cell_type': 'code', 'id': 'p', 'metadata': {'tags': ['parameters']}, 'execution_count': None,
@@ -274,7 +274,7 @@ def test_run_bug_in_a_template_cell_is_exit_1_with_cell_and_last_line(tmp_path, 
     tpl.write_text(json.dumps({'cells': cells, 'metadata': {'kernelspec': {'name': 'python3', 'language': 'python',
                    'display_name': 'Python 3'}}, 'nbformat': 4, 'nbformat_minor': 5}))
     code = cli_run([str(tpl), '-p', 'N', '3', '--root', str(tmp_path / 'runs')])
-    cap = capsys.readouterr()
+    cap = capfd.readouterr()   # fd 2: the kernel's own log lines too
     assert code == 1, cap.err
     (line,) = cap.err.strip().splitlines()
     assert 'failed at In [4]' in line and 'KeyError' in line, line     # parameters, injected, x = ..., raise
