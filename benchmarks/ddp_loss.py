@@ -8,7 +8,7 @@ different seeds.
 
 usage: .venv/bin/python benchmarks/ddp_loss.py [--steps 60] [--processes 2] [--batch 8]
 """
-import argparse, os, subprocess, sys, tempfile
+import argparse, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 from robobench.collect import collect
@@ -48,6 +48,7 @@ def main():
     print(f'mean |loss difference| over the last {a.steps - a.steps // 2} steps: DDP vs 1 process {d_ddp:.4f}, '
           f'1 process seed 0 vs seed 1 (noise) {d_seed:.4f}; '
           f'ratio {d_ddp / max(d_seed, 1e-12):.2f} (<= 1: within noise)')
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == '__main__':
