@@ -370,13 +370,13 @@ def setup(self: _Trainer):
         cfg.env = resolve_env_id(cfg.env)
         find_task(cfg.env)
     check_hub_weights(cfg.policy, cfg.pretrained_path)
-    self._open_data()   # damaged or missing datasets are refused before the output dir is made
     made = not self.out.exists()
     self._prepare_out_dir()
-    # a setup that fails (an unfit policy size, a device) leaves no empty output dir behind
+    # a setup that fails (damaged data, an unfit policy size, a device) leaves no empty output dir behind
     with remove_if_failed(self.out, made, worked=lambda p: any(p.iterdir())):
         set_seed(cfg.seed)
         self.device = pick_device(None if cfg.device == 'auto' else cfg.device)
+        self._open_data()
         delta_timestamps = self._configure_policy()
         check_policy_fits(get_policy_class(self.pcfg.type), self.pcfg, self.device, cfg.policy_kwargs)   # not an OOM
         stats = self._mix_data(delta_timestamps)

@@ -52,3 +52,16 @@ def test_quickstart_reduced_is_reproducible(tmp_path):
                 for r in (a, b)]
     assert sorted(outcomes[0]) == sorted(outcomes[1])
     assert a.metrics['success_rate'] == b.metrics['success_rate']
+
+
+def test_quickstart_defaults_use_acts_temporal_ensembling():
+    "Issue 25: the quickstart re-queries ACT every step and ensembles its chunks (46/50 vs 32/50, same weights)."
+    from robobench.training import make_policy_config
+    p = {k: v['default'] for k, v in template_parameters('quickstart').items()}
+    assert p['N_ACTION_STEPS'] == 1 and p['POLICY_KWARGS']['temporal_ensemble_coeff'] == 0.01
+    feats = {'observation.state': {'dtype': 'float32', 'shape': (9,)},
+             'observation.environment_state': {'dtype': 'float32', 'shape': (6,)},
+             'action': {'dtype': 'float32', 'shape': (4,)}}
+    cfg = make_policy_config('act', feats, p['POLICY_KWARGS'], action_chunk_size=p['ACTION_CHUNK_SIZE'],
+                             n_action_steps=p['N_ACTION_STEPS'])
+    assert (cfg.chunk_size, cfg.n_action_steps, cfg.temporal_ensemble_coeff, cfg.use_vae) == (20, 1, 0.01, False)
