@@ -325,7 +325,10 @@ def info(self: ChunkedClient) -> dict:
             'n_action_steps': self.n_action_steps or 'whole chunk', 'control_mode': self.control_mode,
             'scale': np.asarray(self.scale).tolist(),
             'mapping_function': getattr(self.mapping_function, '__name__', repr(self.mapping_function)),
-            **({'assumptions': dict(self.assumptions)} if getattr(self, 'assumptions', None) else {})}
+            **({'assumptions': dict(self.assumptions)} if getattr(self, 'assumptions', None) else {}),
+            **({'conventions': self.layout['action']} if (self.layout or {}).get('action') else {}),
+            **({'cameras': list(self.cameras)} if getattr(self, 'cameras', None) is not None else {}),
+            **({'prompt': self.prompt} if getattr(self, 'prompt', None) is not None else {})}
 
 # %% ../nbs/05_clients.ipynb #813330e1
 class PolicyEnvMismatch(RobobenchError):
