@@ -266,7 +266,10 @@ def n_connections(self: PolicyServer) -> int:
 def _prune(self: PolicyServer):
     "Forget admitted connections whose handshake failed or that closed without reaching the handler."
     from websockets.protocol import State
-    for conn in [conn for conn in self._conns if conn.state is State.CLOSED]: self._conns.pop(conn, None)
+    for conn in [conn for conn in self._conns if conn.state is State.CLOSED]:
+        slot = self._conns.pop(conn, None)
+        if slot is not None and slot.gate is not None:   # its bytes leave the budget (see _account)
+            self._held.discard(slot.gate); self._release(slot.gate, slot.gate.pending)
 
 # %% ../nbs/04b_server.ipynb #d55941ec
 _SMALL_FRAME = 256 << 10   # a connection holding less than this keeps reading when the budget is spent (small requests)
