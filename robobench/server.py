@@ -204,6 +204,7 @@ class PolicyServer:
         self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': self.max_size, 'limits': self.limits,
                                      'control_keys': list(CONTROL_KEYS), 'text_keys': list(TEXT_KEYS),
                                      'robobench_version': md.get('robobench_version') or robobench_version(),
+                                     'max_batch': self.max_batch, 'batch_timeout_ms': self.batch_timeout_ms,
                                      'batching': {'max_batch': self.max_batch,
                                                   'batch_timeout_ms': self.batch_timeout_ms,
                                                   'execution': md.get('execution', 'chunk'), **self.policy.batching}})
