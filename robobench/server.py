@@ -103,10 +103,10 @@ def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None
     except RequestError: raise
     except Exception as e:
         if isinstance(e, ValueError) and 'exceeds max_' in str(e):  # a container/str/bin header over the limits
-            raise RequestError(f'the {what} is over a decoding limit '
-                               f'({e}; max_items={max_items}, max_decoded_bytes={budget})') from None
-        raise RequestError(f'could not decode the {what} as msgpack-numpy: '
-                           f'{type(e).__name__}: {str(e)[:200]}') from None
+            why = f'the {what} is over a decoding limit ({e}; max_items={max_items}, max_decoded_bytes={budget})'
+        else: why = f'could not decode the {what} as msgpack-numpy: {type(e).__name__}: {str(e)[:200]}'
+    # raised out here: msgpack's error (ExtraData holds a copy of the frame's trailing bytes) is not its context
+    raise RequestError(why)
 
 # %% ../nbs/04b_server.ipynb #e9e2c22f
 log = logging.getLogger('robobench.server')
@@ -207,6 +207,7 @@ class PolicyServer:
         self.metadata = to_jsonable({**md, **(metadata or {}), 'max_size': self.max_size, 'limits': self.limits,
                                      'control_keys': list(CONTROL_KEYS), 'text_keys': list(TEXT_KEYS),
                                      'robobench_version': md.get('robobench_version') or robobench_version(),
+                                     'max_batch': self.max_batch, 'batch_timeout_ms': self.batch_timeout_ms,
                                      'batching': {'max_batch': self.max_batch,
                                                   'batch_timeout_ms': self.batch_timeout_ms,
                                                   'execution': md.get('execution', 'chunk'), **self.policy.batching}})
@@ -269,7 +270,10 @@ def n_connections(self: PolicyServer) -> int:
 def _prune(self: PolicyServer):
     "Forget admitted connections whose handshake failed or that closed without reaching the handler."
     from websockets.protocol import State
-    for conn in [conn for conn in self._conns if conn.state is State.CLOSED]: self._conns.pop(conn, None)
+    for conn in [conn for conn in self._conns if conn.state is State.CLOSED]:
+        slot = self._conns.pop(conn, None)
+        if slot is not None and slot.gate is not None:   # its bytes leave the budget (see _account)
+            self._held.discard(slot.gate); self._release(slot.gate, slot.gate.pending)
 
 # %% ../nbs/04b_server.ipynb #d55941ec
 _SMALL_FRAME = 256 << 10   # a connection holding less than this keeps reading when the budget is spent (small requests)
@@ -442,11 +446,15 @@ _INLINE_DECODE = 64 << 10   # frames up to this size are decoded on the event lo
 async def _decode_async(self: PolicyServer, data, slot: _Slot) -> dict:
     "Decode and validate one frame off the inference threads (big ones on the decode threads); free its budget."
     import asyncio
+    err = None
     try:
         if isinstance(data, str) or len(data) <= _INLINE_DECODE: return self._decode(data)
         return await asyncio.get_running_loop().run_in_executor(self._codec, self._decode, data)
+    except RequestError as e: err = RequestError(str(e))   # without the traceback, whose frames hold the bytes
     finally:
         if slot.gate is not None: self._release(slot.gate, len(data))
+    del data   # gone before the client hears why (a slow reader must not keep the frame alive)
+    raise err
 
 # %% ../nbs/04b_server.ipynb #dc305f7f
 class _Batcher:
