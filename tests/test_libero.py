@@ -207,12 +207,11 @@ def test_collect_writes_openpis_libero_conversion_layout(object_demos):
 def test_dataset_frame_is_the_raw_render_rotated_180_as_openpi_sends_it(object_demos, tmp_path):
     """Orientation and state, pinned against LIBERO itself: the dataset's first frame of seed 0 (task 1, init state 0)
     is LIBERO's raw render after the settle steps rotated 180° (`[::-1, ::-1]`, as openpi's main.py and the converted
-    data); robobench's upright camera image is the raw render flipped vertically; and `openpi-libero` sends the dataset
-    frame resized with padding to 224."""
+    data); robobench's upright camera image is the raw render flipped vertically; and openpi's example (which
+    `openpi-libero` matches pixel for pixel, see above) sends the dataset frame resized with padding to 224."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from openpi_client import image_tools
-    from robobench.envs_libero import LiberoEnv, libero_python, worker_env
-    from robobench.layouts import get_layout, layout_request
+    from robobench.envs_libero import libero_python, worker_env
     python = libero_python()
     script = tmp_path / 'reference.py'; script.write_text(REFERENCE)
     subprocess.run([str(python), str(script), 'libero_object', '1', '0', str(tmp_path / 'ref.npz')], check=True,
@@ -225,11 +224,9 @@ def test_dataset_frame_is_the_raw_render_rotated_180_as_openpi_sends_it(object_d
     assert np.array_equal(image, ref['agentview'][::-1, ::-1]) and np.array_equal(wrist, ref['wrist'][::-1, ::-1])
     want_state = np.concatenate((ref['eef_pos'], _quat2axisangle(ref['eef_quat'].copy()), ref['gripper']))
     assert np.array_equal(frame['state'].numpy(), want_state.astype(np.float32))
-    with LiberoEnv('libero_object/1') as env:
-        obs, _ = env.reset(seed=0)
-        assert np.array_equal(obs['images']['agentview'], ref['agentview'][::-1])   # upright = raw flipped vertically
-        views = {'external_cam': obs['images']['agentview'], 'wrist_cam': obs['images']['wrist']}
-        req = layout_request(get_layout('openpi-libero'), {**obs, 'splat': views}, obs['instruction'], env.spec)
+    # the frame is LiberoEnv's upright image mirrored left-right (openpi_frame): so that image is the raw one flipped
+    assert np.array_equal(image[:, ::-1], ref['agentview'][::-1])
+    req = _example_request(ref)                  # what openpi's main.py (and --policy.layout openpi-libero) sends
     padded = lambda img: image_tools.convert_to_uint8(image_tools.resize_with_pad(img, 224, 224))
     assert np.array_equal(req['observation/image'], padded(image))
     assert np.array_equal(req['observation/wrist_image'], padded(wrist))
