@@ -119,7 +119,7 @@ class ServeProc:
         self._log = open(self.log_path, 'w')
         self.proc = subprocess.Popen(CLI + ['serve', '--port', '0', '--ready-file', str(self.ready), *args],
                                      stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120   # a loaded 2-core machine starts torch slowly
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log()
             if self.ready.exists() and self.ready.read_text().strip():
