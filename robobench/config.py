@@ -74,9 +74,20 @@ def _json_value(kind: type, flag: str):
 
 # %% ../nbs/00b_config.ipynb #d1939a5e
 def field_help(cls) -> dict[str, str]:
-    "Each field's comment in the class body (fastcore's `docments`): the documentation of its flag."
+    """Each field's comment in the class body (fastcore's `docments`): the documentation of its flag. A comment
+    continued on the next lines (lines holding only a comment, below the field's) is part of it."""
+    import inspect, re
     from fastcore.docments import docments
-    return {k: v for k, v in docments(cls).items() if k != 'return' and v}
+    docs = {k: v for k, v in docments(cls).items() if k != 'return' and v}
+    try: src = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError): return docs
+    for i, line in enumerate(src):
+        m = re.match(r'\s+(\w+)\s*:', line)
+        if not m or m.group(1) not in docs: continue
+        for nxt in src[i + 1:]:
+            if not nxt.strip().startswith('#'): break
+            docs[m.group(1)] += ' ' + nxt.strip().lstrip('#').strip()
+    return docs
 
 # %% ../nbs/00b_config.ipynb #f224143b
 POSITIVE = {'episodes', 'max_steps', 'workers', 'max_attempts', 'video_every', 'batch_size', 'training_steps',

@@ -11,8 +11,8 @@ from typing import Any, Iterable
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['NOISE', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES', 'RUNS_ROOT',
-           'STATE', 'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'to_jsonable', 'atomic_write_text',
+__all__ = ['NOISE', 'PRINT_NOISE', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_EPISODE_ERRORS', 'EXIT_CODES', 'KEY_PACKAGES',
+           'RUNS_ROOT', 'STATE', 'ENV_STATE', 'ACTION', 'IMAGES', 'BOOKKEEPING', 'to_jsonable', 'atomic_write_text',
            'atomic_write_json', 'read_json', 'append_jsonl', 'read_jsonl', 'seed_everything', 'pick_device',
            'UnknownNameError', 'did_you_mean', 'Registry', 'require', 'parse_value', 'import_object', 'quiet_datasets',
            'quiet_log_lines', 'quiet_third_party', 'init_ray', 'RobobenchError', 'debug_enabled', 'one_line_error',
@@ -271,6 +271,9 @@ NOISE = {
     'lerobot.configs.policies': ('is not available. Switching to',),   # "Device 'None' is not available ..."
 }
 
+# lines third-party code prints on stdout inside robobench's calls (they would corrupt `--json` output)
+PRINT_NOISE = ['Loading weights from local directory']   # LeRobot's PreTrainedPolicy.from_pretrained
+
 def quiet_log_lines(logger: str, *fragments: str) -> None:
     "Add log lines (message fragments) of `logger` that `quiet_third_party` drops."
     NOISE[logger] = tuple(dict.fromkeys(NOISE.get(logger, ()) + fragments))
@@ -283,16 +286,29 @@ class _DropNoise:
         except Exception: return True
         return not any(f in msg for f in self.fragments)
 
+class _DropPrints:
+    "A stdout wrapper that drops the printed lines containing one of `fragments` (and the newline print adds)."
+    def __init__(self, target, fragments): self.target, self.fragments, self._eat_nl = target, tuple(fragments), False
+    def write(self, s: str) -> int:
+        if self._eat_nl and s == '\n': self._eat_nl = False; return len(s)
+        self._eat_nl = False
+        if any(f in s for f in self.fragments):
+            self._eat_nl = not s.endswith('\n'); return len(s)
+        return self.target.write(s)
+    def __getattr__(self, name): return getattr(self.target, name)
+
 @contextlib.contextmanager
-def quiet_third_party(noise: dict | None = None):
+def quiet_third_party(noise: dict | None = None, prints: list | None = None):
     """Context manager robobench puts around its own simulator and policy construction: the `NOISE` log lines (only
-    those messages, only from those loggers) are dropped inside; the user's code outside sees logging unchanged."""
+    those messages, only from those loggers) and the `PRINT_NOISE` lines printed on stdout are dropped inside; the
+    user's code outside sees logging and stdout unchanged."""
     import logging
     added = []
     for name, fragments in (NOISE if noise is None else noise).items():
         lg, flt = logging.getLogger(name or None), _DropNoise(fragments)
         lg.addFilter(flt); added.append((lg, flt))
-    try: yield
+    try:
+        with contextlib.redirect_stdout(_DropPrints(sys.stdout, PRINT_NOISE if prints is None else prints)): yield
     finally:
         for lg, flt in added: lg.removeFilter(flt)
 
