@@ -378,3 +378,18 @@ def test_report_and_gallery_plots_use_the_action_names(tmp_path, capsys):
     assert 'actions: dx, dy' in (run / 'report.html').read_text()
     ax = plot_episode(run, 0)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ['dx', 'dy']; plt.close(ax.figure)
+
+
+def test_eval_json_of_a_checkpoint_is_pure_json(tmp_path):
+    "`robobench eval -m CHECKPOINT --json` prints only the summary on stdout: LeRobot's 'Loading weights' print is dropped."
+    from robobench.envs import make_env
+    from robobench.policies import FeatureSpec, tiny_act_checkpoint
+    spec = make_env('toy/Point', cameras=[]).spec
+    ckpt = tiny_act_checkpoint(tmp_path / 'ckpt', {'observation.state': FeatureSpec([spec.state_dim]),
+                                                   'observation.environment_state': FeatureSpec([spec.env_state_dim])},
+                               action_dim=spec.action_dim, chunk_size=5)
+    p = subprocess.run([*ROBOBENCH, 'eval', '-m', str(ckpt), '-e', 'toy/Point', '--episodes', '1', '--max-steps', '3',
+                        '--no-video', '--json'], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads(p.stdout)                                   # the whole stdout is one JSON document
+    assert summary['episodes'] == 1 and 'Loading weights' not in p.stdout + p.stderr
