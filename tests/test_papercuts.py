@@ -381,7 +381,8 @@ def test_report_and_gallery_plots_use_the_action_names(tmp_path, capsys):
 
 
 def test_eval_json_of_a_checkpoint_is_pure_json(tmp_path):
-    "`robobench eval -m CHECKPOINT --json` prints only the summary on stdout: LeRobot's 'Loading weights' print is dropped."
+    """`robobench eval -m CHECKPOINT --json` prints only the summary on stdout: LeRobot's 'Loading weights' print is
+    dropped."""
     from robobench.envs import make_env
     from robobench.policies import FeatureSpec, tiny_act_checkpoint
     spec = make_env('toy/Point', cameras=[]).spec

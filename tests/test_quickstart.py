@@ -1,6 +1,6 @@
 """The finetune and quickstart templates executed by papermill with tiny parameters (real kernel, real LeRobot,
 real policy servers and websocket clients), and reproducibility of the quickstart's evaluation outcomes."""
-import re
+import json, re
 from pathlib import Path
 import pytest
 from robobench.core import read_json, read_jsonl
@@ -65,3 +65,27 @@ def test_quickstart_defaults_use_acts_temporal_ensembling():
     cfg = make_policy_config('act', feats, p['POLICY_KWARGS'], action_chunk_size=p['ACTION_CHUNK_SIZE'],
                              n_action_steps=p['N_ACTION_STEPS'])
     assert (cfg.chunk_size, cfg.n_action_steps, cfg.temporal_ensemble_coeff, cfg.use_vae) == (20, 1, 0.01, False)
+
+
+def test_readme_quickstart_numbers_come_from_a_run(tmp_path):
+    "scripts/quickstart_numbers.py writes a run's own numbers (metrics.json, status.json) into the README's block."
+    import importlib.util, yaml
+    script = Path(__file__).parent.parent / 'scripts' / 'quickstart_numbers.py'
+    spec = importlib.util.spec_from_file_location('qn', script)
+    qn = importlib.util.module_from_spec(spec); spec.loader.exec_module(qn)
+    run = tmp_path / 'run'; run.mkdir()
+    (run / 'params.yaml').write_text(yaml.safe_dump({'WORKERS': 2}))
+    (run / 'status.json').write_text(json.dumps({'status': 'done', 'seconds': 231.4}))
+    (run / 'metrics.json').write_text(json.dumps({
+        'episodes': 50, 'success_rate': 0.9, 'wilson_95': [0.7864, 0.9565], 'train_steps': 3000,
+        'timings_s': {'collect_s': 31.2, 'train_s': 118.0, 'serve_and_eval_s': 70.4},
+        'eval': {'ACT (trained)': {'successes': 45, 'episodes': 50},
+                 'scripted expert': {'successes': 50, 'episodes': 50}}}))
+    text = qn.paragraph(run)
+    for part in ('3 min 51 s end to end', 'collection 31 s', 'training 118 s', '70 s (2 worker processes)',
+                 '3000 steps', '45/50 held-out seeds = 90% [79%, 96%]', 'scripted expert on 50/50'):
+        assert part in text, (part, text)
+    readme = (Path(__file__).parent.parent / 'README.md').read_text()
+    assert readme.count(qn.BEGIN) == 1 and readme.count(qn.END) == 1   # the block the script rewrites
+    (run / 'status.json').write_text(json.dumps({'status': 'failed', 'seconds': 10}))
+    with pytest.raises(SystemExit): qn.paragraph(run)   # only a finished run's numbers
