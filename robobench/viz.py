@@ -44,9 +44,9 @@ def caption(r: dict) -> str:
 def video_policy(cfg) -> str:
     "Which episodes of an evaluation kept a video, in words."
     if not cfg.video: return 'no episode (video=False)'
-    what = {'auto': f'every failure and error and {cfg.video_successes} successes', 'all': 'every episode',
+    what = {'auto': f'every failure and error and up to {cfg.video_successes} successes', 'all': 'every episode',
             'success': 'successes', 'failure': 'failures and errors'}.get(cfg.video_outcomes, cfg.video_outcomes)
-    return what + (f' among the first {cfg.video_episodes} seeds' if cfg.video_episodes else '')
+    return what + (f', only among the first {cfg.video_episodes} seeds' if cfg.video_episodes else '')
 
 # %% ../nbs/07_viz.ipynb #ea04defa
 class Shown(list):
@@ -67,8 +67,9 @@ def show_episodes(run, outcome: str | None = None, n: int = 4, seeds=None, width
     eps = select_episodes(res, outcome, seeds, n, with_video=True)
     no_video = [r['seed'] for r in select_episodes(res, outcome, seeds) if not r.get('video')]
     what = f'{outcome} episodes' if outcome else 'episodes'
-    if no_video: print(f"{len(no_video)} {what} have no video (seeds {no_video[:10]}"
-                       f"{' ...' if len(no_video) > 10 else ''}; videos were kept for {video_policy(res.config)})")
+    if no_video and len(eps) < n:   # fewer shown than asked for: say why
+        print(f"{len(no_video)} {what} have no video (seeds {no_video[:10]}"
+              f"{' ...' if len(no_video) > 10 else ''}; videos were kept for {video_policy(res.config)})")
     if not eps:
         print(f'no {what} with video in {res.run_dir}'); return Shown()
     vids = {caption(r): mediapy.read_video(res.run_dir / r['video']) for r in eps}
