@@ -21,10 +21,10 @@ from .checkpoints import (COMPLETE, atomic_dir, clean_partial, latest_checkpoint
 log = logging.getLogger('robobench.training')
 
 # %% auto #0
-__all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'check_policy_name', 'HubWeightsMissing',
-           'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config', 'TrainResult',
-           'plot_training', 'check_policy_fits', 'train_distributed', 'train', 'train_arg_parser', 'parse_train_args',
-           'cli_train']
+__all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'SCHEDULERS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'check_policy_name',
+           'HubWeightsMissing', 'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config',
+           'TrainResult', 'plot_training', 'check_policy_fits', 'make_scheduler', 'train_distributed', 'train',
+           'train_arg_parser', 'parse_train_args', 'cli_train']
 
 # %% ../nbs/08_training.ipynb #5c4c2947
 POLICIES = ('act', 'diffusion', 'pi0', 'pi05', 'vqbet', 'tdmpc', 'sac', 'smolvla')
@@ -90,6 +90,8 @@ def check_hub_weights(policy: str, pretrained_path: str | None = None, cached: C
     return need
 
 # %% ../nbs/08_training.ipynb #b3ca14ef
+SCHEDULERS = ('preset', 'constant', 'cosine')   # TrainConfig.scheduler
+
 @dataclass
 class TrainConfig:
     "Everything that defines a training run (saved in every checkpoint's train_info.json)."
@@ -103,6 +105,7 @@ class TrainConfig:
     env_kwargs: dict = field(default_factory=dict)  # make_env kwargs for the evaluation env
     batch_size: int = 16                           # frames per batch
     lr: float | None = None                        # None: the policy's preset
+    scheduler: str = 'preset'                      # preset (the policy's own; ACT: constant) | constant | cosine (lr to lr/20)
     training_steps: int = 10000                    # optimizer steps in total (a resume continues to this)
     time_limit: float | None = None                # stop after this many seconds of training (then eval + final)
     eval_freq: int = 1000                          # evaluate every N steps (0: only at the end)
@@ -136,6 +139,8 @@ class TrainConfig:
         self.repo_ids = [str(r) for r in self.repo_ids]
         if self.cache not in ('auto', 'ram', 'off'):
             raise ValueError(f"cache must be 'auto', 'ram' or 'off', got {self.cache!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.mixed_precision not in ('no', 'bf16', 'fp16'):
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
 
@@ -523,6 +528,18 @@ def check_policy_fits(cls, pcfg, device='cpu', policy_kwargs: dict | None = None
                          f"choose smaller values for {', '.join(f'--policy.{k}' for k in policy_kwargs)} "
                          f"(LeRobot's {pcfg.type} defaults fit; e.g. --policy.dim_model 512)")
 
+# %% ../nbs/08_training.ipynb #858a8da6
+def make_scheduler(kind: str, pcfg, optimizer, training_steps: int):
+    """The lr scheduler of a run (`TrainConfig.scheduler`): `'preset'` the policy config's own (None if it has none),
+    `'constant'` None, `'cosine'` a cosine decay of every parameter group's lr to 1/20 of it at `training_steps`."""
+    if kind == 'constant': return None
+    if kind == 'cosine':
+        from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+        return CosineDecayWithWarmupSchedulerConfig(num_warmup_steps=0, num_decay_steps=training_steps, peak_lr=1.0,
+                                                    decay_lr=1 / 20).build(optimizer, training_steps)
+    sch = pcfg.get_scheduler_preset()
+    return sch.build(optimizer, training_steps) if sch is not None else None
+
 # %% ../nbs/08_training.ipynb #1d90acb6
 @patch
 def _build_policy(self: _Trainer, stats: dict):
@@ -535,13 +552,12 @@ def _build_policy(self: _Trainer, stats: dict):
     with quiet_third_party():
         self.policy = (cls.from_pretrained(src, config=pcfg) if src else cls(pcfg)).to(self.device)
         self.pre, self.post = make_pre_post_processors(pcfg, dataset_stats=stats)
-    # optimizer and scheduler: the policy's presets
+    # optimizer: the policy's preset (lr overridable); scheduler: the preset, none, or a cosine decay
     opt_cfg = pcfg.get_optimizer_preset()
     if cfg.lr is not None: opt_cfg.lr = float(cfg.lr)
     self.grad_clip = float(getattr(opt_cfg, 'grad_clip_norm', 0) or 0)
     self.optimizer = opt_cfg.build(self.policy.get_optim_params())
-    sch = pcfg.get_scheduler_preset()
-    self.scheduler = sch.build(self.optimizer, cfg.training_steps) if sch is not None else None
+    self.scheduler = make_scheduler(cfg.scheduler, pcfg, self.optimizer, cfg.training_steps)
 
 # %% ../nbs/08_training.ipynb #a622a1b6
 @patch
