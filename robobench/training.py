@@ -105,7 +105,7 @@ class TrainConfig:
     env_kwargs: dict = field(default_factory=dict)  # make_env kwargs for the evaluation env
     batch_size: int = 16                           # frames per batch
     lr: float | None = None                        # None: the policy's preset
-    scheduler: str = 'preset'                      # preset (the policy's own; ACT: constant) | constant | cosine (lr to lr/20)
+    scheduler: str = 'preset'                      # preset (the policy's; ACT: constant) | constant | cosine (to lr/20)
     training_steps: int = 10000                    # optimizer steps in total (a resume continues to this)
     time_limit: float | None = None                # stop after this many seconds of training (then eval + final)
     eval_freq: int = 1000                          # evaluate every N steps (0: only at the end)
