@@ -22,9 +22,9 @@ log = logging.getLogger('robobench.training')
 
 # %% auto #0
 __all__ = ['log', 'POLICIES', 'HUB_WEIGHTS', 'SCHEDULERS', 'CHUNK_FIELDS', 'NEEDS_COLUMNS', 'check_policy_name',
-           'HubWeightsMissing', 'check_hub_weights', 'TrainConfig', 'fix_normalization', 'make_policy_config',
-           'TrainResult', 'plot_training', 'check_policy_fits', 'make_scheduler', 'train_distributed', 'train',
-           'train_arg_parser', 'parse_train_args', 'cli_train']
+           'HubWeightsMissing', 'check_hub_weights', 'TrainConfigError', 'TrainConfig', 'fix_normalization',
+           'make_policy_config', 'TrainResult', 'plot_training', 'check_policy_fits', 'make_scheduler',
+           'train_distributed', 'train', 'train_arg_parser', 'parse_train_args', 'cli_train']
 
 # %% ../nbs/08_training.ipynb #5c4c2947
 POLICIES = ('act', 'diffusion', 'pi0', 'pi05', 'vqbet', 'tdmpc', 'sac', 'smolvla')
@@ -92,6 +92,9 @@ def check_hub_weights(policy: str, pretrained_path: str | None = None, cached: C
 # %% ../nbs/08_training.ipynb #b3ca14ef
 SCHEDULERS = ('preset', 'constant', 'cosine')   # TrainConfig.scheduler
 
+class TrainConfigError(RobobenchError, ValueError):
+    "A `TrainConfig` field out of its allowed values (an expected mistake: exit 2 from the CLI)."
+
 @dataclass
 class TrainConfig:
     "Everything that defines a training run (saved in every checkpoint's train_info.json)."
@@ -137,12 +140,11 @@ class TrainConfig:
         if isinstance(self.repo_ids, str): self.repo_ids = [s.strip() for s in self.repo_ids.split(',') if s.strip()]
         if isinstance(self.weights, str): self.weights = [float(w) for w in self.weights.split(',')]
         self.repo_ids = [str(r) for r in self.repo_ids]
-        if self.cache not in ('auto', 'ram', 'off'):
-            raise ValueError(f"cache must be 'auto', 'ram' or 'off', got {self.cache!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        if self.mixed_precision not in ('no', 'bf16', 'fp16'):
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        for name, allowed in (('cache', ('auto', 'ram', 'off')), ('scheduler', SCHEDULERS),
+                              ('mixed_precision', ('no', 'bf16', 'fp16'))):
+            if getattr(self, name) not in allowed:
+                raise TrainConfigError(f"{name} must be {' | '.join(allowed)}, got {getattr(self, name)!r}.",
+                                       f"pass --{name.replace('_', '-')} {allowed[0]} (or another of those)")
 
     @property
     def dataset_name(self) -> str:

@@ -243,3 +243,12 @@ def test_a_safetensors_header_that_lies_about_sizes_is_refused_before_loading(po
              '--device', 'cpu', '--output-dir', tmp_path / 'out')   # finetuning from it: the same check
     one_line(r, 'model.safetensors is corrupt', 'claims shape [1000000, 1000000] F32')
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('flag, value', [('--scheduler', 'cosin'), ('--cache', 'sometimes'),
+                                         ('--mixed-precision', 'fp8')])
+def test_train_config_values_out_of_range_are_exit_2(tmp_path, flag, value):
+    out = tmp_path / 'out'
+    line = one_line(_cli('train', '--repo-ids', 'x', '--output-dir', out, flag, value),
+                    f"{flag[2:].replace('-', '_')} must be", repr(value), flag)
+    assert 'ValueError' not in line and not out.exists()
