@@ -407,8 +407,9 @@ def _process_request(self: PolicyServer, connection, request):
 
 # %% ../nbs/04b_server.ipynb #0e95c75c
 @patch
-def _decode(self: PolicyServer, data) -> dict:
-    req = decode_request(data, self.max_items, self.max_decoded_bytes)
+def _decode(self: PolicyServer, data, max_items: int | None = None) -> dict:
+    "Decode (`decode_request` with the server's limits, or fewer `max_items`) and validate one request."
+    req = decode_request(data, max_items or self.max_items, self.max_decoded_bytes)
     if hasattr(self.policy, 'from_wire'): req = self.policy.from_wire(req)   # a --layout client's keys
     return validate_request(req, self.specs)
 
@@ -452,15 +453,22 @@ def _infer_batch(self: PolicyServer, items: list) -> list:
     return results
 
 # %% ../nbs/04b_server.ipynb #c2d86275
-_INLINE_DECODE = 64 << 10   # frames up to this size are decoded on the event loop (cheaper than a thread hop)
+# frames up to _INLINE_DECODE bytes are decoded on the event loop (cheaper than a thread hop), with at most
+# _INLINE_ITEMS msgpack objects: beyond, the decoding stops there and the frame is decoded in full on the decode thread
+_INLINE_DECODE, _INLINE_ITEMS = 1 << 20, 1000
 
 @patch
 async def _decode_async(self: PolicyServer, data, slot: _Slot) -> dict:
-    "Decode and validate one frame off the inference threads (big ones on the decode threads); free its budget."
+    "Decode and validate one frame off the inference threads (big or many-item ones on the decode thread); free its budget."
     import asyncio
     err = None
     try:
-        if isinstance(data, str) or len(data) <= _INLINE_DECODE: return self._decode(data)
+        if isinstance(data, str): return self._decode(data)
+        if len(data) <= _INLINE_DECODE:
+            items = min(self.max_items, _INLINE_ITEMS)
+            try: return self._decode(data, items)
+            except RequestError:
+                if items == self.max_items: raise
         return await asyncio.get_running_loop().run_in_executor(self._codec, self._decode, data)
     except RequestError as e: err = RequestError(str(e))   # without the traceback, whose frames hold the bytes
     finally:
