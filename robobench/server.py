@@ -459,7 +459,7 @@ _INLINE_DECODE, _INLINE_ITEMS = 1 << 20, 1000
 
 @patch
 async def _decode_async(self: PolicyServer, data, slot: _Slot) -> dict:
-    "Decode and validate one frame off the inference threads (big or many-item ones on the decode thread); free its budget."
+    "Decode and validate one frame off the inference threads (big, many-item ones: decode thread); free its budget."
     import asyncio
     err = None
     try:
