@@ -103,8 +103,10 @@ def _send_big(port, n, replies, errors):
 
 
 def test_frames_bigger_than_the_whole_budget_are_served(tmp_path):
-    "--max-inflight-bytes 1 MiB, 4 connections x 2 pipelined 6 MiB requests: each is answered (no deadlock)."
-    with ServeProc(tmp_path, '--policy', 'random', '--max-inflight-bytes', str(MiB)) as srv:
+    """--max-inflight-bytes 1 MiB, 4 connections x 2 pipelined 6 MiB requests: each is answered (no deadlock). A client
+    whose frame waits (backpressure) cannot answer pings meanwhile (its pong is behind the frame's bytes in the TCP
+    stream): the ping timeout is raised so that a loaded machine's slowness does not close it."""
+    with ServeProc(tmp_path, '--policy', 'random', '--max-inflight-bytes', str(MiB), '--ping-timeout-s', '120') as srv:
         replies, errors = [], []
         ths = [threading.Thread(target=_send_big, args=(srv.port, 2, replies, errors), daemon=True) for _ in range(4)]
         for th in ths: th.start()
