@@ -552,11 +552,14 @@ def _fmt_stats(key: str, st: dict) -> str:
 
 # %% ../nbs/03_data.ipynb #764428c4
 def unreadable_parquet_files(root) -> list[tuple[str, str]]:
-    "Parquet files under `root` that cannot be read (a truncated download or copy), each with the reason."
+    """Parquet files under `root` that cannot be read (a truncated download or copy, garbled pages behind an intact
+    footer), each with the reason. Every page is decoded, one row group at a time (bounded memory)."""
     import pyarrow.parquet as pq
     bad = []
     for path in sorted(Path(root).rglob('*.parquet')):
-        try: pq.read_metadata(path)
+        try:
+            with pq.ParquetFile(path) as f:
+                for i in range(f.num_row_groups): f.read_row_group(i)
         except Exception as e: bad.append((str(path), (f'{type(e).__name__}: {e}'.splitlines() or [''])[0][:200]))
     return bad
 

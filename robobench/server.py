@@ -174,7 +174,8 @@ class ServeConfig:
     ping_timeout_s: float = 10.0             # close a connection whose ping is not answered within this many seconds
     max_items: int = 100_000                 # msgpack objects (maps, arrays, entries) per request
     max_decoded_bytes: int | None = None     # array bytes per request (0 / None: max_size)
-    # request bytes received and not yet decoded, all connections together (beyond: sockets not read, backpressure)
+    # one memory budget: request bytes received and not yet decoded, all connections together (when spent, sockets
+    # are not read: backpressure; one frame at a time may exceed it; see 'batching and memory' below)
     max_inflight_bytes: int = 16 * 2**20
     max_batch: int = 8                       # requests of several connections run as one batched forward (1: off)
     batch_timeout_ms: float = 5.0            # how long a batch waits for the requests of other active connections
@@ -192,7 +193,8 @@ class PolicyServer:
     never), pings unanswered for `ping_timeout_s` close it too. A bad request is logged at most once per peer per
     `log_interval_s`.
     Memory: request bytes received and not yet decoded share one budget across all connections, `max_inflight_bytes`;
-    when it is spent, sockets are not read (backpressure; see `_account`). Frames are decoded off the inference threads.
+    when it is spent, sockets are not read (backpressure; see `_account`) but for one frame at a time (a frame bigger
+    than the budget is served) and connections holding under 256 KiB. Frames are decoded off the inference threads.
     Batching: requests of up to `max_batch` connections that arrive within `batch_timeout_ms` run as one
     `policy.infer_batch` (one batched forward where the policy's `batching` allows it; metadata `batching`)."""
     def __init__(self, policy, host: str = '127.0.0.1', port: int = 0, metadata: dict | None = None,
@@ -287,6 +289,11 @@ class _Gate:
         self.pending, self.waiting, self.queue_paused, self.budget_paused = 0, False, False, False
         asm = ws.recv_messages
         asm.pause, asm.resume = self._queue_pause, self._queue_resume
+        if hasattr(asm, 'put'):   # websockets' parser keeps its last frame (a local) until the next one is parsed:
+            put = asm.put         # it keeps an emptied frame; the queue gets the frame's bytes (counted until decoded)
+            def put_detached(frame):
+                put(dataclasses.replace(frame)); frame.data = b''
+            asm.put = put_detached
         feed = ws.data_received
         def data_received(data: bytes):
             feed(data); server._account(self, len(data))
@@ -312,31 +319,36 @@ def _account(self: PolicyServer, gate: _Gate, n: int):
     """`n` bytes arrived on `gate`'s connection. Over the budget (`max_inflight_bytes`, all connections together), a
     connection stops being read unless it holds under 256 KiB (small requests pass) or it is the leader: the
     connection waiting for a request that holds the most bytes (so one partial frame can always complete; the bound
-    is the budget + one frame + 256 KiB per connection)."""
+    is the budget + one frame + 256 KiB per connection), while it waits for that frame."""
     gate.pending += n; self._inflight += n
     if self._inflight > self.max_inflight_bytes and gate.pending > _SMALL_FRAME:
         if self._leader is None: self._rebalance()
-        if gate is not self._leader: gate.hold(True); self._held.add(gate)
+        if gate is not self._leader or not gate.waiting: gate.hold(True); self._held.add(gate)
 
 # %% ../nbs/04b_server.ipynb #5e662535
 @patch
 def _release(self: PolicyServer, gate: _Gate, n: int):
     "`n` of `gate`'s bytes are decoded (or dropped): back into the budget; held connections read again under it."
     n = max(0, min(n, gate.pending)); gate.pending -= n; self._inflight -= n
+    if gate is self._leader: self._leader = None   # its frame is decoded: the biggest waiting holder leads next
     self._rebalance()
 
 # %% ../nbs/04b_server.ipynb #19f03ceb
 @patch
 def _rebalance(self: PolicyServer):
-    "Under the budget every connection reads; over it, only the leader (see `_account`) and small holders do."
+    """Under the budget every connection reads; over it, only the leader (see `_account`) and small holders do. The
+    leader leads until its frame is decoded (see `_release`) and reads only while it waits for that frame: at most
+    one frame is read beyond the budget at a time."""
     if self._inflight <= self.max_inflight_bytes:
         self._leader = None
         for gate in list(self._held): gate.hold(False)
         self._held.clear(); return
-    waiting = [g for g in (s.gate for s in self._conns.values()) if g is not None and g.waiting and g.pending]
-    self._leader = max(waiting, key=lambda g: g.pending, default=None)
-    if self._leader is not None and self._leader in self._held:
-        self._held.discard(self._leader); self._leader.hold(False)
+    lead = self._leader
+    if lead is None or lead.pending <= _SMALL_FRAME:
+        waiting = [g for g in (s.gate for s in self._conns.values()) if g is not None and g.waiting and g.pending]
+        lead = self._leader = max(waiting, key=lambda g: g.pending, default=None)
+    if lead is not None and lead.waiting and lead in self._held:
+        self._held.discard(lead); lead.hold(False)
 
 # %% ../nbs/04b_server.ipynb #bb981de4
 @patch
@@ -395,8 +407,9 @@ def _process_request(self: PolicyServer, connection, request):
 
 # %% ../nbs/04b_server.ipynb #0e95c75c
 @patch
-def _decode(self: PolicyServer, data) -> dict:
-    req = decode_request(data, self.max_items, self.max_decoded_bytes)
+def _decode(self: PolicyServer, data, max_items: int | None = None) -> dict:
+    "Decode (`decode_request` with the server's limits, or fewer `max_items`) and validate one request."
+    req = decode_request(data, max_items or self.max_items, self.max_decoded_bytes)
     if hasattr(self.policy, 'from_wire'): req = self.policy.from_wire(req)   # a --layout client's keys
     return validate_request(req, self.specs)
 
@@ -440,15 +453,22 @@ def _infer_batch(self: PolicyServer, items: list) -> list:
     return results
 
 # %% ../nbs/04b_server.ipynb #c2d86275
-_INLINE_DECODE = 64 << 10   # frames up to this size are decoded on the event loop (cheaper than a thread hop)
+# frames up to _INLINE_DECODE bytes are decoded on the event loop (cheaper than a thread hop), with at most
+# _INLINE_ITEMS msgpack objects: beyond, the decoding stops there and the frame is decoded in full on the decode thread
+_INLINE_DECODE, _INLINE_ITEMS = 1 << 20, 1000
 
 @patch
 async def _decode_async(self: PolicyServer, data, slot: _Slot) -> dict:
-    "Decode and validate one frame off the inference threads (big ones on the decode threads); free its budget."
+    "Decode and validate one frame off the inference threads (big, many-item ones: decode thread); free its budget."
     import asyncio
     err = None
     try:
-        if isinstance(data, str) or len(data) <= _INLINE_DECODE: return self._decode(data)
+        if isinstance(data, str): return self._decode(data)
+        if len(data) <= _INLINE_DECODE:
+            items = min(self.max_items, _INLINE_ITEMS)
+            try: return self._decode(data, items)
+            except RequestError:
+                if items == self.max_items: raise
         return await asyncio.get_running_loop().run_in_executor(self._codec, self._decode, data)
     except RequestError as e: err = RequestError(str(e))   # without the traceback, whose frames hold the bytes
     finally:
@@ -600,7 +620,7 @@ def _fixed_mmap_threshold(nbytes: int = 64 << 10, arenas: int = 1):
     """Serve big buffers from their own memory maps, returned to the system when freed, and keep one malloc arena.
     glibc raises its mmap threshold to the largest block freed (up to 32 MiB), after which 16 MiB frames come from the
     heap and per-thread arenas, which keep them: the process's RSS would remember its worst burst. Fixed, it stays near
-    what is in use now (measured: +150 vs +240 MiB under 8 connections x 8 pipelined 16 MiB frames)."""
+    what is in use now."""
     try:
         import ctypes
         libc = ctypes.CDLL('libc.so.6')
@@ -901,9 +921,14 @@ BATCHING_HELP = """batching and memory:
     --max-batch (1: off); a batch waits only for connections active in the last second (a lone client: no wait);
     each client gets the actions it would get alone; step-executed policies batch where their per-connection
     state allows (ACT's temporal ensembling), else run one after the other (metadata: batching);
-  - request bytes received and not yet decoded share one budget across all connections, --max-inflight-bytes:
-    when it is spent, sockets are not read (backpressure), except the connection closest to finishing a frame and
-    connections holding under 256 KiB; big frames are decoded off the inference threads."""
+  - one memory budget, --max-inflight-bytes: request bytes received and not yet decoded, all connections together
+    (a frame counts from its first byte until it is decoded or refused). When it is spent, sockets are not read
+    (backpressure through TCP) except by connections holding under 256 KiB (small requests pass) and by one
+    leader, the connection closest to finishing a frame, until that frame is decoded: at most one frame is read
+    beyond the budget at a time, so a frame bigger than the budget (up to --max-size) is still served. The
+    server's memory grows by at most about the budget + 3 x --max-size (that frame, websockets' unmasking copy,
+    the decoder's copy) + 256 KiB per connection: ~80 MiB with the defaults (measured: +47 to +57 MiB for 8
+    connections x 8 pipelined 16 MiB frames). Big frames are decoded off the inference threads."""
 
 # %% ../nbs/04b_server.ipynb #71163313
 def _serve_parser() -> argparse.ArgumentParser:

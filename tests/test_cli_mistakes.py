@@ -163,20 +163,25 @@ def point_data(tmp_path_factory):
 
 
 def _damage(root: Path, name: str, how: str) -> Path:
-    "A copy of the point dataset named `name` whose data parquet file is truncated or garbled in its middle."
+    """A copy of the point dataset named `name` whose data parquet file is truncated, garbled in its middle, or
+    garbled in its first data page only (`pages`: the footer stays intact)."""
     import shutil
+    import pyarrow.parquet as pyarrow_pq
     d = root / name
     if not d.exists(): shutil.copytree(root / 'point', d)
     pq = next((d / 'data').glob('*/*.parquet'))
     b = bytearray(pq.read_bytes())
     if how == 'truncate': b = b[:len(b) // 2]
+    elif how == 'pages':
+        at = pyarrow_pq.read_metadata(pq).row_group(0).column(0).data_page_offset
+        b[at:at + 40] = bytes((x * 7 + 13) % 256 for x in b[at:at + 40])
     else: b[len(b) // 4:len(b) // 2] = bytes((x * 7 + 13) % 256 for x in b[len(b) // 4:len(b) // 2])
     pq.write_bytes(bytes(b))
     return d
 
 
 def test_a_damaged_parquet_file_is_named_by_inspect_and_train(point_data, tmp_path):
-    for how in ('truncate', 'garble'):
+    for how in ('truncate', 'garble', 'pages'):
         d = _damage(point_data, f'damaged_{how}', how)
         one_line(_cli('inspect', '--check', d), f'dataset {d} is damaged', 'data/chunk-000/file-000.parquet',
                  'download or copy the dataset again')
@@ -184,6 +189,10 @@ def test_a_damaged_parquet_file_is_named_by_inspect_and_train(point_data, tmp_pa
              '--device', 'cpu', '--output-dir', tmp_path / 'out')
     one_line(r, 'damaged_truncate is damaged', 'file-000.parquet', 'download or copy the dataset again')
     assert not (tmp_path / 'out').exists()   # refused before the output dir was made
+    r = _cli('train', '--repo-ids', 'damaged_pages', '--root', point_data, '--training-steps', '2',
+             '--device', 'cpu', '--output-dir', tmp_path / 'out')   # garbled pages behind an intact footer
+    one_line(r, 'damaged_pages is damaged', 'file-000.parquet', 'download or copy the dataset again')
+    assert not (tmp_path / 'out').exists()
 
 
 def test_a_huge_policy_size_is_refused_before_allocating(point_data, tmp_path):
