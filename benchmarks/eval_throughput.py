@@ -54,6 +54,16 @@ def robobench_eval(ckpt, n, steps, workers, out, env) -> tuple[float, float]:
     return wall, ends[-1] - first_start
 
 
+def _forkserver_fix(tmp: Path, env: dict) -> dict:
+    """lerobot-eval's vectorized envs (gymnasium AsyncVectorEnv, `forkserver` context) build each env in a fresh
+    interpreter that has not imported `gym_pusht`, so `gym.make('gym_pusht/PushT-v0')` fails there with
+    NamespaceNotFound (LeRobot 0.6.1, --eval.batch_size > 1). A `sitecustomize` on lerobot-eval's PYTHONPATH imports
+    it in every interpreter lerobot-eval starts, so its own async envs run as intended (not the sync fallback)."""
+    fix = tmp / 'lerobot_site'; fix.mkdir(exist_ok=True)
+    (fix / 'sitecustomize.py').write_text('import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)\n')
+    return {**env, 'PYTHONPATH': os.pathsep.join([str(fix)] + [p for p in [env.get('PYTHONPATH')] if p])}
+
+
 def lerobot_eval(ckpt, n, steps, batch, out, env) -> tuple[float, float]:
     "(end-to-end seconds, rollout seconds) of `lerobot-eval` with `batch` vectorized envs."
     argv = [str(BIN / 'lerobot-eval'), f'--policy.path={ckpt}', '--policy.device=cpu', '--env.type=pusht',
@@ -76,11 +86,12 @@ def main():
     env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
     tmp = Path(tempfile.mkdtemp(prefix='eval-throughput-'))
     ckpt = Path(a.ckpt) if a.ckpt else make_checkpoint(tmp / 'ckpt')
+    le_env = _forkserver_fix(tmp, env)
     print(f'checkpoint {ckpt}; {PUSHT}, {a.episodes} episodes of {a.steps} steps per run')
     print(f"{'parallel':>8} | {'robobench eps/min':>17} {'(rollouts)':>10} | {'lerobot-eval eps/min':>20} "
           f"{'(rollouts)':>10} | {'ratio':>5} {'(rollouts)':>10}")
     for p in [int(x) for x in a.parallel.split(',')]:
-        le, le_roll = lerobot_eval(ckpt, a.episodes, a.steps, p, tmp / f'le{p}', env)
+        le, le_roll = lerobot_eval(ckpt, a.episodes, a.steps, p, tmp / f'le{p}', le_env)
         rb, rb_roll = robobench_eval(ckpt, a.episodes, a.steps, p, tmp / f'rb{p}', env)
         per_min = lambda s: 60 * a.episodes / s
         print(f'{p:>8} | {per_min(rb):>17.1f} {per_min(rb_roll):>10.1f} | '
