@@ -9,6 +9,9 @@ gets the same through its `--rename_map` (`observation.image` -> `observation.im
 every episode runs to the same limit (`--steps`, robobench `--max-steps`, lerobot `--env.episode_length`).
 Both record videos of the first 10 episodes at 384x384 (lerobot-eval's default rendering; robobench `--video-episodes
 10 --video-outcomes all`, render size 384); robobench writes no report.html (`--no-report`: lerobot writes none).
+lerobot-eval runs its vectorized envs in one process (`--eval.use_async_envs=false`, gymnasium's SyncVectorEnv: one
+batched forward for all envs each step): its async envs cannot run PushT in LeRobot 0.6.1 (the forkserver interpreters
+never import `gym_pusht`, NamespaceNotFound; with that imported, fetching `task_description` kills the env workers).
 Times are end to end (each command from start to exit: imports, policy load, env start, rollouts, files), and the
 rollout part alone (lerobot's `eval_s`; robobench from its first to its last episode's end).
 
@@ -54,21 +57,11 @@ def robobench_eval(ckpt, n, steps, workers, out, env) -> tuple[float, float]:
     return wall, ends[-1] - first_start
 
 
-def _forkserver_fix(tmp: Path, env: dict) -> dict:
-    """lerobot-eval's vectorized envs (gymnasium AsyncVectorEnv, `forkserver` context) build each env in a fresh
-    interpreter that has not imported `gym_pusht`, so `gym.make('gym_pusht/PushT-v0')` fails there with
-    NamespaceNotFound (LeRobot 0.6.1, --eval.batch_size > 1). A `sitecustomize` on lerobot-eval's PYTHONPATH imports
-    it in every interpreter lerobot-eval starts, so its own async envs run as intended (not the sync fallback)."""
-    fix = tmp / 'lerobot_site'; fix.mkdir(exist_ok=True)
-    (fix / 'sitecustomize.py').write_text('import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)\n')
-    return {**env, 'PYTHONPATH': os.pathsep.join([str(fix)] + [p for p in [env.get('PYTHONPATH')] if p])}
-
-
 def lerobot_eval(ckpt, n, steps, batch, out, env) -> tuple[float, float]:
     "(end-to-end seconds, rollout seconds) of `lerobot-eval` with `batch` vectorized envs."
     argv = [str(BIN / 'lerobot-eval'), f'--policy.path={ckpt}', '--policy.device=cpu', '--env.type=pusht',
             f'--env.episode_length={steps}', '--env.observation_height=96', '--env.observation_width=96',
-            f'--eval.n_episodes={n}', f'--eval.batch_size={batch}', '--seed=0',
+            f'--eval.n_episodes={n}', f'--eval.batch_size={batch}', '--eval.use_async_envs=false', '--seed=0',
             '--rename_map={"observation.image": "observation.images.top"}', f'--output_dir={out}']
     wall = _run(argv, env)
     info = json.loads((Path(out) / 'eval_info.json').read_text())
@@ -86,12 +79,11 @@ def main():
     env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
     tmp = Path(tempfile.mkdtemp(prefix='eval-throughput-'))
     ckpt = Path(a.ckpt) if a.ckpt else make_checkpoint(tmp / 'ckpt')
-    le_env = _forkserver_fix(tmp, env)
     print(f'checkpoint {ckpt}; {PUSHT}, {a.episodes} episodes of {a.steps} steps per run')
     print(f"{'parallel':>8} | {'robobench eps/min':>17} {'(rollouts)':>10} | {'lerobot-eval eps/min':>20} "
           f"{'(rollouts)':>10} | {'ratio':>5} {'(rollouts)':>10}")
     for p in [int(x) for x in a.parallel.split(',')]:
-        le, le_roll = lerobot_eval(ckpt, a.episodes, a.steps, p, tmp / f'le{p}', le_env)
+        le, le_roll = lerobot_eval(ckpt, a.episodes, a.steps, p, tmp / f'le{p}', env)
         rb, rb_roll = robobench_eval(ckpt, a.episodes, a.steps, p, tmp / f'rb{p}', env)
         per_min = lambda s: 60 * a.episodes / s
         print(f'{p:>8} | {per_min(rb):>17.1f} {per_min(rb_roll):>10.1f} | '
