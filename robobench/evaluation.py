@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_evaluation.ipynb #e88240aa
 from __future__ import annotations
-import argparse, dataclasses, importlib, json, os, sys
+import argparse, contextlib, dataclasses, importlib, json, os, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ from .stats import (OUTCOMES, is_error, latest_records, mcnemar_exact, per_task_
 from .stats import episodes_needed, outcome, task_breakdown  # noqa: F401 (re-exported: evaluation's statistics API)
 
 # %% auto #0
-__all__ = ['VIDEO_OUTCOMES', 'VIEWS', 'REPORT_MODULE', 'EVAL_ALIASES', 'NO_POLICY', 'NO_POLICY_FIX', 'resolve_client',
-           'save_trajectory', 'write_video', 'EvalConfig', 'pending_seeds', 'EvalResult', 'write_report', 'evaluate',
-           'dump_failed', 'compare', 'eval_arg_parser', 'cli_eval']
+__all__ = ['VIDEO_OUTCOMES', 'SERVER_OPTIONS', 'VIEWS', 'REPORT_MODULE', 'EVAL_ALIASES', 'NO_POLICY', 'NO_POLICY_FIX',
+           'resolve_client', 'save_trajectory', 'write_video', 'EvalConfig', 'pending_seeds', 'shared_server_plan',
+           'shared_server', 'EvalResult', 'write_report', 'evaluate', 'dump_failed', 'compare', 'eval_arg_parser',
+           'cli_eval']
 
 # %% ../nbs/06_evaluation.ipynb #4f7bbc41
 def resolve_client(client, env=None, **kwargs):
@@ -80,9 +81,11 @@ class EvalConfig:
     episodes_per_task: int | None = None  # suites (a benchmark's task set): this many episodes of every task, with the
                                           # backend's seeds (init states start_seed..); replaces `episodes`
     max_steps: int | None = None        # None: the env's own max_steps
-    workers: int = 1                    # parallel envs (each with its own client)
+    workers: int = 1                    # parallel envs (each with its own client connection)
     backend: str = 'auto'               # auto | local | process | ray
     ray_address: str | None = None      # backend='ray': the cluster to join (None: a local one)
+    shared_server: bool = True          # workers > 1 on a checkpoint dir: all reach ONE batched `robobench serve`
+                                        # child on 127.0.0.1 (--no-shared-server: each worker loads the policy)
     video: bool = True                  # record rollout videos (--no-video: none)
     video_camera: str | None = None     # None: the env's viewer camera
     video_fps: float | None = None      # None: the env's fps / video_every
@@ -268,6 +271,61 @@ def _run_ray(cfg, seeds, run_dir, record, ready=lambda: None):
     "Evaluation's Ray actors (`pool.run_ray`): a local Ray, or the cluster at `cfg.ray_address` / `$RAY_ADDRESS`."
     return run_ray(cfg, seeds, run_dir, record, _Worker, ready)
 
+# %% ../nbs/06_evaluation.ipynb #730ca86a
+# `local` client options that configure the policy, so the shared server; the rest stay with each worker's client
+SERVER_OPTIONS = ('device', 'unnorm_key', 'norm_stats', 'trust_remote_code')
+
+def _local_checkpoint(cfg: EvalConfig) -> tuple[str, dict] | None:
+    """`(checkpoint dir, the other client options)` when `cfg` evaluates a checkpoint in process (the `local` client: a
+    checkpoint dir, or `dict(name='local', path=...)`); None for any other client."""
+    from robobench.clients import client_kind
+    spec, kw = cfg.client, dict(cfg.client_kwargs)
+    if isinstance(spec, dict):
+        spec = dict(spec); name = spec.pop('name', None) or spec.pop('client', None); kw = {**spec, **kw}; spec = name
+    if isinstance(spec, os.PathLike): spec = str(spec)
+    if spec == 'local': spec = kw.pop('path', None)
+    if isinstance(spec, os.PathLike): spec = str(spec)
+    if not isinstance(spec, str) or spec == 'local' or client_kind(spec) != 'local': return None
+    return spec, kw
+
+# %% ../nbs/06_evaluation.ipynb #d25db91c
+def shared_server_plan(cfg: EvalConfig, backend: str, n_todo: int) -> dict | None:
+    """Whether the workers of an evaluation share one batched policy server: None where it does not apply (one worker
+    or one episode to run, or no checkpoint evaluated in process), else `{'used': bool, 'why': ...}`."""
+    n = min(cfg.workers, n_todo)
+    if backend == 'local' or n < 2 or _local_checkpoint(cfg) is None: return None
+    if not cfg.shared_server:
+        return {'used': False, 'why': 'shared_server=False (--no-shared-server): each worker loads the checkpoint'}
+    addr = (cfg.ray_address or os.environ.get('RAY_ADDRESS')) if backend == 'ray' else None
+    if addr and addr != 'local':
+        return {'used': False, 'why': f'Ray cluster at {addr}: actors on other nodes cannot reach a server on this '
+                                      "machine's 127.0.0.1, so each actor loads the checkpoint"}
+    return {'used': True, 'why': f'{n} workers share one batched policy server on 127.0.0.1'}
+
+# %% ../nbs/06_evaluation.ipynb #cfec6605
+@contextlib.contextmanager
+def shared_server(cfg: EvalConfig, backend: str, n_todo: int):
+    """Yield `(the config the workers run, info)`. Where `shared_server_plan` says so: ONE `robobench serve` child of
+    the checkpoint on 127.0.0.1 (free port, `--max-batch` = the number of workers, no idle timeout), the workers' client
+    its `host:port` (the `local` client's policy options go to the server, the rest stay with the client), stopped when
+    the block ends (errors and Ctrl-C included). Otherwise `cfg` as it is. `info` (None where it does not apply) is the
+    plan, plus the server's url, pid, `max_batch`, `batch_timeout_ms` and `batching` metadata when one runs."""
+    plan = shared_server_plan(cfg, backend, n_todo)
+    if not (plan and plan['used']):
+        yield cfg, plan; return
+    from robobench.server import serve
+    path, kw = _local_checkpoint(cfg)
+    server_kw = {k: kw.pop(k) for k in SERVER_OPTIONS if k in kw}
+    n = min(cfg.workers, n_todo)
+    handle = serve(path, host='127.0.0.1', subprocess_mode=True, max_batch=n, idle_timeout_s=0,
+                   max_connections=max(64, 2 * n), layout=cfg.layout or 'lerobot', **server_kw)
+    try:
+        md = handle.metadata or {}
+        info = {**plan, 'url': handle.url, 'pid': handle.pid, 'checkpoint': path, 'max_batch': n,
+                'batch_timeout_ms': md.get('batch_timeout_ms'), 'batching': md.get('batching')}
+        yield dataclasses.replace(cfg, client=f'{handle.host}:{handle.port}', client_kwargs=kw), info
+    finally: handle.stop()
+
 # %% ../nbs/06_evaluation.ipynb #be59064f
 @dataclass
 class EvalResult:
@@ -401,7 +459,8 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
     def ready():   # the bar appears once a worker has its env and client (a bad client or env errors before it)
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f'eval {cfg.env}',
+            how = f" (shared server, batch {shared['max_batch']})" if shared and shared['used'] else ''
+            bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f'eval {cfg.env}{how}',
                        disable=not progress, unit='ep')
     def record(rec, traj=None):
         ready(); records.append(rec); on_record(rec); bar.update(1)
@@ -409,14 +468,18 @@ def evaluate(env: str | None = None, client: Any = None, episodes: int | None = 
         so_far = summarize(records, seeds)
         bar.set_postfix(success='n/a' if so_far['success_rate'] is None else f"{so_far['success_rate']:.0%}",
                         errors=so_far['errors'])
-    meta = {}
+    meta, shared = {}, None
     try:
         if todo:
             runner = {'local': _run_local, 'process': _run_processes, 'ray': _run_ray}[backend]
-            meta = runner(cfg, todo, run_dir, record, ready) or {}
+            # workers on a checkpoint dir: one batched server for all of them (stopped on the way out, whatever happens)
+            with shared_server(cfg, backend, len(todo)) as (run_cfg, shared):
+                meta = runner(run_cfg, todo, run_dir, record, ready) or {}
     finally:
         if bar is not None: bar.close()
-    summary = {**summarize(records, seeds), 'env': cfg.env, 'backend': backend, 'workers': cfg.workers}
+    if shared: meta['shared_server'] = shared
+    summary = {**summarize(records, seeds), 'env': cfg.env, 'backend': backend, 'workers': cfg.workers,
+               **({'shared_server': shared} if shared else {})}
     if run_dir: _write_run_files(run_dir, cfg, summary, meta, failed_trajs)
     eps = sorted(latest_records(records).values(), key=lambda r: r['seed'])
     wanted = set(seeds)

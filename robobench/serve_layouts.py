@@ -9,7 +9,7 @@ import numpy as np
 from .core import STATE, RobobenchError, to_jsonable
 from .layouts import get_layout
 from fastcore.basics import patch
-from .policies import CONTROL_KEYS, Policy, RequestError, as_policy, input_specs
+from .policies import CONTROL_KEYS, Policy, RequestError, as_policy, input_specs, validate_request
 
 # %% auto #0
 __all__ = ['IMAGE_PREFIX', 'EXAMPLE_REPLAN', 'layout_replan', 'key_name', 'get_key', 'match_cameras', 'wire_image',
@@ -234,6 +234,57 @@ def _answer(self: LayoutPolicy, obs: dict, target) -> dict:
         step = obs if i == 0 else {k: v for k, v in obs.items() if k != 'episode_start'}
         rows.append(np.asarray(target.infer(step)['actions'], np.float32).reshape(-1, self.metadata['action_dim'])[0])
     return {'actions': np.stack(rows)}
+
+# %% ../nbs/04ab_serve_layouts.ipynb #fcbcd52e
+@patch
+def _translated(self: LayoutPolicy, obs: dict) -> dict:
+    "A request as the wrapped policy reads it: as is when the server translated it already, else `from_wire` now."
+    specs = self.input_features
+    if not specs or all(k in obs for k in specs): return obs
+    return validate_request(self.from_wire(obs), specs)
+
+# %% ../nbs/04ab_serve_layouts.ipynb #d5a193f9
+@patch
+def infer_batch(self: LayoutPolicy, requests: list[dict], sessions: list | None = None) -> list:
+    """Requests of several connections through the wrapped policy's `infer_batch` (see above): one result per request,
+    the dict `infer` answers it or the exception it raised."""
+    n = len(requests)
+    sessions = list(sessions) if sessions else [None] * n
+    out: list = [None] * n
+    live, reqs, inner = [], [], []   # requests that translated, and their connections' inner sessions
+    for i, obs in enumerate(requests):
+        try: reqs.append(self._translated(obs))
+        except Exception as e: out[i] = e; continue
+        session = sessions[i].inner if isinstance(sessions[i], LayoutSession) else sessions[i]
+        if self.step_mode and session is None:   # the policy's own state: its steps one request after the other
+            try: out[i] = self._answer(reqs.pop(), self.inner)
+            except Exception as e: out[i] = e
+            continue
+        live.append(i); inner.append(session)
+    rounds = self.replan if self.step_mode else 1
+    rows: dict = {i: [] for i in live}
+    for step in range(rounds):
+        todo = [j for j, i in enumerate(live) if out[i] is None]
+        if not todo: break
+        batch = [reqs[j] if step == 0 else {k: v for k, v in reqs[j].items() if k != 'episode_start'} for j in todo]
+        sess = [inner[j] for j in todo]
+        for j, res in zip(todo, self.inner.infer_batch(batch, sess if any(s is not None for s in sess) else None)):
+            i = live[j]
+            if isinstance(res, BaseException) or not self.step_mode: out[i] = res
+            else: rows[i].append(np.asarray(res['actions'], np.float32).reshape(-1, self.metadata['action_dim'])[0])
+    for i in live:
+        if out[i] is None: out[i] = {'actions': np.stack(rows[i])}
+    return out
+
+# %% ../nbs/04ab_serve_layouts.ipynb #11a6f6a9
+@patch(as_prop=True)
+def batching(self: LayoutPolicy) -> dict:
+    "The wrapped policy's `batching` (what `infer_batch` does), as a layout server runs it."
+    inner = dict(self.inner.batching)
+    stepped = self.step_mode and inner.get('batched')
+    how = f"; each request's {self.replan} steps run as {self.replan} batches" if stepped else ''
+    return {**inner, 'why': f"{self.layout['name']} requests translated, then the wrapped policy's: {inner.get('why')}"
+                           + how}
 
 # %% ../nbs/04ab_serve_layouts.ipynb #966ed9fe
 def serve_layout(policy, layout: str | dict | None, replan: int | None = None) -> Policy:

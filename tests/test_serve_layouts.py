@@ -94,3 +94,41 @@ def test_layout_refusals(tmp_path):
     short = LeRobotPolicy(_aloha_ckpt(tmp_path / 'short', chunk_size=5), device='cpu')
     with pytest.raises(RobobenchError, match='predicts 5 per chunk'):
         serve(short, layout='openpi-aloha')
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+@pytest.mark.parametrize('mode', ['chunked', 'step'])
+def test_a_layout_server_batches_and_answers_what_each_client_gets_alone(tmp_path, mode):
+    "Concurrent openpi aloha_sim clients on `serve --layout openpi-aloha --max-batch 4`: one batched forward, and each"
+    " client's actions are LeRobot's own for its requests (chunked: its chunk; step: its own temporal ensemble)."
+    import threading
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+    from robobench.policies import LeRobotPolicy
+    from robobench.server import serve
+    from tests._tiny_act import LeRobotReference, LeRobotStepReference
+    step = mode == 'step'
+    ckpt = _aloha_ckpt(tmp_path / 'ckpt', **({'temporal_ensemble_coeff': 0.01, 'n_action_steps': 1} if step else {}))
+    rng = np.random.default_rng(2)
+    n, rounds = 3, 1   # small: CI's 2 cores (3 connections in one batch is what it shows)
+    reqs = [[_aloha_sim_request(rng) for _ in range(rounds)] for _ in range(n)]   # per client, its requests in order
+    with serve(LeRobotPolicy(ckpt, device='cpu'), layout='openpi-aloha', max_batch=n, batch_timeout_ms=300) as srv:
+        b = srv.metadata['batching']
+        assert b['batched'] and 'openpi-aloha' in b['why'] and b['max_batch'] == n
+        clients = [WebsocketClientPolicy(srv.host, srv.port) for _ in range(n)]
+        got = [[None] * rounds for _ in range(n)]
+        for r in range(rounds):
+            barrier = threading.Barrier(n)
+            def ask(i, r=r):
+                barrier.wait(10); got[i][r] = clients[i].infer(reqs[i][r])['actions']
+            ths = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
+            for th in ths: th.start()
+            for th in ths: th.join(120)
+        batches = srv._server._batcher.batches
+        for c in clients: c._ws.close()
+    assert max(batches) > 1, batches   # requests of several connections really ran as one batch
+    for i in range(n):
+        if step:   # the client's own ensemble: 10 select_action steps per request, on that request's observation
+            ref = LeRobotStepReference(ckpt); ref.reset()
+            want = [np.stack([ref(_as_lerobot(o)) for _ in range(10)]) for o in reqs[i]]
+        else: want = [LeRobotReference(ckpt)(_as_lerobot(o)) for o in reqs[i]]
+        for r in range(rounds): np.testing.assert_allclose(got[i][r], want[r], atol=1e-4, err_msg=f'client {i}, {r}')
