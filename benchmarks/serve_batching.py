@@ -38,6 +38,7 @@ def measure(port, obs, n_clients, seconds):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=float, default=6.0); ap.add_argument('--clients', type=int, default=8)
+    ap.add_argument('--only', choices=['state', 'image'], help='measure one of the two policies only')
     a = ap.parse_args(argv)
     from robobench.policies import FeatureSpec, tiny_act_checkpoint
     from robobench.server import serve
@@ -56,6 +57,7 @@ def main(argv=None):
             {'observation.state': rng.normal(size=8).astype(np.float32),
              'observation.images.front': rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)}),
     }
+    if a.only: cases = {k: v for k, v in cases.items() if k.startswith(a.only)}
     goals = {'state ACT': 3.0, 'image ACT (ResNet-18, 96x96)': 2.0}
     n = a.clients
     print(f'robobench serve, CPU, {n} concurrent clients vs 1, {a.seconds:g} s per setting '
