@@ -5,18 +5,19 @@ Each is served twice, as child processes: with batching (`--max-batch 8`) and it
 `--max-batch 1` (one request at a time, as before batching), measured in the same run with the same clients
 (openpi's unmodified WebsocketClientPolicy, one connection per client thread). Prints requests/s and p50 latency per
 setting and the ratios (goals: throughput 8 vs 1 client >= 3x for the state ACT, >= 2x for the image ACT; p50 latency
-at 8 clients <= 2x one client's).
+at 8 clients <= 2x one client's). Both servers stay up for the whole run and the four settings take turns, `--rounds`
+times, each for `--seconds / --rounds`: a machine whose load drifts (other work) slows all settings alike.
 
-    .venv/bin/python benchmarks/serve_batching.py [--seconds 6] [--clients 8]
+    .venv/bin/python benchmarks/serve_batching.py [--seconds 6] [--clients 8] [--rounds 3] [--only image]
 """
-import argparse, tempfile, threading, time
+import argparse, os, tempfile, threading, time
 from pathlib import Path
 
 import numpy as np
 
 
 def measure(port, obs, n_clients, seconds):
-    "`n_clients` threads, each its own connection, sending back-to-back for `seconds`: (requests/s, latencies)."
+    "`n_clients` threads, each its own connection, sending back-to-back for `seconds`: (requests, seconds, latencies)."
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
     clients = [WebsocketClientPolicy('127.0.0.1', port) for _ in range(n_clients)]
     for c in clients: c.infer(obs)   # warm
@@ -32,12 +33,14 @@ def measure(port, obs, n_clients, seconds):
     dt = time.perf_counter() - t0
     for c in clients: c._ws.close()
     flat = [x for lat in lats for x in lat]
-    return len(flat) / dt, flat
+    return len(flat), dt, flat
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument('--seconds', type=float, default=6.0); ap.add_argument('--clients', type=int, default=8)
+    ap.add_argument('--rounds', type=int, default=3, help='the settings take turns this many times')
+    ap.add_argument('--only', choices=['state', 'image'], help='measure one of the two policies only')
     a = ap.parse_args(argv)
     from robobench.policies import FeatureSpec, tiny_act_checkpoint
     from robobench.server import serve
@@ -56,17 +59,24 @@ def main(argv=None):
             {'observation.state': rng.normal(size=8).astype(np.float32),
              'observation.images.front': rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)}),
     }
+    if a.only: cases = {k: v for k, v in cases.items() if k.startswith(a.only)}
     goals = {'state ACT': 3.0, 'image ACT (ResNet-18, 96x96)': 2.0}
     n = a.clients
-    print(f'robobench serve, CPU, {n} concurrent clients vs 1, {a.seconds:g} s per setting '
-          f'(openpi WebsocketClientPolicy clients; the peer is the same server with --max-batch 1)')
+    print(f'robobench serve, CPU, {n} concurrent clients vs 1, {a.seconds:g} s per setting in {a.rounds} turns '
+          f'(openpi WebsocketClientPolicy clients; the peer is the same server with --max-batch 1); '
+          f'load average {os.getloadavg()[0]:.2f}')
     for name, (ckpt, obs) in cases.items():
-        res = {}
-        for mb in (8, 1):
-            srv = serve(str(ckpt), subprocess_mode=True, device='cpu', max_batch=mb, batch_timeout_ms=5)
-            try:
-                for k in (1, n): res[mb, k] = measure(srv.port, obs, k, a.seconds)
-            finally: srv.stop()
+        srvs, acc = {}, {(mb, k): [0, 0.0, []] for mb in (8, 1) for k in (1, n)}
+        try:
+            for mb in (8, 1): srvs[mb] = serve(str(ckpt), subprocess_mode=True, device='cpu', max_batch=mb,
+                                               batch_timeout_ms=5)
+            for _ in range(max(1, a.rounds)):
+                for mb, k in acc:
+                    reqs, dt, lat = measure(srvs[mb].port, obs, k, a.seconds / max(1, a.rounds))
+                    acc[mb, k][0] += reqs; acc[mb, k][1] += dt; acc[mb, k][2] += lat
+        finally:
+            for srv in srvs.values(): srv.stop()
+        res = {key: (reqs / dt, lat) for key, (reqs, dt, lat) in acc.items()}
         print(f'\n{name}:')
         for (mb, k), (thr, lat) in res.items():
             print(f'  --max-batch {mb}  {k} client(s): {thr:7.1f} req/s   p50 {np.median(lat) * 1000:7.2f} ms   '

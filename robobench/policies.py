@@ -21,8 +21,8 @@ from .checkpoints import check_checkpoint, find_fps, load_stats_sets, norm_stats
 __all__ = ['NUMERIC_KINDS', 'CONTROL_KEYS', 'TEXT_KEYS', 'RequestError', 'FeatureSpec', 'validate_request', 'robobench_version',
            'policy_metadata', 'input_specs', 'Policy', 'PolicyAdapter', 'as_policy', 'RandomPolicy', 'request_to_obs',
            'velocity_key', 'ExpertSession', 'ExpertPolicy', 'make_expert_policy', 'PolicyOutputError', 'check_actions',
-           'lerobot_wire_features', 'needs_history', 'tiny_act_checkpoint', 'policy_state_keys', 'PolicySession',
-           'LeRobotPolicy', 'load_policy']
+           'lerobot_wire_features', 'needs_history', 'tiny_act_checkpoint', 'policy_state_keys', 'fast_inference',
+           'PolicySession', 'LeRobotPolicy', 'load_policy']
 
 # %% ../nbs/04_policies.ipynb #87e58720
 class RequestError(ValueError):
@@ -404,6 +404,44 @@ def policy_state_keys(policy) -> list[str]:
     return sorted(k for k, v in after.items() if not isinstance(v, torch.nn.Module) and
                   (k not in before or before[k] is not v or callable(getattr(v, 'reset', None))))
 
+# %% ../nbs/04_policies.ipynb #499ee139
+def fast_inference(model, device: str = 'cpu') -> int:
+    """Speed up `model` (a LeRobot policy in eval mode) for inference, in place: fold the frozen batch norms of
+    torchvision ResNets into their convolutions; on CPU, channels-last weights. Returns how many norms were folded.
+    Not for training: the folded model has no batch norms left to train."""
+    import torch
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    def frozen(bn) -> bool:
+        return isinstance(bn, FrozenBatchNorm2d) or (isinstance(bn, torch.nn.BatchNorm2d) and not bn.training
+                                                     and bn.running_var is not None and bn.affine)
+    folded = set()   # norms already folded (a module shared by two parents is folded once, replaced in both)
+    def fold(conv, bn) -> bool:
+        if not (isinstance(conv, torch.nn.Conv2d) and frozen(bn)): return False
+        if id(bn) in folded: return True
+        folded.add(id(bn))
+        with torch.no_grad():
+            scale = bn.weight * (bn.running_var + bn.eps).rsqrt()   # what the norm computes: x * scale + shift
+            shift = bn.bias - bn.running_mean * scale
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            if conv.bias is None: conv.bias = torch.nn.Parameter(shift.clone(), requires_grad=False)
+            else: conv.bias.mul_(scale).add_(shift)
+        return True
+    for m in list(model.modules()):
+        # torchvision's blocks and ResNet stem (also as an IntermediateLayerGetter, ACT's): bnI directly follows convI
+        if isinstance(m, (BasicBlock, Bottleneck)): which = (1, 2, 3)
+        elif isinstance(m, ResNet) or (isinstance(m, IntermediateLayerGetter)
+                                       and list(m._modules)[:2] == ['conv1', 'bn1']): which = (1,)
+        else: continue
+        for i in which:
+            if hasattr(m, f'bn{i}') and fold(getattr(m, f'conv{i}'), getattr(m, f'bn{i}')):
+                setattr(m, f'bn{i}', torch.nn.Identity())
+        ds = getattr(m, 'downsample', None)
+        if isinstance(ds, torch.nn.Sequential) and len(ds) == 2 and fold(ds[0], ds[1]): ds[1] = torch.nn.Identity()
+    if str(device).startswith('cpu'): model.to(memory_format=torch.channels_last)
+    return len(folded)
+
 # %% ../nbs/04_policies.ipynb #885733ed
 class PolicySession:
     "The per-episode state of a step-executed LeRobot policy for one stream of observations (one connection)."
@@ -418,9 +456,10 @@ class LeRobotPolicy(Policy):
     LeRobot's own `select_action` once per request and answer `[1, action_dim]` (`execution='step'` in the metadata);
     each connection gets its own state (`new_session()`), cleared by a request with `episode_start=True`. The dir is
     checked first (`check_checkpoint`): processor steps that are not registered LeRobot classes are refused unless
-    `trust_remote_code=True`."""
+    `trust_remote_code=True`. The loaded model is sped up for inference (`fast_inference`) unless `optimize=False`."""
     def __init__(self, path, device: str | None = None, n_action_steps: int | None = None, fps: float | None = None,
-                 unnorm_key: str | None = None, norm_stats=None, trust_remote_code: bool = False):
+                 unnorm_key: str | None = None, norm_stats=None, trust_remote_code: bool = False,
+                 optimize: bool = True):
         self.path = Path(path)
         self.untrusted = check_checkpoint(self.path, trust_remote_code)  # before LeRobot imports anything the dir names
         import torch
@@ -433,6 +472,7 @@ class LeRobotPolicy(Policy):
             cfg = PreTrainedConfig.from_pretrained(self.path); cfg.device = self.device
             self.cfg = cfg
             self.policy = get_policy_class(cfg.type).from_pretrained(self.path, config=cfg).to(self.device).eval()
+            if optimize: fast_inference(self.policy, self.device)
             self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=str(self.path),
                                                            preprocessor_overrides=ov, postprocessor_overrides=pov)
         self.unnorm_key, self.unnorm_keys, stats_hash = unnorm_key, None, norm_stats_hash(self.path)

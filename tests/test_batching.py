@@ -89,7 +89,8 @@ def test_batched_answers_equal_unbatched_ones_for_an_image_act(tmp_path):
     rng = np.random.default_rng(2)
     obs = [{'observation.state': rng.normal(size=3).astype(np.float32),
             'observation.images.front': rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)} for _ in range(4)]
-    alone = LeRobotPolicy(ckpt, device='cpu')            # the same checkpoint, one request at a time
+    # the same checkpoint, one request at a time, through LeRobot's model as loaded (no fast_inference rewrite)
+    alone = LeRobotPolicy(ckpt, device='cpu', optimize=False)
     want = [alone.infer(validate_request(o, alone.input_features))['actions'] for o in obs]
     with serve(ckpt, subprocess_mode=False, device='cpu', max_batch=4, batch_timeout_ms=300) as srv:
         answers = _rounds(srv.port, obs, rounds=2)
