@@ -28,6 +28,12 @@ __all__ = ['VIDEO_OUTCOMES', 'SERVER_OPTIONS', 'VIEWS', 'REPORT_MODULE', 'EVAL_A
            'cli_eval']
 
 # %% ../nbs/06_evaluation.ipynb #4f7bbc41
+def _split_spec(client, kwargs: dict) -> tuple:
+    "A client spec and its options: `dict(name=..., **options)` (or `client=`) split, other specs as they are."
+    if not isinstance(client, dict): return client, dict(kwargs)
+    client = dict(client); spec = client.pop('name', None) or client.pop('client')
+    return spec, {**client, **kwargs}
+
 def resolve_client(client, env=None, **kwargs):
     """An inference client from an object (returned as is) or a spec: a registered name, 'host:port', a checkpoint
     dir, a dict(name=..., **kwargs), or 'package.module:Name' (imports the module, which registers its clients —
@@ -35,9 +41,7 @@ def resolve_client(client, env=None, **kwargs):
     need from it (the random client's action dim, the scripted client's expert)."""
     if hasattr(client, 'infer') and hasattr(client, 'reset'): return client
     from robobench.clients import make_client
-    if isinstance(client, dict):
-        client = dict(client); spec = client.pop('name', None) or client.pop('client'); kwargs = {**client, **kwargs}
-    else: spec = client
+    spec, kwargs = _split_spec(client, kwargs)
     if (isinstance(spec, str) and ':' in spec and spec.rsplit(':', 1)[1].isidentifier()
             and not spec.startswith(('ws:', 'wss:'))):
         name = spec.rsplit(':', 1)[1]
@@ -279,9 +283,7 @@ def _local_checkpoint(cfg: EvalConfig) -> tuple[str, dict] | None:
     """`(checkpoint dir, the other client options)` when `cfg` evaluates a checkpoint in process (the `local` client: a
     checkpoint dir, or `dict(name='local', path=...)`); None for any other client."""
     from robobench.clients import client_kind
-    spec, kw = cfg.client, dict(cfg.client_kwargs)
-    if isinstance(spec, dict):
-        spec = dict(spec); name = spec.pop('name', None) or spec.pop('client', None); kw = {**spec, **kw}; spec = name
+    spec, kw = _split_spec(cfg.client, cfg.client_kwargs)
     if isinstance(spec, os.PathLike): spec = str(spec)
     if spec == 'local': spec = kw.pop('path', None)
     if isinstance(spec, os.PathLike): spec = str(spec)

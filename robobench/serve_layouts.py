@@ -225,15 +225,20 @@ def from_wire(self: LayoutPolicy, raw) -> dict:
     return req
 
 # %% ../nbs/04ab_serve_layouts.ipynb #bb8f4612
+def _step_request(obs: dict, i: int) -> dict:
+    "Step `i` of a request to a step-mode policy: the request itself, then without `episode_start`."
+    return obs if i == 0 else {k: v for k, v in obs.items() if k != 'episode_start'}
+
+@patch
+def _step_action(self: LayoutPolicy, reply: dict) -> np.ndarray:
+    "The one action of a step-mode policy's reply."
+    return np.asarray(reply['actions'], np.float32).reshape(-1, self.metadata['action_dim'])[0]
+
 @patch
 def _answer(self: LayoutPolicy, obs: dict, target) -> dict:
     "The reply to one translated request: the chunk, or `replan` steps of a step-mode policy's state."
     if not self.step_mode: return target.infer(obs)
-    rows = []
-    for i in range(self.replan):
-        step = obs if i == 0 else {k: v for k, v in obs.items() if k != 'episode_start'}
-        rows.append(np.asarray(target.infer(step)['actions'], np.float32).reshape(-1, self.metadata['action_dim'])[0])
-    return {'actions': np.stack(rows)}
+    return {'actions': np.stack([self._step_action(target.infer(_step_request(obs, i))) for i in range(self.replan)])}
 
 # %% ../nbs/04ab_serve_layouts.ipynb #fcbcd52e
 @patch
@@ -266,12 +271,12 @@ def infer_batch(self: LayoutPolicy, requests: list[dict], sessions: list | None 
     for step in range(rounds):
         todo = [j for j, i in enumerate(live) if out[i] is None]
         if not todo: break
-        batch = [reqs[j] if step == 0 else {k: v for k, v in reqs[j].items() if k != 'episode_start'} for j in todo]
+        batch = [_step_request(reqs[j], step) for j in todo]
         sess = [inner[j] for j in todo]
         for j, res in zip(todo, self.inner.infer_batch(batch, sess if any(s is not None for s in sess) else None)):
             i = live[j]
             if isinstance(res, BaseException) or not self.step_mode: out[i] = res
-            else: rows[i].append(np.asarray(res['actions'], np.float32).reshape(-1, self.metadata['action_dim'])[0])
+            else: rows[i].append(self._step_action(res))
     for i in live:
         if out[i] is None: out[i] = {'actions': np.stack(rows[i])}
     return out

@@ -22,8 +22,8 @@ from robobench.policies import (
 from .serve_layouts import serve_layout
 
 # %% auto #0
-__all__ = ['log', 'MAX_METADATA_BYTES', 'ADMISSION_HELP', 'BATCHING_HELP', 'decode_request', 'check_port_free', 'ServeConfig',
-           'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['log', 'MAX_METADATA_BYTES', 'ADMISSION_HELP', 'BATCHING_HELP', 'TooManyItems', 'decode_request', 'check_port_free',
+           'ServeConfig', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04b_server.ipynb #ace0177c
 _MAX_DTYPE_STR, _MAX_NDIM, _MAX_STR = 16, 32, 1 << 20
@@ -69,6 +69,9 @@ def _decode_npgeneric(d: dict):
         raise RequestError(f'an __npgeneric__ {dt.str} cannot hold {value!r}: {e}') from None
 
 # %% ../nbs/04b_server.ipynb #41d5bb23
+class TooManyItems(RequestError):
+    "A frame over `decode_request`'s `max_items` (or a container longer than it): a `RequestError`."
+
 def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None = None, what: str = 'request'):
     """Decode one msgpack-numpy frame (openpi's encoding) with a budget checked before anything is allocated.
     `max_items`: msgpack objects (maps, arrays and their entries, every key-value pair as sent: a map that repeats a
@@ -82,7 +85,7 @@ def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None
     left = [int(max_items), budget]
     def count(k: int):
         left[0] -= k
-        if left[0] < 0: raise RequestError(f'the {what} holds more than {max_items} msgpack objects (max_items)')
+        if left[0] < 0: raise TooManyItems(f'the {what} holds more than {max_items} msgpack objects (max_items)')
     def list_hook(obj):
         count(len(obj) + 1); return obj
     def pairs_hook(pairs):   # every pair as sent, before equal keys collapse into one dict entry
@@ -102,11 +105,13 @@ def decode_request(data, max_items: int = 100_000, max_decoded_bytes: int | None
                                max_ext_len=min(size, 1024))
     except RequestError: raise
     except Exception as e:
+        error = RequestError
         if isinstance(e, ValueError) and 'exceeds max_' in str(e):  # a container/str/bin header over the limits
             why = f'the {what} is over a decoding limit ({e}; max_items={max_items}, max_decoded_bytes={budget})'
+            if 'max_array_len' in str(e) or 'max_map_len' in str(e): error = TooManyItems
         else: why = f'could not decode the {what} as msgpack-numpy: {type(e).__name__}: {str(e)[:200]}'
     # raised out here: msgpack's error (ExtraData holds a copy of the frame's trailing bytes) is not its context
-    raise RequestError(why)
+    raise error(why)
 
 # %% ../nbs/04b_server.ipynb #e9e2c22f
 log = logging.getLogger('robobench.server')
@@ -467,7 +472,7 @@ async def _decode_async(self: PolicyServer, data, slot: _Slot) -> dict:
         if len(data) <= _INLINE_DECODE:
             items = min(self.max_items, _INLINE_ITEMS)
             try: return self._decode(data, items)
-            except RequestError:
+            except TooManyItems:   # over the inline cap only: decoded in full on the decode thread
                 if items == self.max_items: raise
         return await asyncio.get_running_loop().run_in_executor(self._codec, self._decode, data)
     except RequestError as e: err = RequestError(str(e))   # without the traceback, whose frames hold the bytes
