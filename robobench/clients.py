@@ -560,10 +560,13 @@ def infer(self: OpenpiConnection, obs: dict) -> dict:
 # %% ../nbs/05_clients.ipynb #6d25d0b8
 @InferenceClient.register(client_name='websocket')
 class WebsocketClient(ChunkedClient):
-    "A policy server over the openpi websocket protocol (openpi-client inside, with connect/receive timeouts)."
+    """A policy server over the openpi websocket protocol (openpi-client inside, with connect/receive timeouts).
+    `wait_s`: how long to keep dialling a server that is not listening yet or answers 503 (still loading, or full);
+    0 (default): fail at once, as a dead address should."""
     def __init__(self, host: str = '127.0.0.1', port: int | None = 8000, url: str | None = None,
                  api_key: str | None = None, connect_timeout: float = 10.0, timeout: float = 30.0,
-                 n_action_steps: int | None = None, max_size: int | None = 64 * 2**20, max_items: int = 100_000, **kw):
+                 n_action_steps: int | None = None, max_size: int | None = 64 * 2**20, max_items: int = 100_000,
+                 wait_s: float = 0.0, server_pid: int | None = None, **kw):
         if url is not None:
             host_port = parse_host_port(url)
             if host_port is None: raise ValueError(f'cannot parse {url!r} as ws://host:port')
@@ -571,6 +574,9 @@ class WebsocketClient(ChunkedClient):
         self.host, self.port, self.api_key = host, int(port), api_key or os.environ.get('ROBOBENCH_API_KEY') or None
         self.connect_timeout, self.timeout = connect_timeout, timeout
         self.max_size, self.max_items = max_size, max_items   # limits on the server's frames (OpenpiConnection)
+        # keep dialling a server not up yet (refused, or HTTP 503 while it loads) for wait_s seconds, as openpi's
+        # client waits for its server; server_pid: a local server process whose exit ends the wait at once
+        self.wait_s, self.server_pid = float(wait_s or 0), server_pid
         self._client, self.metadata = None, {}
         super().__init__(n_action_steps=n_action_steps, **kw)
         self._user_steps = n_action_steps
@@ -608,6 +614,30 @@ def _http_hint(self: WebsocketClient) -> str:
     if (self.layout or {}).get('transport') != 'http': return ''
     return f" (the {self.layout_name} layout's servers speak HTTP: -m http://{self.host}:{self.port})"
 
+# %% ../nbs/05_clients.ipynb #8376f78f
+def _pid_alive(pid: int) -> bool:
+    "Whether process `pid` exists (a zombie counts until its parent reaps it)."
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+@patch
+def _dial(self: WebsocketClient, t0: float) -> 'OpenpiConnection':
+    """One `OpenpiConnection`; while `wait_s` lasts, a refused connection or an HTTP 503 (loading, full) is dialled
+    again every 0.1 s, unless the local `server_pid` has exited (then at once `ServerUnavailable`)."""
+    import websockets.exceptions as wse
+    while True:
+        try: return OpenpiConnection(self.host, self.port, self.api_key, self.connect_timeout, self.timeout,
+                                     self.max_size, self.max_items)
+        except (ConnectionRefusedError, wse.InvalidStatus) as e:
+            if isinstance(e, wse.InvalidStatus) and e.response.status_code != 503: raise
+            if time.monotonic() - t0 >= self.wait_s: raise
+            if self.server_pid is not None and not _pid_alive(self.server_pid):
+                raise ServerUnavailable(f'policy server ws://{self.host}:{self.port} (process {self.server_pid}) '
+                                        'exited before it was ready') from None
+        time.sleep(0.1)
+
 # %% ../nbs/05_clients.ipynb #eb1feaae
 @patch
 def connect(self: WebsocketClient) -> dict:
@@ -615,9 +645,7 @@ def connect(self: WebsocketClient) -> dict:
     self.close()
     import websockets.exceptions as wse
     t0 = time.monotonic()
-    try:
-        self._client = OpenpiConnection(self.host, self.port, self.api_key, self.connect_timeout, self.timeout,
-                                        self.max_size, self.max_items)
+    try: self._client = self._dial(t0)
     except wse.InvalidStatus as e:
         code = e.response.status_code
         if code == 401:
@@ -626,6 +654,7 @@ def connect(self: WebsocketClient) -> dict:
         raise ServerUnavailable(f'policy server ws://{self.host}:{self.port} answered HTTP {code}: '
                                 f'{e.response.body.decode(errors="replace").strip()[:300]}'
                                 f'{self._http_hint()}') from None
+    except ServerUnavailable: raise   # its local server process exited while it waited (see _dial)
     except TimeoutError as e:
         raise ServerTimeout(f'no answer from ws://{self.host}:{self.port} '
                             f'within {self.connect_timeout:.1f}s (connect)') from e

@@ -311,21 +311,35 @@ def shared_server(cfg: EvalConfig, backend: str, n_todo: int):
     the checkpoint on 127.0.0.1 (free port, `--max-batch` = the number of workers, no idle timeout), the workers' client
     its `host:port` (the `local` client's policy options go to the server, the rest stay with the client), stopped when
     the block ends (errors and Ctrl-C included). Otherwise `cfg` as it is. `info` (None where it does not apply) is the
-    plan, plus the server's url, pid, `max_batch`, `batch_timeout_ms` and `batching` metadata when one runs."""
+    plan, plus the server's url, pid, `max_batch`, `batch_timeout_ms` and `batching` metadata when one runs.
+    Process workers start while the server loads (their imports and envs overlap the policy's; their clients dial until
+    it is up, `wait_s`, and give up at once if it exits); a server that fails to start raises its own one-line error."""
     plan = shared_server_plan(cfg, backend, n_todo)
     if not (plan and plan['used']):
         yield cfg, plan; return
+    import threading
+    from robobench.core import free_port
     from robobench.server import serve
     path, kw = _local_checkpoint(cfg)
     server_kw = {k: kw.pop(k) for k in SERVER_OPTIONS if k in kw}
-    n = min(cfg.workers, n_todo)
-    handle = serve(path, host='127.0.0.1', subprocess_mode=True, max_batch=n, idle_timeout_s=0,
-                   max_connections=max(64, 2 * n), layout=cfg.layout or 'lerobot', **server_kw)
+    n, early, timeout = min(cfg.workers, n_todo), backend == 'process', 180.0
+    handle = serve(path, port=free_port() if early else 0, host='127.0.0.1', subprocess_mode=True, wait=not early,
+                   timeout=timeout, max_batch=n, idle_timeout_s=0, max_connections=max(64, 2 * n),
+                   layout=cfg.layout or 'lerobot', **server_kw)
+    info = {**plan, 'url': handle.url, 'pid': handle.pid, 'checkpoint': path, 'max_batch': n}
+    if early:   # reaps the child if it dies while loading, so that the workers' dialling (server_pid) stops at once
+        def reap():
+            try: handle.wait_ready()
+            except Exception: pass   # raised in this thread's caller below (start_error)
+        threading.Thread(target=reap, daemon=True, name='robobench-shared-server').start()
+        kw = {**kw, 'wait_s': timeout, 'server_pid': handle.pid}
     try:
-        md = handle.metadata or {}
-        info = {**plan, 'url': handle.url, 'pid': handle.pid, 'checkpoint': path, 'max_batch': n,
-                'batch_timeout_ms': md.get('batch_timeout_ms'), 'batching': md.get('batching')}
         yield dataclasses.replace(cfg, client=f'{handle.host}:{handle.port}', client_kwargs=kw), info
+        md = handle.wait_ready().metadata or {}   # at once: the workers reached it
+        info.update(batch_timeout_ms=md.get('batch_timeout_ms'), batching=md.get('batching'))
+    except BaseException:
+        if (err := handle.start_error()) is not None: raise err from None   # why the server never came up
+        raise
     finally: handle.stop()
 
 # %% ../nbs/06_evaluation.ipynb #be59064f

@@ -621,15 +621,19 @@ def _load_and_warm(self: PolicyServer):
     self.ready.set()
 
 # %% ../nbs/04b_server.ipynb #3d224d08
-def _fixed_mmap_threshold(nbytes: int = 64 << 10, arenas: int = 1):
-    """Serve big buffers from their own memory maps, returned to the system when freed, and keep one malloc arena.
-    glibc raises its mmap threshold to the largest block freed (up to 32 MiB), after which 16 MiB frames come from the
-    heap and per-thread arenas, which keep them: the process's RSS would remember its worst burst. Fixed, it stays near
-    what is in use now."""
+def _fixed_mmap_threshold(nbytes: int = 1 << 20, trim: int = 32 << 20, arenas: int = 1):
+    """Fix glibc's malloc for a server of big frames: blocks over `nbytes` (1 MiB) get their own memory maps, returned
+    to the system when freed; smaller ones come from one arena (`arenas`) whose free top is kept up to `trim` bytes.
+    Left dynamic, glibc raises its mmap threshold to the largest block freed (up to 32 MiB), after which 16 MiB frames
+    come from the heap and per-thread arenas, which keep them: the RSS would remember its worst burst. Fixed low
+    (64 KiB) or with the default 128 KiB trim, every request's frame and arrays (300 KB for two 224x224 images) come
+    from fresh pages: about 440 page faults per request, +0.5 ms of a 1.7 ms round trip (`benchmarks/serve_latency.py`).
+    Here the RSS stays within what is in use now + `trim`, and a steady stream of requests reuses warm pages."""
     try:
         import ctypes
         libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-3, int(nbytes)); libc.mallopt(-8, int(arenas))   # M_MMAP_THRESHOLD, M_ARENA_MAX
+        libc.mallopt(-3, int(nbytes)); libc.mallopt(-1, int(trim))   # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        libc.mallopt(-8, int(arenas))                                # M_ARENA_MAX
     except Exception: pass
 
 # %% ../nbs/04b_server.ipynb #1cdfac33
@@ -734,12 +738,16 @@ def _info_for_logs(lg: logging.Logger) -> None:
 
 # %% ../nbs/04b_server.ipynb #617f623d
 class ServerHandle:
-    "A running server: `.host .port .url .metadata .logs() .stop() .alive`; a context manager."
+    """A running server: `.host .port .url .metadata .logs() .stop() .alive`; a context manager. From
+    `serve(..., wait=False)` it may still be loading: `wait_ready()` blocks until it answers (and fills `.metadata`),
+    `start_error()` is the exception of one that died first."""
     def __init__(self, host, port, metadata, api_key=None, thread=None, server=None, proc=None, log_path=None,
-                 log_handler=None):
+                 log_handler=None, finish=None, failed=None):
         self.host, self.port, self.metadata, self.api_key = host, port, metadata, api_key
         self._thread, self._server, self._proc = thread, server, proc
         self._log_path, self._log_handler = log_path, log_handler
+        # still loading: finish() -> (port, metadata) once /healthz is 200; failed() -> its start-up error or None
+        self._finish, self._failed, self._lock = finish, failed, threading.Lock()
         _LIVE.add(self)
     @property
     def url(self) -> str: return f'ws://{self.host}:{self.port}'
@@ -763,8 +771,26 @@ class ServerHandle:
     def __enter__(self): return self
     def __exit__(self, *a): self.stop()
     def __repr__(self):
-        return (f"ServerHandle({self.url}, policy={self.metadata.get('policy_type')!r}, "
-                f"{'pid ' + str(self._proc.pid) if self._proc else 'thread'}, {'alive' if self.alive else 'stopped'})")
+        return (f"ServerHandle({self.url}, policy={(self.metadata or {}).get('policy_type')!r}, "
+                f"{'pid ' + str(self._proc.pid) if self._proc else 'thread'}, "
+                f"{'loading' if self._finish else 'alive' if self.alive else 'stopped'})")
+
+# %% ../nbs/04b_server.ipynb #ac622a31
+@patch
+def wait_ready(self: ServerHandle) -> ServerHandle:
+    """Block until a server started with `serve(..., wait=False)` answers `GET /healthz` 200 and fill in its `port` and
+    `metadata` (at once when it already did). When it died or timed out first: it is stopped, its error raised."""
+    with self._lock:
+        if self._finish is not None:
+            try: self.port, self.metadata = self._finish()
+            except BaseException: self.stop(); raise
+            self._finish = None
+    return self
+
+@patch
+def start_error(self: ServerHandle) -> Exception | None:
+    "The error of a server that exited before it was ready (its one-line reason when it gave one); None otherwise."
+    return self._failed() if self._failed is not None and self._finish is not None else None
 
 # %% ../nbs/04b_server.ipynb #7123ac6d
 @patch
@@ -831,15 +857,19 @@ def _serve_in_thread(policy: Policy, host: str, port: int, cfg: ServeConfig, met
     return ServerHandle(host, port, srv.metadata, api_key=cfg.api_key, thread=th, server=srv, log_handler=handler)
 
 # %% ../nbs/04b_server.ipynb #5fa2c630
+# the child's main: a stopped server exits without the interpreter's teardown of torch and LeRobot (~1.2 s of a
+# 2-core machine): its log is flushed and it has nothing else to write
+_CHILD_MAIN = ('import logging, os, sys; from robobench.server import cli_serve; rc = cli_serve(sys.argv[1:]); '
+               'logging.shutdown(); sys.stdout.flush(); sys.stderr.flush(); os._exit(rc or 0)')
+
 def _serve_in_child(ckpt, host: str, port: int, cfg: ServeConfig, timeout: float, device: str | None = None,
-                    trust_remote_code: bool = False, policy_kw: dict | None = None) -> ServerHandle:
+                    trust_remote_code: bool = False, policy_kw: dict | None = None, wait: bool = True) -> ServerHandle:
     """Serve a checkpoint dir (or `'random'`) from a child process running `cli_serve` (`robobench serve`), which dies
-    with this one. The child reports its port, or its one-line error, in a ready file."""
+    with this one. The child reports its port, or its one-line error, in a ready file. `wait=False`: return the
+    handle at once, still loading (`ServerHandle.wait_ready`)."""
     tmp_dir = Path(tempfile.mkdtemp(prefix='robobench-serve-'))
     ready, log_path = tmp_dir/'bound.json', tmp_dir/'server.log'
-    argv = [sys.executable, '-c',
-            'import sys; from robobench.server import cli_serve; sys.exit(cli_serve(sys.argv[1:]))',
-            '--host', host, '--port', str(port), '--ready-file', str(ready)]
+    argv = [sys.executable, '-c', _CHILD_MAIN, '--host', host, '--port', str(port), '--ready-file', str(ready)]
     for field in dataclasses.fields(ServeConfig):   # the key goes by environment, not argv; 0 means none / unlimited
         if field.name != 'api_key': argv += [f"--{field.name.replace('_', '-')}", str(getattr(cfg, field.name) or 0)]
     argv += ['--policy', 'random'] if ckpt == 'random' else ['-m', str(ckpt)]
@@ -860,17 +890,23 @@ def _serve_in_child(ckpt, host: str, port: int, cfg: ServeConfig, timeout: float
     def on_timeout() -> Exception:
         proc.kill(); proc.wait(5)
         return TimeoutError(f'policy server not ready after {timeout:.0f}s:\n' + tail())
-    port = _wait_ready(host, lambda: said().get('port'), failed, timeout, on_timeout)
-    return ServerHandle(host, port, _fetch_metadata(host, port, cfg.api_key), api_key=cfg.api_key, proc=proc,
-                        log_path=log_path)
+    def finish() -> tuple[int, dict]:
+        bound = _wait_ready(host, lambda: said().get('port'), failed, timeout, on_timeout)
+        return bound, _fetch_metadata(host, bound, cfg.api_key)
+    handle = ServerHandle(host, port or None, None, api_key=cfg.api_key, proc=proc, log_path=log_path,
+                          finish=finish, failed=failed)
+    return handle.wait_ready() if wait else handle
 
 # %% ../nbs/04b_server.ipynb #cbbaa7a5
 def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', device: str | None = None,
           subprocess_mode: bool | None = None, timeout: float = 180.0, metadata: dict | None = None,
-          trust_remote_code: bool = False, config: ServeConfig | None = None, **kwargs) -> ServerHandle:
+          trust_remote_code: bool = False, config: ServeConfig | None = None, wait: bool = True,
+          **kwargs) -> ServerHandle:
     """Start a policy server in the background and return once `/healthz` is 200.
     `policy_or_ckpt`: a LeRobot checkpoint dir, `'random'`, or a `Policy` (any object with `infer(obs)->dict`).
     Checkpoints run in a child process unless `subprocess_mode=False`; objects always run in a thread.
+    `wait=False` (a child process only): return at once while the child loads; `handle.wait_ready()` waits for it
+    (give a `port`, e.g. `core.free_port()`, for clients to dial meanwhile: with 0 it is known once ready).
     A checkpoint is checked before anything in it is loaded (`check_checkpoint`; `trust_remote_code=True` lifts the
     refusal of unregistered processor steps). `kwargs` are `ServeConfig` fields (API key, limits), the rest go to the
     policy.
@@ -883,12 +919,13 @@ def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', devi
     is_path = isinstance(policy_or_ckpt, (str, os.PathLike)) and not hasattr(policy_or_ckpt, 'infer')
     if subprocess_mode is None: subprocess_mode = is_path and policy_or_ckpt != 'random'
     if not subprocess_mode:
+        if not wait: raise ValueError('wait=False needs subprocess_mode (a thread server is ready when it returns)')
         policy = load_policy(policy_or_ckpt, device=device, trust_remote_code=trust_remote_code, **policy_kw)
         return _serve_in_thread(policy, host, port, cfg, metadata, timeout)
     if not is_path:
         raise ValueError('subprocess_mode needs a checkpoint path or "random" (objects cannot cross processes)')
     if metadata: raise ValueError('metadata= is only supported for in-process servers')
-    return _serve_in_child(policy_or_ckpt, host, port, cfg, timeout, device, trust_remote_code, policy_kw)
+    return _serve_in_child(policy_or_ckpt, host, port, cfg, timeout, device, trust_remote_code, policy_kw, wait)
 
 # %% ../nbs/04b_server.ipynb #d1344b55
 def _build_policy_from_args(args):
@@ -932,7 +969,7 @@ BATCHING_HELP = """batching and memory:
     leader, the connection closest to finishing a frame, until that frame is decoded: at most one frame is read
     beyond the budget at a time, so a frame bigger than the budget (up to --max-size) is still served. The
     server's memory grows by at most about the budget + 3 x --max-size (that frame, websockets' unmasking copy,
-    the decoder's copy) + 256 KiB per connection: ~80 MiB with the defaults (measured: +47 to +57 MiB for 8
+    the decoder's copy) + 256 KiB per connection: ~80 MiB with the defaults (measured: +47 to +60 MiB for 8
     connections x 8 pipelined 16 MiB frames). Big frames are decoded off the inference threads."""
 
 # %% ../nbs/04b_server.ipynb #71163313

@@ -77,3 +77,16 @@ def test_no_shared_server_keeps_a_policy_per_worker_and_errors_stop_the_server(t
     with pytest.raises(Exception, match='does not fit|cannot start'):
         evaluate(ENV, str(bad), episodes=2, workers=2, video=False, progress=False, max_steps=STEPS)
     assert _serve_children() == []
+
+
+def test_workers_start_while_the_server_loads_and_a_server_that_fails_says_why(te_act, tmp_path):
+    "Process workers dial the shared server while it loads; one that never comes up ends the run with its own reason."
+    import shutil, time
+    from robobench.core import RobobenchError
+    bad = Path(shutil.copytree(te_act, tmp_path / 'truncated'))
+    f = next(bad.glob('*processor*.safetensors')); f.write_bytes(f.read_bytes()[:100])   # the server refuses it
+    t0 = time.monotonic()
+    with pytest.raises(RobobenchError, match='truncated or corrupt'):
+        evaluate(ENV, str(bad), episodes=2, workers=2, video=False, progress=False, max_steps=STEPS)
+    assert time.monotonic() - t0 < 120   # at once when the server exits (the workers' wait_s is 180 s)
+    assert _serve_children() == []
