@@ -404,12 +404,12 @@ def policy_state_keys(policy) -> list[str]:
     return sorted(k for k, v in after.items() if not isinstance(v, torch.nn.Module) and
                   (k not in before or before[k] is not v or callable(getattr(v, 'reset', None))))
 
-# %% ../nbs/04_policies.ipynb #a1829546
+# %% ../nbs/04_policies.ipynb #4894ec80
 def _eval_once(model):
     """LeRobot's `predict_action_chunk` and `select_action` call `self.eval()` at every call: a walk over every module
-    setting `training` (0.8 ms of a tiny ACT's 2.3 ms forward on CPU). From here on, `model.eval()` on a model that is
-    already in eval mode (as left by its last `train`/`eval` call) returns at once; `train()` and the first `eval()` after
-    it still walk. (A submodule put in training mode by hand, not through `model`, is not seen.)"""
+    setting `training` (0.8 ms of a tiny ACT's 2.3 ms forward on CPU). From here on, `model.eval()` on a model that
+    is already in eval mode (as left by its last `train`/`eval` call) returns at once; `train()` and the first
+    `eval()` after it still walk. (A submodule put in training mode by hand, not through `model`, is not seen.)"""
     import types
     walk = type(model).train
     def train(self, mode: bool = True):
