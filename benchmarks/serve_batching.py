@@ -89,6 +89,8 @@ def main(argv=None):
         print(f'  batching vs peer at {n} clients: {res[8, n][0] / res[1, n][0]:.2f}x throughput')
         print(f'  p50 latency {n} vs 1 client, batching: {lat_ratio:.2f}x (goal <= 2x: '
               f'{"met" if lat_ratio <= 2 else "NOT met"})')
+        print(f'  (clients send back to back: by Little\'s law mean latency {n} vs 1 = {n} / throughput ratio = '
+              f'{n / thr_ratio:.2f}x, so <= 2x needs >= {n / 2:g}x throughput)')
 
 
 if __name__ == '__main__':
