@@ -619,7 +619,7 @@ def _pid_alive(pid: int) -> bool:
     "Whether process `pid` exists (a zombie counts until its parent reaps it)."
     try: os.kill(int(pid), 0)
     except ProcessLookupError: return False
-    except PermissionError: return True
+    except PermissionError: pass   # it exists, owned by another user
     return True
 
 @patch

@@ -319,10 +319,10 @@ def shared_server(cfg: EvalConfig, backend: str, n_todo: int):
         yield cfg, plan; return
     import threading
     from robobench.core import free_port
-    from robobench.server import serve
+    from robobench.server import START_TIMEOUT_S, serve
     path, kw = _local_checkpoint(cfg)
     server_kw = {k: kw.pop(k) for k in SERVER_OPTIONS if k in kw}
-    n, early, timeout = min(cfg.workers, n_todo), backend == 'process', 180.0
+    n, early, timeout = min(cfg.workers, n_todo), backend == 'process', START_TIMEOUT_S
     handle = serve(path, port=free_port() if early else 0, host='127.0.0.1', subprocess_mode=True, wait=not early,
                    timeout=timeout, max_batch=n, idle_timeout_s=0, max_connections=max(64, 2 * n),
                    layout=cfg.layout or 'lerobot', **server_kw)

@@ -22,8 +22,8 @@ from robobench.policies import (
 from .serve_layouts import serve_layout
 
 # %% auto #0
-__all__ = ['log', 'MAX_METADATA_BYTES', 'ADMISSION_HELP', 'BATCHING_HELP', 'TooManyItems', 'decode_request', 'check_port_free',
-           'ServeConfig', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
+__all__ = ['log', 'MAX_METADATA_BYTES', 'START_TIMEOUT_S', 'ADMISSION_HELP', 'BATCHING_HELP', 'TooManyItems', 'decode_request',
+           'check_port_free', 'ServeConfig', 'PolicyServer', 'http_get', 'ServerHandle', 'serve', 'cli_serve']
 
 # %% ../nbs/04b_server.ipynb #ace0177c
 _MAX_DTYPE_STR, _MAX_NDIM, _MAX_STR = 16, 32, 1 << 20
@@ -898,8 +898,10 @@ def _serve_in_child(ckpt, host: str, port: int, cfg: ServeConfig, timeout: float
     return handle.wait_ready() if wait else handle
 
 # %% ../nbs/04b_server.ipynb #cbbaa7a5
+START_TIMEOUT_S = 180.0   # how long `serve` waits for a server to load and answer /healthz
+
 def serve(policy_or_ckpt, port: int | None = None, host: str = '127.0.0.1', device: str | None = None,
-          subprocess_mode: bool | None = None, timeout: float = 180.0, metadata: dict | None = None,
+          subprocess_mode: bool | None = None, timeout: float = START_TIMEOUT_S, metadata: dict | None = None,
           trust_remote_code: bool = False, config: ServeConfig | None = None, wait: bool = True,
           **kwargs) -> ServerHandle:
     """Start a policy server in the background and return once `/healthz` is 200.
