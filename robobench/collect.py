@@ -121,7 +121,8 @@ class _CollectWorker:
         except BaseException:
             self.close(); raise
 
-    def meta(self) -> dict: return {'expert': type(self.actor).__name__}
+    def meta(self) -> dict:   # what collect's parent needs to open the writer (it builds no env itself)
+        return {'expert': type(self.actor).__name__, 'spec': self.env.spec.to_dict()}
 
     def run(self, seed: int) -> tuple[dict, list | None]:
         try: ep = rollout(self.env, self.actor, seed, until='done', record='steps', render_images=bool(self.cameras),
@@ -187,69 +188,116 @@ def _collect_backend(cfg: CollectConfig, env, expert) -> str:
                              "pass the env id (BACKEND/TASK) and no expert, or use workers=1")
     return backend
 
+# %% ../nbs/02c_collect.ipynb #d09a029a
+def _resume_point_before_writer(out) -> dict:
+    """`resume_point(out)` as `EpisodeWriter` will leave it when it opens `out`: the ledger cut back to the episodes
+    the dataset holds (nothing, if it holds none). Lets collect's workers start before the writer is opened."""
+    from robobench.writer import finished_episodes, reconcile_ledger
+    out = Path(out)
+    if not (out/'meta'/'info.json').exists(): return resume_point(out)
+    held = finished_episodes(out)
+    if held == 0:   # the writer starts this dataset over: nothing to resume
+        return {'saved_success': 0, 'saved': 0, 'next_seed': None, 'attempts': 0}
+    reconcile_ledger(out, held)
+    return resume_point(out)
+
+def _import_in_background(module: str):
+    "Import `module` in a (returned, started) daemon thread; a failure shows at the real import."
+    import importlib, threading
+    def run():
+        try: importlib.import_module(module)
+        except BaseException: pass
+    th = threading.Thread(target=run, daemon=True, name=f'import {module}')
+    th.start()
+    return th
+
 # %% ../nbs/02c_collect.ipynb #ccca9137
 def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: bool = True, **kwargs) -> dict:
     """Write `episodes` successful episodes of `expert` (default: the registered scripted expert) on `env` to a
     LeRobot v3 dataset at `out`; `kwargs` are `CollectConfig` fields. Re-running continues after the last attempted
     seed. With `workers` > 1 (process workers, or Ray actors with `backend='ray'` / `ray_address`) episodes roll out
-    in parallel and one writer writes them in seed order: the same dataset as with one worker.
+    in parallel and one writer writes them in seed order: the same dataset as with one worker (this process then
+    builds no env: it opens the writer with the first worker's env spec, so workers start at once).
     With `rlds_out`, the dataset is then also exported to RLDS there (`export_rlds`). Returns a summary."""
     cfg = CollectConfig(env=env if isinstance(env, str) else env.spec.env_id, episodes=episodes, out=str(out), **kwargs)
     backend = _collect_backend(cfg, env, expert)
     out = Path(out)
     layout = dataset_layout(cfg.env, cfg.layout, cfg.cameras)   # the simulator's own dataset layout, or None
     cameras = list(layout.cameras) if layout is not None else list(cfg.cameras or [])
-    own = isinstance(env, str)
-    if own: env = _own_env(env, cfg, cameras)   # parallel runs read the spec and the expert's name from it
-    spec = env.spec
     repo_id = cfg.repo_id or f"local/{out.name}"
     max_attempts = cfg.max_attempts or max(10, 3 * episodes)
-    if layout is None: features, fps, robot = dataset_features(spec, cameras, cfg.video), spec.fps, spec.backend
-    else: features, fps, robot = (layout.lerobot_features(spec, cfg.video), layout.fps or spec.fps,
-                                  layout.robot_type or spec.backend)
-    try:
-        actor = expert if expert is not None else make_expert(env)
-        writer = EpisodeWriter(out, features, fps, repo_id, robot_type=robot, use_videos=cfg.video)
-    except BaseException:
-        if own: env.close()
-        raise
-    if not writer.resumed:
-        atomic_write_json(out/SPEC_FILE, {'env': spec.to_dict(), 'cameras': cameras,
-                                          'layout': layout.name if layout is not None else 'robobench',
-                                          'video': cfg.video,
-                                          'dump_failed': cfg.dump_failed, 'repo_id': repo_id,
-                                          'config': to_jsonable(cfg),
-                                          'expert': type(actor).__name__, 'run_info': run_info()})
-    resumed = resume_point(out)   # after the writer cut the ledger back to what the dataset holds
-    seed = resumed['next_seed'] if resumed['next_seed'] is not None else cfg.start_seed
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=episodes, initial=min(resumed['saved_success'], episodes), desc=f'collect {spec.env_id}',
-                   unit='ep')
-    def on_write(rec, done, attempts):
-        if bar is None: return
-        if rec['success']: bar.update(1)
-        bar.set_postfix(seed=rec['seed'], success_rate=f"{done}/{resumed['attempts'] + attempts}")
-    sink = _SeedOrderWriter(writer, spec.instruction, seed, resumed['saved_success'], episodes, max_attempts,
-                            cfg.dump_failed, on_write)
+    opened = {}   # writer, sink, bar, spec: opened once the env's spec is known
+
+    def open_writer(spec, expert_name: str, resumed: dict | None = None):
+        "The one writer (and its SPEC_FILE, progress bar and seed-order sink) for datasets of `spec`'s env."
+        if layout is None: features, fps, robot = dataset_features(spec, cameras, cfg.video), spec.fps, spec.backend
+        else: features, fps, robot = (layout.lerobot_features(spec, cfg.video), layout.fps or spec.fps,
+                                      layout.robot_type or spec.backend)
+        writer = opened['writer'] = EpisodeWriter(out, features, fps, repo_id, robot_type=robot, use_videos=cfg.video)
+        if not writer.resumed:
+            atomic_write_json(out/SPEC_FILE, {'env': spec.to_dict(), 'cameras': cameras,
+                                              'layout': layout.name if layout is not None else 'robobench',
+                                              'video': cfg.video,
+                                              'dump_failed': cfg.dump_failed, 'repo_id': repo_id,
+                                              'config': to_jsonable(cfg),
+                                              'expert': expert_name, 'run_info': run_info()})
+        resumed = resume_point(out) if resumed is None else resumed   # the ledger as the writer cut it back
+        seed = resumed['next_seed'] if resumed['next_seed'] is not None else cfg.start_seed
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = opened['bar'] = tqdm(total=episodes, initial=min(resumed['saved_success'], episodes),
+                                       desc=f'collect {spec.env_id}', unit='ep')
+        def on_write(rec, done, attempts):
+            if bar is None: return
+            if rec['success']: bar.update(1)
+            bar.set_postfix(seed=rec['seed'], success_rate=f"{done}/{resumed['attempts'] + attempts}")
+        opened.update(spec=spec, sink=_SeedOrderWriter(writer, spec.instruction, seed, resumed['saved_success'],
+                                                        episodes, max_attempts, cfg.dump_failed, on_write))
+        return opened['sink']
+
+    own = False   # whether this process made (and so closes) the env
     try:
         if backend == 'local':
+            if isinstance(env, str): env, own = _own_env(env, cfg, cameras), True
+            actor = expert if expert is not None else make_expert(env)
+            sink = open_writer(env.spec, type(actor).__name__)
             worker = _CollectWorker(cfg, env=env, actor=actor, catch=False)
             while not sink.stopped: sink.take(*worker.run(sink.next))
-        elif not sink.stopped:
-            if own: env.close(); own = False   # the workers build their own
-            from robobench.pool import run_processes, run_ray
-            seeds = list(range(seed, seed + max_attempts))
-            run = run_ray if backend == 'ray' else run_processes
-            run(dataclasses.replace(cfg, workers=max(1, int(cfg.workers))), seeds, None, sink.take,
-                _CollectWorker, what='collect')
+        else:   # the workers build the env; this process never imports the simulator, and opens the writer with
+            find_task(resolve_env_id(cfg.env))   # the first worker's spec (a wrong backend fails here, at once)
+            resumed = _resume_point_before_writer(out)
+            seed = resumed['next_seed'] if resumed['next_seed'] is not None else cfg.start_seed
+            from robobench.envs import EnvSpec
+            if resumed['saved_success'] < episodes or not (out/SPEC_FILE).exists():
+                from robobench.pool import run_processes, run_ray
+                importer = _import_in_background('lerobot.datasets.lerobot_dataset')   # while the workers start
+                pending = []   # results in arrival order, held until the writer is open
+                def drain(wait: bool = False) -> bool:
+                    "Open the writer once its import is done (workers never wait for it); hand it what arrived."
+                    if 'sink' not in opened:
+                        if 'meta' not in opened or (importer.is_alive() and not wait): return False
+                        open_writer(EnvSpec.from_dict(opened['meta']['spec']), opened['meta']['expert'], resumed)
+                    while pending: opened['sink'].take(*pending.pop(0))
+                    return opened['sink'].stopped
+                def record(rec, frames):
+                    pending.append((rec, frames))
+                    return drain()
+                run = run_ray if backend == 'ray' else run_processes
+                run(dataclasses.replace(cfg, workers=max(1, int(cfg.workers))), range(seed, seed + max_attempts),
+                    None, record, _CollectWorker, what='collect', on_meta=lambda meta: opened.update(meta=meta))
+                drain(wait=True)
+            else:   # nothing left to do: no workers, the writer opened with the spec the dataset was written with
+                import json
+                saved = json.loads((out/SPEC_FILE).read_text())
+                open_writer(EnvSpec.from_dict(saved['env']), saved.get('expert', ''), resumed)
     finally:
-        writer.close()
-        if bar is not None: bar.close()
+        if 'writer' in opened: opened['writer'].close()
+        if 'bar' in opened: opened['bar'].close()
         if own: env.close()
+    sink, writer = opened['sink'], opened['writer']
     recs = read_jsonl(out/EPISODES_FILE)
-    res = {'out': str(out), 'repo_id': repo_id, 'env_id': spec.env_id, 'saved_success': sink.done,
+    res = {'out': str(out), 'repo_id': repo_id, 'env_id': opened['spec'].env_id, 'saved_success': sink.done,
            'saved_episodes': writer.episodes, 'attempts': len(recs),
            'expert_success_rate': sum(r['success'] for r in recs) / max(1, len(recs)),
            'next_seed': sink.next, 'complete': sink.done >= episodes, 'backend': backend, 'workers': cfg.workers}

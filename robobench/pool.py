@@ -5,7 +5,7 @@
 # %% ../nbs/05b_pool.ipynb #8d0c2084
 from __future__ import annotations
 import multiprocessing as mp, os, time
-from .core import RobobenchError, init_ray
+from .core import RobobenchError, UnknownNameError, init_ray
 from .rollout import error_reason
 
 # %% auto #0
@@ -24,7 +24,9 @@ def pool_worker(worker_cls, cfg, run_dir: str | None, conn):
     os.environ.setdefault('MUJOCO_GL', 'egl')
     try: worker = worker_cls(cfg, run_dir)
     except BaseException as e:
-        conn.send(('fatal', None, (type(e).__name__, str(e), isinstance(e, RobobenchError)), None)); return
+        # a wrong name or an expected mistake is the same in every worker: the parent raises it at once
+        conn.send(('fatal', None, (type(e).__name__, str(e), isinstance(e, (RobobenchError, UnknownNameError))),
+                   None)); return
     conn.send(('ready', None, worker.meta(), None))
     while True:
         seed = conn.recv()
@@ -37,11 +39,12 @@ def pool_worker(worker_cls, cfg, run_dir: str | None, conn):
 
 # %% ../nbs/05b_pool.ipynb #1c9e8065
 def run_processes(cfg, seeds, run_dir, record, worker_cls, ready_cb=lambda: None, poll_s: float = 0.5,
-                  what: str = 'evaluation') -> dict:
+                  what: str = 'evaluation', on_meta=lambda meta: None) -> dict:
     """Run `seeds` on `cfg.workers` spawned processes, each holding one `worker_cls(cfg, run_dir)`; `record(rec,
     payload)` gets every finished seed (returning True stops handing out seeds). Each worker has its own pipe and
     the parent assigns seeds in order, so the parent always knows which seed a worker holds: a worker that dies
-    (segfault, OOM kill) cannot lose a message or hold a shared lock. Returns the first worker's `meta()`."""
+    (segfault, OOM kill) cannot lose a message or hold a shared lock. `on_meta` gets the first worker's `meta()`
+    before any result is recorded (e.g. to open a writer with the env's spec); it is also returned."""
     from multiprocessing.connection import wait
     ctx = mp.get_context('spawn')
     todo = list(seeds)
@@ -86,13 +89,13 @@ def run_processes(cfg, seeds, run_dir, record, worker_cls, ready_cb=lambda: None
                         error = ConnectionError if ename == 'ServerUnavailable' else RuntimeError   # no server
                         raise error(f'{what} workers cannot start: {ename}: {msg}')
                     continue
+                if kind == 'ready': ready.add(conn)
+                if kind == 'done': inflight.pop(conn, None)
+                feed(conn)   # the next seed first: the worker rolls out while the parent records (writes) this one
                 if kind == 'ready':
-                    ready.add(conn); ready_cb()
-                    if rec and not meta: meta.update(rec)
-                if kind == 'done':
-                    inflight.pop(conn, None)
-                    if record(rec, traj): todo.clear()   # the caller has all it needs
-                feed(conn)
+                    if len(ready) == 1: meta.update(rec or {}); on_meta(meta)
+                    ready_cb()
+                if kind == 'done' and record(rec, traj): todo.clear()   # the caller has all it needs
     finally:
         for conn, proc in workers.items():
             try: conn.send(None)
@@ -103,7 +106,8 @@ def run_processes(cfg, seeds, run_dir, record, worker_cls, ready_cb=lambda: None
     return meta
 
 # %% ../nbs/05b_pool.ipynb #0fc30a2a
-def run_ray(cfg, seeds, run_dir, record, worker_cls, ready=lambda: None, what: str = 'evaluation') -> dict:
+def run_ray(cfg, seeds, run_dir, record, worker_cls, ready=lambda: None, what: str = 'evaluation',
+            on_meta=lambda meta: None) -> dict:
     """As `run_processes`, with Ray actors (one CPU each) on a local Ray, or on the cluster at `cfg.ray_address`
     (default `$RAY_ADDRESS`): a dead actor's seed is recorded as an error and the actor replaced."""
     ray = init_ray(cfg.ray_address, num_cpus=cfg.workers)
@@ -117,7 +121,7 @@ def run_ray(cfg, seeds, run_dir, record, worker_cls, ready=lambda: None, what: s
         msg = next((line.strip() for line in reversed(str(e).splitlines()) if 'Error' in line and ':' in line),
                    str(e).strip().splitlines()[0])
         raise RobobenchError(f'{what} workers (Ray actors) cannot start: {msg}') from None
-    ready()
+    on_meta(meta); ready()
     def submit(slot):
         if todo: seed = todo.pop(0); running[actors[slot].run.remote(seed)] = (slot, seed)
     for slot in range(n_actors): submit(slot)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/02b_writer.ipynb #415090be
 from __future__ import annotations
+import time
 from pathlib import Path
 from fastcore.basics import patch
 from .core import BOOKKEEPING, append_jsonl, atomic_write_text, quiet_datasets, read_jsonl
@@ -40,11 +41,13 @@ def reconcile_ledger(root, held: int) -> list[dict]:
 # %% ../nbs/02b_writer.ipynb #45634b13
 class EpisodeWriter:
     """Append episodes to the LeRobot v3 dataset at `root` (created, or resumed if it exists) with one resume ledger.
-    `features` are LeRobot features; on resume they must match the dataset's."""
+    `features` are LeRobot features; on resume they must match the dataset's. Finalizes every `flush_every` episodes
+    at most, and no more often than keeps finalizing within `flush_share` of the time (see above)."""
     def __init__(self, root, features: dict, fps: float, repo_id: str | None = None, robot_type: str | None = None,
-                 use_videos: bool = False, flush_every: int = 10):
+                 use_videos: bool = False, flush_every: int = 10, flush_share: float = 0.05):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
         self.root, self.features, self.flush_every = Path(root), features, max(1, int(flush_every))
+        self.flush_share, self._flush_cost, self._flushed_at = float(flush_share), 0.0, time.monotonic()
         self.repo_id = repo_id or f'local/{self.root.name}'
         self.resumed = (self.root / 'meta' / 'info.json').exists()
         held = finished_episodes(self.root) if self.resumed else 0
@@ -87,7 +90,7 @@ def save(self: EpisodeWriter, frames, task: str, **record) -> int:
         self.dataset.save_episode()
     index, self.episodes, self._since_flush = self.episodes, self.episodes + 1, self._since_flush + 1
     self._log({**record, 'saved': True, 'episode_index': index})
-    if self._since_flush >= self.flush_every: self.flush()
+    if self._since_flush >= self.flush_every and self._flush_due(): self.flush()
     return index
 
 # %% ../nbs/02b_writer.ipynb #64629590
@@ -101,9 +104,16 @@ def skip(self: EpisodeWriter, **record):
 def flush(self: EpisodeWriter):
     "Finalize what is written (valid parquet footers) and reopen for more."
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    start = time.monotonic()
     self.dataset.finalize()
     self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root)
-    self._since_flush = 0
+    self._since_flush, self._flushed_at = 0, time.monotonic()
+    self._flush_cost = self._flushed_at - start
+
+@patch
+def _flush_due(self: EpisodeWriter) -> bool:
+    "Whether the time since the last flush is long enough that the last flush's cost is within `flush_share` of it."
+    return time.monotonic() - self._flushed_at >= self._flush_cost / max(self.flush_share, 1e-9)
 
 # %% ../nbs/02b_writer.ipynb #d6b7e479
 @patch

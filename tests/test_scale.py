@@ -59,6 +59,33 @@ def test_collect_workers_2_writes_the_same_dataset_as_workers_1(tmp_path):
     _assert_same(tmp_path/'cli', tmp_path/'ref')
 
 
+def test_collect_workers_parent_builds_no_env_and_resumes_from_the_workers_spec(tmp_path):
+    """With workers the parent never makes the env (the workers do; the writer opens with the first worker's spec):
+    the dataset's spec file is the env's; a rerun of a complete dataset starts no worker; a wrong env name comes
+    back from the workers as the one-line error, exit 2."""
+    from robobench.collect import SPEC_FILE
+    from robobench.envs import make_env
+    out = tmp_path/'w'
+    s = collect('toy/Point', 3, out, progress=False, env_kwargs=SHORT, workers=2)
+    assert s['complete'] and s['env_id'] == 'toy/Point'
+    import json
+    saved = json.loads((out/SPEC_FILE).read_text())
+    env = make_env('toy/Point', cameras=[], render_images=False, **SHORT)   # as collect makes it
+    try: assert saved['env'] == env.spec.to_dict() and saved['expert'] == 'PointExpert'
+    finally: env.close()
+    t0 = time.perf_counter()
+    again = collect('toy/Point', 3, out, progress=False, env_kwargs=SHORT, workers=2)
+    assert again['complete'] and again['attempts'] == s['attempts'] and again['next_seed'] == s['next_seed']
+    assert time.perf_counter() - t0 < 5   # no worker was started (one takes seconds to spawn)
+    more = collect('toy/Point', 5, out, progress=False, env_kwargs=SHORT, workers=2)   # resume: after the last seed
+    seeds = [r['seed'] for r in read_jsonl(out/EPISODES_FILE)]
+    assert more['saved_success'] == 5 and seeds == list(range(more['next_seed']))
+    r = _robobench('collect', '--env', 'maniskill/PickCub-v1', '--episodes', 1, '--out', tmp_path/'bad', '--workers', 2,
+                   timeout=300)
+    assert r.returncode == 2 and "Did you mean 'PickCube-v1'" in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert not (tmp_path/'bad').exists()
+
+
 def test_collect_workers_survives_kill_9_of_the_parent(tmp_path):
     out, n = tmp_path/'k', 24
     cmd = [ROBOBENCH, 'collect', '--env', 'toy/Point', '--episodes', str(n), '--out',
@@ -133,6 +160,9 @@ def two_node_ray(monkeypatch):
         monkeypatch.setenv(k, '600' if k.endswith('_s') else '600000')
     monkeypatch.delenv('RAY_ADDRESS', raising=False)
     temp = tempfile.mkdtemp(prefix='rbray', dir='/tmp')   # short: Ray's unix socket paths have a length limit
+    from ray._private.utils import get_ray_address_file
+    # the head node records its address in Ray's default temp dir (/tmp/ray), which a fresh machine lacks
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(initialize_head=False)
     try:
         cluster.add_node(num_cpus=1, include_dashboard=False, temp_dir=temp)
