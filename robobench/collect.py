@@ -201,9 +201,13 @@ def _resume_point_before_writer(out) -> dict:
     reconcile_ledger(out, held)
     return resume_point(out)
 
-def _import_in_background(module: str):
-    "Import `module` in a (returned, started) daemon thread; a failure shows at the real import."
+def _import_in_background(module: str, backend: str = 'process'):
+    """Import `module` in a (returned, started) daemon thread; a failure shows at the real import. What the process
+    pool imports itself is imported first, here, so that the two threads never wait on each other's import locks;
+    with Ray (whose own import is large) the thread is not started and `module` is imported when first used."""
     import importlib, threading
+    if backend == 'ray': return threading.Thread()   # never started: not alive
+    import multiprocessing.connection, multiprocessing.popen_spawn_posix   # noqa: F401 (the pool's own imports)
     def run():
         try: importlib.import_module(module)
         except BaseException: pass
@@ -269,13 +273,17 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
             resumed = _resume_point_before_writer(out)
             seed = resumed['next_seed'] if resumed['next_seed'] is not None else cfg.start_seed
             from robobench.envs import EnvSpec
-            if resumed['saved_success'] < episodes or not (out/SPEC_FILE).exists():
+            import json
+            saved = json.loads((out/SPEC_FILE).read_text()) if (out/SPEC_FILE).exists() else {}
+            if (resumed['saved_success'] < episodes
+                    or saved.get('env', {}).get('env_id') != resolve_env_id(cfg.env)):
                 from robobench.pool import run_processes, run_ray
-                importer = _import_in_background('lerobot.datasets.lerobot_dataset')   # while the workers start
+                importer = _import_in_background('lerobot.datasets.lerobot_dataset', backend)   # as workers start
                 pending = []   # results in arrival order, held until the writer is open
                 def drain(wait: bool = False) -> bool:
                     "Open the writer once its import is done (workers never wait for it); hand it what arrived."
                     if 'sink' not in opened:
+                        if 'meta' not in opened and wait: raise RuntimeError('collect: no worker ever started')
                         if 'meta' not in opened or (importer.is_alive() and not wait): return False
                         open_writer(EnvSpec.from_dict(opened['meta']['spec']), opened['meta']['expert'], resumed)
                     while pending: opened['sink'].take(*pending.pop(0))
@@ -288,8 +296,6 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
                     None, record, _CollectWorker, what='collect', on_meta=lambda meta: opened.update(meta=meta))
                 drain(wait=True)
             else:   # nothing left to do: no workers, the writer opened with the spec the dataset was written with
-                import json
-                saved = json.loads((out/SPEC_FILE).read_text())
                 open_writer(EnvSpec.from_dict(saved['env']), saved.get('expert', ''), resumed)
     finally:
         if 'writer' in opened: opened['writer'].close()
