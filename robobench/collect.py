@@ -15,7 +15,7 @@ from .config import config_parser, parse_config
 from .envs import DatasetLayout, RobobenchEnv, find_task, make_env, resolve_env_id
 from .experts import make_expert
 from .rollout import rollout
-from .writer import LEDGER, EpisodeWriter
+from .writer import LEDGER, EpisodeWriter, reopen_dataset
 
 # %% auto #0
 __all__ = ['EPISODES_FILE', 'SPEC_FILE', 'LAYOUT_CHOICES', 'dataset_features', 'resume_point', 'CollectConfig', 'dataset_layout',
@@ -189,24 +189,12 @@ def _collect_backend(cfg: CollectConfig, env, expert) -> str:
     return backend
 
 # %% ../nbs/02c_collect.ipynb #d09a029a
-def _resume_point_before_writer(out) -> dict:
-    """`resume_point(out)` as `EpisodeWriter` will leave it when it opens `out`: the ledger cut back to the episodes
-    the dataset holds (nothing, if it holds none). Lets collect's workers start before the writer is opened."""
-    from robobench.writer import finished_episodes, reconcile_ledger
-    out = Path(out)
-    if not (out/'meta'/'info.json').exists(): return resume_point(out)
-    held = finished_episodes(out)
-    if held == 0:   # the writer starts this dataset over: nothing to resume
-        return {'saved_success': 0, 'saved': 0, 'next_seed': None, 'attempts': 0}
-    reconcile_ledger(out, held)
-    return resume_point(out)
-
 def _import_in_background(module: str, backend: str = 'process'):
     """Import `module` in a (returned, started) daemon thread; a failure shows at the real import. What the process
     pool imports itself is imported first, here, so that the two threads never wait on each other's import locks;
-    with Ray (whose own import is large) the thread is not started and `module` is imported when first used."""
+    with Ray (whose own import is large) no thread (None): `module` is imported when first used."""
     import importlib, threading
-    if backend == 'ray': return threading.Thread()   # never started: not alive
+    if backend == 'ray': return None
     import multiprocessing.connection, multiprocessing.popen_spawn_posix   # noqa: F401 (the pool's own imports)
     def run():
         try: importlib.import_module(module)
@@ -232,7 +220,7 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
     max_attempts = cfg.max_attempts or max(10, 3 * episodes)
     opened = {}   # writer, sink, bar, spec: opened once the env's spec is known
 
-    def open_writer(spec, expert_name: str, resumed: dict | None = None):
+    def open_writer(spec, expert_name: str):
         "The one writer (and its SPEC_FILE, progress bar and seed-order sink) for datasets of `spec`'s env."
         if layout is None: features, fps, robot = dataset_features(spec, cameras, cfg.video), spec.fps, spec.backend
         else: features, fps, robot = (layout.lerobot_features(spec, cfg.video), layout.fps or spec.fps,
@@ -245,7 +233,7 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
                                               'dump_failed': cfg.dump_failed, 'repo_id': repo_id,
                                               'config': to_jsonable(cfg),
                                               'expert': expert_name, 'run_info': run_info()})
-        resumed = resume_point(out) if resumed is None else resumed   # the ledger as the writer cut it back
+        resumed = resume_point(out)   # the ledger as the writer cut it back to what the dataset holds
         seed = resumed['next_seed'] if resumed['next_seed'] is not None else cfg.start_seed
         bar = None
         if progress:
@@ -270,7 +258,8 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
             while not sink.stopped: sink.take(*worker.run(sink.next))
         else:   # the workers build the env; this process never imports the simulator, and opens the writer with
             find_task(resolve_env_id(cfg.env))   # the first worker's spec (a wrong backend fails here, at once)
-            resumed = _resume_point_before_writer(out)
+            reopen_dataset(out)   # as the writer will (idempotent): where the run resumes, before the writer exists
+            resumed = resume_point(out)
             seed = resumed['next_seed'] if resumed['next_seed'] is not None else cfg.start_seed
             from robobench.envs import EnvSpec
             import json
@@ -284,8 +273,9 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
                     "Open the writer once its import is done (workers never wait for it); hand it what arrived."
                     if 'sink' not in opened:
                         if 'meta' not in opened and wait: raise RuntimeError('collect: no worker ever started')
-                        if 'meta' not in opened or (importer.is_alive() and not wait): return False
-                        open_writer(EnvSpec.from_dict(opened['meta']['spec']), opened['meta']['expert'], resumed)
+                        importing = importer is not None and importer.is_alive()
+                        if 'meta' not in opened or (importing and not wait): return False
+                        open_writer(EnvSpec.from_dict(opened['meta']['spec']), opened['meta']['expert'])
                     while pending: opened['sink'].take(*pending.pop(0))
                     return opened['sink'].stopped
                 def record(rec, frames):
@@ -296,7 +286,7 @@ def collect(env: RobobenchEnv | str, episodes: int, out, expert=None, progress: 
                     None, record, _CollectWorker, what='collect', on_meta=lambda meta: opened.update(meta=meta))
                 drain(wait=True)
             else:   # nothing left to do: no workers, the writer opened with the spec the dataset was written with
-                open_writer(EnvSpec.from_dict(saved['env']), saved.get('expert', ''), resumed)
+                open_writer(EnvSpec.from_dict(saved['env']), saved.get('expert', ''))
     finally:
         if 'writer' in opened: opened['writer'].close()
         if 'bar' in opened: opened['bar'].close()

@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .core import BOOKKEEPING, append_jsonl, atomic_write_text, quiet_datasets, read_jsonl
 
 # %% auto #0
-__all__ = ['LEDGER', 'finished_episodes', 'reconcile_ledger', 'EpisodeWriter']
+__all__ = ['LEDGER', 'finished_episodes', 'reconcile_ledger', 'reopen_dataset', 'EpisodeWriter']
 
 # %% ../nbs/02b_writer.ipynb #f00edf13
 def finished_episodes(root) -> int:
@@ -38,6 +38,20 @@ def reconcile_ledger(root, held: int) -> list[dict]:
     atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in recs[:cut]))
     return recs[:cut]
 
+# %% ../nbs/02b_writer.ipynb #2e8fd562
+def reopen_dataset(root) -> tuple[int, list[dict]] | None:
+    """What `EpisodeWriter` does to `root` before it opens it: None if there is no LeRobot dataset to resume (one with
+    no finalized episode is removed: it starts over), else `(episodes held, ledger cut back to them)`. Idempotent, so
+    a caller can learn where a run resumes before the writer (and its LeRobot import) exists."""
+    root = Path(root)
+    if not (root / 'meta' / 'info.json').exists(): return None
+    held = finished_episodes(root)
+    if held == 0:   # nothing was ever finalized: start over
+        import shutil
+        shutil.rmtree(root)
+        return None
+    return held, reconcile_ledger(root, held)
+
 # %% ../nbs/02b_writer.ipynb #45634b13
 class EpisodeWriter:
     """Append episodes to the LeRobot v3 dataset at `root` (created, or resumed if it exists) with one resume ledger.
@@ -49,14 +63,9 @@ class EpisodeWriter:
         self.root, self.features, self.flush_every = Path(root), features, max(1, int(flush_every))
         self.flush_share, self._flush_cost, self._flushed_at = float(flush_share), 0.0, time.monotonic()
         self.repo_id = repo_id or f'local/{self.root.name}'
-        self.resumed = (self.root / 'meta' / 'info.json').exists()
-        held = finished_episodes(self.root) if self.resumed else 0
-        if self.resumed and held == 0:   # nothing was ever finalized: start over
-            import shutil
-            shutil.rmtree(self.root)
-            self.resumed = False
+        reopened = reopen_dataset(self.root)
+        self.resumed, (held, self.ledger) = reopened is not None, reopened or (0, [])
         if self.resumed:
-            self.ledger = reconcile_ledger(self.root, held)
             self.dataset = LeRobotDataset.resume(self.repo_id, root=self.root)
             have = set(self.dataset.meta.features) - set(BOOKKEEPING)
             if have != set(features):
@@ -67,7 +76,6 @@ class EpisodeWriter:
             if self.root.exists() and any(self.root.iterdir()):
                 raise FileExistsError(f'{self.root} exists and is not a LeRobot dataset; choose another output dir')
             if self.root.exists(): self.root.rmdir()
-            self.ledger = []
             self.dataset = LeRobotDataset.create(self.repo_id, fps=int(round(fps)), features=features, root=self.root,
                                                  robot_type=robot_type, use_videos=use_videos)
         self.episodes, self._since_flush = held, 0
